@@ -1,0 +1,65 @@
+// swift-tools-version:6.0
+// loginchroot: a PAM session module and an admin helper that give every login
+// its own copy-on-write root.
+//
+// Layering (each layer only imports the ones above it):
+//   LoginChrootCore      pure logic: config, names, policy, plan, state machine
+//   CLinux               C wrappers for what Swift cannot call (unshare, ioctls)
+//   LoginChrootPlatform  the only place where syscalls happen; typed errors
+//   LoginChroot          backends behind one protocol, and the session manager
+//   CPamShim + PamModule pam_loginchroot.so (C shim + Swift entry points)
+//   loginchroot          the admin CLI, one file per verb
+import PackageDescription
+
+let packageDir = Context.packageDirectory
+
+// The PAM module must load in processes that have no Swift toolchain, so the
+// runtime is linked in statically (release builds only: tests link debug).
+let staticStdlib: [SwiftSetting] = [.unsafeFlags(["-static-stdlib"], .when(configuration: .release))]
+let moduleLinkFlags: [LinkerSetting] = [
+    .unsafeFlags(["-static-stdlib"], .when(configuration: .release)),
+    .unsafeFlags([
+        "-Xlinker", "--version-script=\(packageDir)/CModule/exports.map",
+        "-Xlinker", "-soname=pam_loginchroot.so",
+        // pam_end() dlcloses us; unloading a Swift runtime crashes the host later.
+        "-Xlinker", "-z", "-Xlinker", "nodelete",
+        "-Xlinker", "-z", "-Xlinker", "now",
+        "-Xlinker", "-z", "-Xlinker", "relro",
+        "-Xlinker", "-z", "-Xlinker", "defs",
+    ]),
+    .linkedLibrary("pam"),
+]
+
+let package = Package(
+    name: "loginchroot",
+    products: [
+        .library(name: "loginchroot_pam", type: .dynamic, targets: ["PamModule", "CPamShim"]),
+        .executable(name: "loginchroot", targets: ["loginchroot"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .target(name: "LoginChrootCore", swiftSettings: staticStdlib),
+        .target(name: "CLinux"),
+        .target(name: "LoginChrootPlatform", dependencies: ["CLinux", "LoginChrootCore"], swiftSettings: staticStdlib),
+        .target(
+            name: "LoginChroot",
+            dependencies: ["LoginChrootCore", "LoginChrootPlatform"],
+            swiftSettings: staticStdlib),
+        .target(name: "CPamShim", path: "CModule", exclude: ["exports.map"]),
+        .target(
+            name: "PamModule",
+            dependencies: ["LoginChroot", "CPamShim"],
+            swiftSettings: staticStdlib,
+            linkerSettings: moduleLinkFlags),
+        .executableTarget(
+            name: "loginchroot",
+            dependencies: [
+                "LoginChroot",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .testTarget(name: "LoginChrootCoreTests", dependencies: ["LoginChrootCore", "LoginChroot"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

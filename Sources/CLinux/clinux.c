@@ -1,0 +1,120 @@
+/* Implementations of include/clinux.h, compiled with _GNU_SOURCE (which must
+ * not leak into the header: it changes glibc structs Swift also imports). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <unistd.h>
+#include <linux/btrfs.h>
+#include <linux/loop.h>
+#include <linux/openat2.h>
+
+#include "clinux.h"
+
+const int LC_CLONE_NEWNS = CLONE_NEWNS;
+const int LC_CLONE_FS = CLONE_FS;
+const unsigned long long LC_RESOLVE_IN_ROOT = RESOLVE_IN_ROOT;
+const unsigned long long LC_RESOLVE_NO_MAGICLINKS = RESOLVE_NO_MAGICLINKS;
+const unsigned long long LC_RESOLVE_NO_SYMLINKS = RESOLVE_NO_SYMLINKS;
+const unsigned long long LC_RESOLVE_NO_XDEV = RESOLVE_NO_XDEV;
+const int LC_O_PATH = O_PATH;
+
+int lc_unshare(int flags) { return unshare(flags); }
+int lc_setns(int fd, int nstype) { return setns(fd, nstype); }
+int lc_pivot_root(const char *new_root, const char *put_old)
+{
+    return (int)syscall(SYS_pivot_root, new_root, put_old);
+}
+pid_t lc_gettid(void) { return (pid_t)syscall(SYS_gettid); }
+
+/* openat2(2): resolve `path` below `dirfd` with the given RESOLVE_* flags. */
+int lc_openat2(int dirfd, const char *path, int flags, mode_t mode, unsigned long long resolve)
+{
+    struct open_how how;
+    memset(&how, 0, sizeof(how));
+    how.flags = (unsigned long long)flags;
+    how.mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0;
+    how.resolve = resolve;
+    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+}
+
+/* btrfs: snapshot the subvolume open at `source_fd` as `name` in the
+ * directory open at `parent_fd`; read-only when `readonly` is set. */
+int lc_btrfs_snapshot(int parent_fd, int source_fd, const char *name, int readonly)
+{
+    struct btrfs_ioctl_vol_args_v2 args;
+    memset(&args, 0, sizeof(args));
+    args.fd = source_fd;
+    if (readonly)
+        args.flags |= BTRFS_SUBVOL_RDONLY;
+    if (strlen(name) >= sizeof(args.name))
+        return -2;
+    strncpy(args.name, name, sizeof(args.name) - 1);
+    return ioctl(parent_fd, BTRFS_IOC_SNAP_CREATE_V2, &args);
+}
+
+int lc_btrfs_create_subvolume(int parent_fd, const char *name)
+{
+    struct btrfs_ioctl_vol_args_v2 args;
+    memset(&args, 0, sizeof(args));
+    if (strlen(name) >= sizeof(args.name))
+        return -2;
+    strncpy(args.name, name, sizeof(args.name) - 1);
+    return ioctl(parent_fd, BTRFS_IOC_SUBVOL_CREATE_V2, &args);
+}
+
+int lc_btrfs_destroy_subvolume(int parent_fd, const char *name)
+{
+    struct btrfs_ioctl_vol_args args;
+    memset(&args, 0, sizeof(args));
+    if (strlen(name) >= sizeof(args.name))
+        return -2;
+    strncpy(args.name, name, sizeof(args.name) - 1);
+    return ioctl(parent_fd, BTRFS_IOC_SNAP_DESTROY, &args);
+}
+
+/* Attaches `backing_fd` to a free loop device with autoclear, so the device
+ * goes away when its last user (the mount) does. Returns the loop number. */
+int lc_loop_attach(int backing_fd, int readonly, int *number_out)
+{
+    int control = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+    if (control < 0)
+        return -1;
+    for (int attempt = 0; attempt < 16; attempt++) {
+        int number = ioctl(control, LOOP_CTL_GET_FREE);
+        if (number < 0)
+            break;
+        char path[64];
+        snprintf(path, sizeof(path), "/dev/loop%d", number);
+        int loop = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+        if (loop < 0)
+            continue;
+        struct loop_config config;
+        memset(&config, 0, sizeof(config));
+        config.fd = (unsigned int)backing_fd;
+        config.info.lo_flags = LO_FLAGS_AUTOCLEAR | (readonly ? LO_FLAGS_READ_ONLY : 0);
+        if (ioctl(loop, LOOP_CONFIGURE, &config) == 0) {
+            close(control);
+            *number_out = number;
+            return loop;
+        }
+        int saved = errno;
+        close(loop);
+        if (saved != EBUSY) {
+            close(control);
+            errno = saved;
+            return -1;
+        }
+    }
+    close(control);
+    return -1;
+}

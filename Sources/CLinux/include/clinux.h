@@ -1,0 +1,38 @@
+/* Linux calls that Swift cannot reach through Glibc: they need _GNU_SOURCE,
+ * have no glibc wrapper, or take kernel structs. Each is a thin pass-through
+ * (clinux.c); errno is left for the Swift platform layer to read. */
+#ifndef LOGINCHROOT_CLINUX_H
+#define LOGINCHROOT_CLINUX_H
+
+#include <sys/types.h>
+
+extern const int LC_CLONE_NEWNS;
+extern const int LC_CLONE_FS;
+extern const unsigned long long LC_RESOLVE_IN_ROOT;
+extern const unsigned long long LC_RESOLVE_NO_MAGICLINKS;
+extern const unsigned long long LC_RESOLVE_NO_SYMLINKS;
+extern const unsigned long long LC_RESOLVE_NO_XDEV;
+extern const int LC_O_PATH;
+
+int lc_unshare(int flags);
+int lc_setns(int fd, int nstype);
+int lc_pivot_root(const char *new_root, const char *put_old);
+pid_t lc_gettid(void);
+
+/* openat2(2): resolve `path` below `dirfd` with the given RESOLVE_* flags. */
+int lc_openat2(int dirfd, const char *path, int flags, mode_t mode, unsigned long long resolve);
+
+/* btrfs: snapshot the subvolume open at `source_fd` as `name` in the
+ * directory open at `parent_fd`; read-only when `readonly` is set.
+ * These return -2 when `name` is too long for the ioctl. */
+int lc_btrfs_snapshot(int parent_fd, int source_fd, const char *name, int readonly);
+int lc_btrfs_create_subvolume(int parent_fd, const char *name);
+int lc_btrfs_destroy_subvolume(int parent_fd, const char *name);
+
+/* Attaches `backing_fd` to a free loop device with autoclear and returns the
+ * open loop fd (its number in *number_out). Keep the fd open until the
+ * device is mounted: closing the last opener of an unused autoclear device
+ * detaches it. */
+int lc_loop_attach(int backing_fd, int readonly, int *number_out);
+
+#endif

@@ -1,0 +1,89 @@
+// btrfs: master, generations and sessions are subvolumes of one filesystem;
+// snapshots and deletes go through the btrfs ioctls (never btrfs-progs).
+import Glibc
+import LoginChrootCore
+import LoginChrootPlatform
+
+public final class BtrfsBackend: SnapshotBackend {
+    public let kind = BackendKind.btrfs
+    let store: StoreLayout
+
+    public init(config: Config) { store = StoreLayout(path: config.storePath) }
+
+    public func checkStore() throws {
+        guard Mounts.filesystemType(at: store.path) == "btrfs" else {
+            throw SetupError("store \(store.path) is not a mounted btrfs filesystem",
+                             fix: "run 'loginchroot start' (or 'loginchroot init' on a new machine)")
+        }
+        try store.checkInitialized(backend: kind)
+    }
+
+    public func currentGeneration() throws -> Generation { try store.currentGeneration() }
+    public func generations() throws -> [Generation] { try store.generations() }
+
+    public func prepare(_ key: RootKey, from generation: Generation) throws -> RootLayout {
+        let source = try Descriptor.openDirectory(store.generation(generation))
+        let parent = try Descriptor.openDirectory(store.sessionsDir)
+        try Btrfs.snapshot(source: source, into: parent, name: key.value, readOnly: false)
+        return RootLayout(mounts: [.bind(source: store.session(key), target: "")], rootSubpath: "")
+    }
+
+    public func remove(_ key: RootKey) throws {
+        try destroy(in: store.sessionsDir, name: key.value)
+    }
+
+    public func sessions() throws -> [RootKey] { try store.sessionKeys() }
+
+    public func createMaster() throws -> String {
+        try store.createDirectories()
+        if !Files.isDirectory(store.master) {
+            try Btrfs.createSubvolume(in: try Descriptor.openDirectory(store.path), name: "master")
+        }
+        return store.master
+    }
+
+    public func masterLayout() throws -> RootLayout {
+        RootLayout(mounts: [.bind(source: store.master, target: "")], rootSubpath: "")
+    }
+
+    public func publish() throws -> Generation {
+        let generation = try store.nextGeneration()
+        let stable = try Descriptor.openDirectory(store.stable)
+        // Snapshot under a temporary name, then rename: a crash never leaves
+        // a half-made generation under a real name (gc removes *.tmp).
+        let temporary = generation.name + ".tmp"
+        try Btrfs.snapshot(source: try Descriptor.openDirectory(store.master), into: stable, name: temporary, readOnly: true)
+        try sys("renameat", temporary) { renameat(stable.raw, temporary, stable.raw, generation.name) }
+        try store.setCurrent(generation)
+        return generation
+    }
+
+    public func removeGeneration(_ generation: Generation) throws {
+        try destroy(in: store.stable, name: generation.name)
+    }
+
+    /// Removes leftovers of interrupted publishes.
+    public func removeTemporaries() throws -> [String] {
+        var removed: [String] = []
+        for name in try Files.listDirectory(store.stable) where name.hasSuffix(".tmp") {
+            try destroy(in: store.stable, name: name)
+            removed.append(name)
+        }
+        return removed
+    }
+
+    public func usage() throws -> SpaceUsage { try store.usage() }
+
+    private func destroy(in directory: String, name: String) throws {
+        let parent = try Descriptor.openDirectory(directory)
+        var info = Glibc.stat()
+        if fstatat(parent.raw, name, &info, AT_SYMLINK_NOFOLLOW) != 0 {
+            if errno == ENOENT { return }
+            throw SystemError(call: "fstatat", path: joinPath(directory, name), errno: errno)
+        }
+        guard Btrfs.isSubvolume(info) else {
+            throw SetupError("\(joinPath(directory, name)) is not a subvolume", fix: "inspect it and remove it by hand")
+        }
+        try Btrfs.destroySubvolume(in: parent, name: name)
+    }
+}

@@ -1,0 +1,108 @@
+// overlay: each generation is a plain read-only directory tree used as the
+// lower layer; a session's upper layer lives on a tmpfs that exists only in
+// the session's namespace (so it vanishes with it), or under a configured
+// host directory.
+import Glibc
+import LoginChrootCore
+import LoginChrootPlatform
+
+public final class OverlayBackend: SnapshotBackend {
+    public let kind = BackendKind.overlay
+    let store: StoreLayout
+    let upper: OverlayUpper
+
+    public init(config: Config) {
+        store = StoreLayout(path: config.storePath)
+        upper = config.overlayUpper
+    }
+
+    public func checkStore() throws {
+        try store.checkInitialized(backend: kind)
+        if case .directory(let path) = upper {
+            guard Files.isDirectory(path) else {
+                throw SetupError("overlay upper directory \(path) does not exist", fix: "mkdir -m 700 \(path)")
+            }
+            try Files.checkOwnedByRoot(path, kind: "overlay upper directory")
+        }
+    }
+
+    public func currentGeneration() throws -> Generation { try store.currentGeneration() }
+    public func generations() throws -> [Generation] { try store.generations() }
+
+    public func prepare(_ key: RootKey, from generation: Generation) throws -> RootLayout {
+        let lower = store.generation(generation)
+        switch upper {
+        case .tmpfs(let size):
+            return RootLayout(mounts: [
+                .tmpfs(target: "", sizeBytes: size),
+                .directory("upper"), .directory("work"), .directory("root"),
+                .overlay(lower: lower, upper: "upper", work: "work", target: "root"),
+            ], rootSubpath: "root")
+        case .directory(let base):
+            let directory = joinPath(base, key.value)
+            try sys("mkdir", directory) { mkdir(directory, 0o700) }
+            for sub in ["upper", "work"] {
+                let path = joinPath(directory, sub)
+                try sys("mkdir", path) { mkdir(path, 0o755) }
+            }
+            return RootLayout(mounts: [
+                .overlay(lower: lower, upper: joinPath(directory, "upper"), work: joinPath(directory, "work"), target: ""),
+            ], rootSubpath: "")
+        }
+    }
+
+    public func remove(_ key: RootKey) throws {
+        // A tmpfs upper died with the namespace; a directory upper is deleted
+        // without following symlinks or crossing mounts.
+        guard case .directory(let base) = upper, Files.isDirectory(base) else { return }
+        try Files.removeTree(parent: try Descriptor.openDirectory(base), name: key.value)
+    }
+
+    public func sessions() throws -> [RootKey] {
+        guard case .directory(let base) = upper, Files.isDirectory(base) else { return [] }
+        return try Files.listDirectory(base).compactMap(RootKey.init)
+    }
+
+    public func createMaster() throws -> String {
+        try store.createDirectories()
+        if !Files.isDirectory(store.master) {
+            try sys("mkdir", store.master) { mkdir(store.master, 0o755) }
+        }
+        return store.master
+    }
+
+    public func masterLayout() throws -> RootLayout {
+        RootLayout(mounts: [.bind(source: store.master, target: "")], rootSubpath: "")
+    }
+
+    public func publish() throws -> Generation {
+        let generation = try store.nextGeneration()
+        let temporary = store.generation(generation) + ".tmp"
+        let status = try Processes.run(["cp", "-a", "--reflink=auto", store.master, temporary])
+        guard status == 0 else {
+            if let stable = try? Descriptor.openDirectory(store.stable) {
+                try? Files.removeTree(parent: stable, name: generation.name + ".tmp")
+            }
+            throw SetupError("copying master to \(temporary) failed (cp exit \(status))", fix: "check free space in \(store.path)")
+        }
+        try sys("rename", temporary) { rename(temporary, store.generation(generation)) }
+        try store.setCurrent(generation)
+        return generation
+    }
+
+    public func removeGeneration(_ generation: Generation) throws {
+        try Files.removeTree(parent: try Descriptor.openDirectory(store.stable), name: generation.name)
+    }
+
+    public func removeTemporaries() throws -> [String] {
+        let stable = try Descriptor.openDirectory(store.stable)
+        var removed: [String] = []
+        for name in try Files.listDirectory(store.stable) where name.hasSuffix(".tmp") {
+            try Files.removeTree(parent: stable, name: name)
+            removed.append(name)
+        }
+        return removed
+    }
+
+    public func usage() throws -> SpaceUsage { try store.usage() }
+}

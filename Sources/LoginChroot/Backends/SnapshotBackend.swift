@@ -1,0 +1,124 @@
+// The snapshot protocol every backend implements (after containerd's
+// snapshotter: prepare, remove, walk, commit, usage). Backends create and
+// destroy storage and *describe* mounts; the session host performs them.
+import Glibc
+import LoginChrootCore
+import LoginChrootPlatform
+
+/// How to assemble a root: mounts below a staging directory, and where the
+/// finished root ends up.
+public struct RootLayout: Equatable {
+    public var mounts: [MountSpec]
+    public var rootSubpath: String
+}
+
+public struct SpaceUsage: Equatable {
+    public var totalBytes: UInt64
+    public var freeBytes: UInt64
+}
+
+public protocol SnapshotBackend: AnyObject {
+    var kind: BackendKind { get }
+
+    /// Throws a SetupError naming the fix when the store cannot be used.
+    func checkStore() throws
+
+    /// The generation new sessions get.
+    func currentGeneration() throws -> Generation
+    func generations() throws -> [Generation]
+
+    /// Makes the writable snapshot of `generation` for root `key`.
+    func prepare(_ key: RootKey, from generation: Generation) throws -> RootLayout
+    /// Destroys root `key`'s snapshot. Succeeds when there is none.
+    func remove(_ key: RootKey) throws
+    /// The session snapshots that exist, for gc.
+    func sessions() throws -> [RootKey]
+
+    /// Creates an empty master; `loginchroot init` fills it.
+    func createMaster() throws -> String
+    /// How to mount master writable for `loginchroot master run`.
+    func masterLayout() throws -> RootLayout
+    /// Snapshots master as a new immutable generation and makes it current.
+    func publish() throws -> Generation
+    func removeGeneration(_ generation: Generation) throws
+    /// Removes what an interrupted publish left; returns the names removed.
+    func removeTemporaries() throws -> [String]
+
+    func usage() throws -> SpaceUsage
+}
+
+/// The directory layout every backend shares:
+///   master/            the mutable golden root
+///   stable/gen-N/      immutable generations
+///   current            the name of the current generation (renamed into place)
+///   sessions/KEY/      per-root writable state
+public struct StoreLayout {
+    public let path: String
+    public init(path: String) { self.path = path }
+
+    public var master: String { joinPath(path, "master") }
+    public var stable: String { joinPath(path, "stable") }
+    public var sessionsDir: String { joinPath(path, "sessions") }
+    public var currentFile: String { joinPath(path, "current") }
+    public func generation(_ generation: Generation) -> String { joinPath(stable, generation.name) }
+    public func session(_ key: RootKey) -> String { joinPath(sessionsDir, key.value) }
+
+    public func checkInitialized(backend: BackendKind) throws {
+        guard Files.isDirectory(master), Files.isDirectory(stable), Files.isDirectory(sessionsDir) else {
+            throw SetupError("store \(path) is not initialised for the \(backend.rawValue) backend",
+                             fix: "run 'loginchroot init --from-dir DIR' (or --from-tar, --debootstrap)")
+        }
+        try Files.checkOwnedByRoot(path, kind: "store directory")
+    }
+
+    public func currentGeneration() throws -> Generation {
+        let text: String
+        do { text = try Files.read(currentFile) } catch {
+            throw SetupError("no generation has been published in \(path)", fix: "run 'loginchroot publish'")
+        }
+        guard let generation = Generation(text.trimmed.filter { $0 != "\n" }), Files.isDirectory(self.generation(generation)) else {
+            throw SetupError("\(currentFile) names no existing generation", fix: "run 'loginchroot publish'")
+        }
+        return generation
+    }
+
+    public func generations() throws -> [Generation] {
+        try Files.listDirectory(stable).compactMap(Generation.init).sorted()
+    }
+
+    public func nextGeneration() throws -> Generation {
+        (try generations().last ?? Generation(number: 0)).next
+    }
+
+    public func setCurrent(_ generation: Generation) throws {
+        try Files.writeAtomically(currentFile, generation.name + "\n", mode: 0o644)
+    }
+
+    public func sessionKeys() throws -> [RootKey] {
+        try Files.listDirectory(sessionsDir).compactMap(RootKey.init)
+    }
+
+    public func createDirectories() throws {
+        try Files.makeDirectories(path)
+        _ = chmod(path, 0o700)
+        for directory in [stable, sessionsDir] where !Files.isDirectory(directory) {
+            try sys("mkdir", directory) { mkdir(directory, 0o700) }
+        }
+    }
+
+    public func usage() throws -> SpaceUsage {
+        var fs = statvfs()
+        try sys("statvfs", path) { statvfs(path, &fs) }
+        return SpaceUsage(totalBytes: UInt64(fs.f_blocks) * UInt64(fs.f_frsize),
+                          freeBytes: UInt64(fs.f_bavail) * UInt64(fs.f_frsize))
+    }
+}
+
+public enum Backends {
+    public static func make(_ config: Config) -> SnapshotBackend {
+        switch config.backend {
+        case .btrfs: return BtrfsBackend(config: config)
+        case .overlay: return OverlayBackend(config: config)
+        }
+    }
+}

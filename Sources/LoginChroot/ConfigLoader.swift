@@ -1,0 +1,20 @@
+// Reads the config file after checking that only root could have written it.
+import LoginChrootCore
+import LoginChrootPlatform
+
+public enum ConfigLoader {
+    public static func load(_ path: String) throws -> Config {
+        guard Files.exists(path) else {
+            throw ConfigError(file: path, line: 0, problem: "config file does not exist",
+                              fix: "create it (see loginchroot.conf(5) and /usr/share/doc/loginchroot/loginchroot.conf)")
+        }
+        let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
+        do {
+            try Files.checkOwnedByRoot(path, kind: "config file")
+            try Files.checkOwnedByRoot(directory.isEmpty ? "/" : directory, kind: "config directory")
+        } catch let error as SetupError {
+            throw ConfigError(file: path, line: 0, problem: error.problem, fix: error.fix)
+        }
+        return try ConfigParser.parse(try Files.read(path), file: path)
+    }
+}

@@ -1,0 +1,293 @@
+// The real session host: namespaces, mounts, cgroups and the /proc scan.
+import Glibc
+import LoginChrootCore
+import LoginChrootPlatform
+
+public struct LinuxSessionHost: SessionHost {
+    let log: (String) -> Void
+
+    public init(log: @escaping (String) -> Void) { self.log = log }
+
+    public func lookupAccount(_ name: UserName) throws -> Account? { try Accounts.lookup(name) }
+
+    public func groupIDs(_ names: [String]) -> [String: UInt32] {
+        var ids: [String: UInt32] = [:]
+        for name in names { ids[name] = Accounts.groupID(name) }
+        return ids
+    }
+
+    public func insideSessionRoot() -> Bool { Files.exists(SessionPlan.markerPath) }
+    public func isRoot() -> Bool { geteuid() == 0 }
+
+    public func caller() -> (pid: Int32, startTime: UInt64) {
+        let pid = getpid()
+        return (pid, Processes.startTime(of: pid) ?? 0)
+    }
+
+    public func isAlive(_ member: Member) -> Bool { Processes.isAlive(pid: member.pid, startTime: member.startTime) }
+
+    public func openHostNamespace() throws -> Int32 { try Namespaces.openCurrentMountNamespace().release() }
+    public func closeDescriptor(_ fd: Int32) { if fd >= 0 { close(fd) } }
+
+    public func buildRoot(_ plan: SessionPlan, staging: String, pin: String?) throws -> RootIdentity {
+        let host = try Namespaces.openCurrentMountNamespace()
+        try Namespaces.unshareMountNamespace()
+        do {
+            let session = try Namespaces.openCurrentMountNamespace()
+            // From here on nothing we mount can propagate back to the host.
+            try Mounts.setPropagation("/", MS_SLAVE, recursive: true)
+            try RootAssembler(plan: plan, staging: staging, log: log).assemble()
+            try Namespaces.pivotRoot(to: joinPath(staging, plan.rootSubpath))
+            var rootInfo = Glibc.stat()
+            try sys("stat", "/") { stat("/", &rootInfo) }
+            let identity = RootIdentity(namespaceInode: UInt64(try session.stat().st_ino), rootDevice: UInt64(rootInfo.st_dev))
+            if let pin {
+                // Pinning has to happen in the host namespace: step out and back.
+                try Namespaces.enter(host, what: "host namespace")
+                try Namespaces.pin(session, at: pin)
+                try Namespaces.enter(session, what: "session namespace")
+            }
+            enterHome(plan.home)
+            return identity
+        } catch {
+            do { try Namespaces.enter(host, what: "host namespace") } catch {
+                log("could not return to the host namespace after a failed setup: \(error)")
+            }
+            throw error
+        }
+    }
+
+    public func joinRoot(pin: String, home: String) throws {
+        let namespace = try Descriptor.open(pin, O_RDONLY)
+        try Namespaces.enter(namespace, what: pin)
+        enterHome(home)
+    }
+
+    public func returnToHost(_ fd: Int32) throws {
+        try Namespaces.enter(Descriptor(adopting: dup(fd)), what: "host namespace")
+    }
+
+    public func unpin(_ pin: String) throws { try Namespaces.unpin(pin) }
+
+    private func enterHome(_ home: String) {
+        if chdir(home) != 0 {
+            log("cannot chdir to \(home) inside the root (errno \(errno)); starting in /")
+            _ = chdir("/")
+        }
+    }
+
+    // MARK: cgroups and killing
+
+    public func placeCaller(inCgroupNamed name: String) -> CgroupPlacement? {
+        guard let cgroups = Cgroups.find(), let parent = cgroups.current() else { return nil }
+        guard !parent.unicodeScalars.contains(where: { $0 == " " || $0 == "\n" || $0 == "\t" }) else { return nil }
+        let child = joinPath(parent == "/" ? "/" : parent, name)
+        do {
+            try cgroups.create(child)
+            try cgroups.move(pid: getpid(), to: child)
+            return CgroupPlacement(cgroup: child, parent: parent)
+        } catch {
+            log("cgroup \(child) unusable (\(error)); relying on the /proc scan")
+            try? cgroups.remove(child)
+            return nil
+        }
+    }
+
+    public func moveCaller(toCgroup parent: String) {
+        guard let cgroups = Cgroups.find(), !parent.isEmpty else { return }
+        do { try cgroups.move(pid: getpid(), to: parent) } catch {
+            log("cannot move back to cgroup \(parent): \(error)")
+        }
+    }
+
+    public func killAll(cgroups names: [String], identity: RootIdentity?, timeoutSeconds: Int) -> Bool {
+        let cgroups = Cgroups.find()
+        let own = getpid()
+        let rounds = max(1, timeoutSeconds * 100)
+        for _ in 0..<rounds {
+            var remaining = false
+            for name in names {
+                guard let cgroups, cgroups.exists(name) else { continue }
+                if cgroups.isPopulated(name) {
+                    remaining = true
+                    if !cgroups.kill(name) {
+                        // No cgroup.kill (before Linux 5.14): kill member by member.
+                        cgroups.pids(name).filter { $0 != own }.forEach(Processes.kill)
+                    }
+                }
+            }
+            if let identity {
+                let users = Processes.usingRoot(namespaceInode: identity.namespaceInode, rootDevice: identity.rootDevice, excluding: own)
+                if !users.isEmpty {
+                    remaining = true
+                    users.forEach(Processes.kill)
+                }
+            }
+            if !remaining { return true }
+            Processes.sleep(milliseconds: 10)
+        }
+        return false
+    }
+
+    public func removeCgroup(_ cgroup: String) {
+        guard let cgroups = Cgroups.find(), !cgroup.isEmpty, cgroups.exists(cgroup) else { return }
+        for _ in 0..<50 {
+            if (try? cgroups.remove(cgroup)) != nil { return }
+            Processes.sleep(milliseconds: 10)
+        }
+        log("cgroup \(cgroup) could not be removed")
+    }
+
+    public func leftoverCgroups() -> [String] {
+        Cgroups.find()?.find(prefix: "loginchroot-") ?? []
+    }
+
+    public func pause(milliseconds: Int) { Processes.sleep(milliseconds: milliseconds) }
+}
+
+/// Executes a SessionPlan below the staging directory, inside the new
+/// namespace. Every path inside the image is resolved relative to the image's
+/// root fd, never through the host's view of it.
+struct RootAssembler {
+    let plan: SessionPlan
+    let staging: String
+    let log: (String) -> Void
+
+    func assemble() throws {
+        for mount in plan.rootMounts { try perform(mount) }
+        let root = try Descriptor.openDirectory(joinPath(staging, plan.rootSubpath))
+        for bind in plan.binds { try bindIn(bind, root: root) }
+        for edit in plan.edits { try apply(edit, root: root) }
+        if !plan.markerPath.isEmpty {
+            try writeFile(root: root, path: plan.markerPath, bytes: Array((plan.key.value + "\n").utf8), mode: 0o644)
+        }
+    }
+
+    private func stagingPath(_ path: String) -> String { path.hasPrefix("/") ? path : joinPath(staging, path) }
+
+    private func perform(_ mount: MountSpec) throws {
+        switch mount {
+        case .bind(let source, let target):
+            try Mounts.bind(source, onto: stagingPath(target), recursive: false)
+        case .tmpfs(let target, let size):
+            try Mounts.mount(source: "loginchroot", target: stagingPath(target), type: "tmpfs",
+                             flags: UInt(MS_NOSUID) | UInt(MS_NODEV), data: "size=\(size),mode=0755")
+        case .directory(let path):
+            let full = stagingPath(path)
+            try sys("mkdir", full) { mkdir(full, 0o755) }
+        case .overlay(let lower, let upper, let work, let target):
+            try Mounts.mount(source: "loginchroot", target: stagingPath(target), type: "overlay", flags: 0,
+                             data: "lowerdir=\(lower),upperdir=\(stagingPath(upper)),workdir=\(stagingPath(work))")
+        }
+    }
+
+    private func bindIn(_ bind: BindEntry, root: Descriptor) throws {
+        var info = Glibc.stat()
+        guard stat(bind.source, &info) == 0 else {
+            if bind.optional { return }
+            throw SetupError("bind source \(bind.source) does not exist on the host",
+                             fix: "create it, or mark the bind optional in [binds]")
+        }
+        let isDirectory = (info.st_mode & S_IFMT) == S_IFDIR
+        let target = try makeMountPoint(root: root, path: bind.target, directory: isDirectory)
+        try Mounts.bind(bind.source, onto: target.procPath, recursive: bind.recursive)
+        // Reopen: the old fd names the directory under the new mount.
+        let mounted = try root.openInside(bind.target, Descriptor.pathOnly, noSymlinks: true)
+        if bind.readOnly { try Mounts.makeReadOnly(mounted.procPath) }
+        let flag: Int
+        switch bind.propagation {
+        case .private: flag = MS_PRIVATE
+        case .slave: flag = MS_SLAVE
+        case .shared: flag = MS_SHARED
+        }
+        try Mounts.setPropagation(mounted.procPath, flag, recursive: bind.recursive)
+    }
+
+    /// Opens (creating if needed) a mount point inside the root. Symlinks are
+    /// refused: an image whose /tmp points elsewhere must not get the host's
+    /// /tmp bound somewhere unexpected.
+    private func makeMountPoint(root: Descriptor, path: String, directory: Bool) throws -> Descriptor {
+        do {
+            return try root.openInside(path, Descriptor.pathOnly, noSymlinks: true)
+        } catch let error as SystemError where error.errno == ELOOP {
+            throw SetupError("\(path) in the image is a symlink; refusing to bind over it",
+                             fix: "replace \(path) in master with a real directory and publish")
+        } catch let error as SystemError where error.errno == ENOENT {
+            var current = try root.openInside(".", O_RDONLY | O_DIRECTORY, noSymlinks: true)
+            let components = path.split(separator: "/").map(String.init)
+            for (index, component) in components.enumerated() {
+                let last = index == components.count - 1
+                if last && !directory {
+                    let fd = openat(current.raw, component, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o644)
+                    if fd >= 0 { close(fd) } else if errno != EEXIST { throw SystemError(call: "openat", path: path, errno: errno) }
+                } else if mkdirat(current.raw, component, 0o755) != 0 && errno != EEXIST {
+                    throw SystemError(call: "mkdirat", path: path, errno: errno)
+                }
+                if !last {
+                    current = Descriptor(adopting: try sys("openat", path) {
+                        openat(current.raw, component, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                    })
+                }
+            }
+            return try root.openInside(path, Descriptor.pathOnly, noSymlinks: true)
+        }
+    }
+
+    private func apply(_ edit: RootFileEdit, root: Descriptor) throws {
+        switch edit {
+        case .copyFromHost(let path):
+            guard let bytes = try? Descriptor.open(path, O_RDONLY).readAll(limit: 1 << 20) else {
+                log("host file \(path) not readable; not copied into the root")
+                return
+            }
+            try writeFile(root: root, path: path, bytes: bytes, mode: 0o644)
+        case .ensureEntry(let file, let name, let line):
+            let text = try readFile(root: root, path: file)
+            if let updated = ensuringEntry(in: text, name: name, line: line) {
+                try writeFile(root: root, path: file, bytes: Array(updated.utf8), mode: 0o644)
+            }
+        case .ensureGroupMember(let group, let gid, let user):
+            let text = try readFile(root: root, path: "/etc/group")
+            if let updated = ensuringGroupMember(in: text, group: group, gid: gid, user: user) {
+                try writeFile(root: root, path: "/etc/group", bytes: Array(updated.utf8), mode: 0o644)
+            }
+        }
+    }
+
+    /// The directory holding `path` inside the root, opened without following
+    /// any symlink, and the file's name in it.
+    private func parentInside(root: Descriptor, path: String) throws -> (Descriptor, String) {
+        var components = path.split(separator: "/").map(String.init)
+        guard let name = components.popLast() else { throw SystemError(call: "open", path: path, errno: EINVAL) }
+        do {
+            let parent = try root.openInside(components.joined(separator: "/"), O_RDONLY | O_DIRECTORY, noSymlinks: true)
+            return (parent, name)
+        } catch let error as SystemError where error.errno == ELOOP {
+            throw SetupError("a directory on the way to \(path) in the image is a symlink; refusing to write through it",
+                             fix: "replace it in master with a real directory and publish")
+        }
+    }
+
+    private func readFile(root: Descriptor, path: String) throws -> String {
+        let (parent, name) = try parentInside(root: root, path: path)
+        let fd = openat(parent.raw, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        if fd < 0 {
+            if errno == ENOENT { return "" }
+            throw SystemError(call: "openat", path: path, errno: errno)
+        }
+        return String(decoding: try Descriptor(adopting: fd).readAll(limit: 16 << 20), as: UTF8.self)
+    }
+
+    /// Replaces `path` inside the root (a symlink there is replaced, never followed).
+    private func writeFile(root: Descriptor, path: String, bytes: [UInt8], mode: mode_t) throws {
+        let (parent, name) = try parentInside(root: root, path: path)
+        let temporary = "." + name + ".loginchroot"
+        _ = unlinkat(parent.raw, temporary, 0)
+        let fd = Descriptor(adopting: try sys("openat", path) {
+            openat(parent.raw, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
+        })
+        try fd.writeAll(bytes)
+        _ = fchmod(fd.raw, mode)
+        try sys("renameat", path) { renameat(parent.raw, temporary, parent.raw, name) }
+    }
+}

@@ -1,0 +1,52 @@
+// Everything a session does to the machine, behind one protocol, so the
+// session manager's logic can be tested with a fake host and a fake backend.
+import LoginChrootCore
+
+/// Facts about a finished root that the /proc scan needs later.
+public struct RootIdentity: Equatable {
+    public var namespaceInode: UInt64
+    public var rootDevice: UInt64
+    public init(namespaceInode: UInt64, rootDevice: UInt64) {
+        self.namespaceInode = namespaceInode; self.rootDevice = rootDevice
+    }
+}
+
+public struct CgroupPlacement: Equatable {
+    public var cgroup: String
+    public var parent: String
+    public init(cgroup: String, parent: String) { self.cgroup = cgroup; self.parent = parent }
+}
+
+public protocol SessionHost {
+    func lookupAccount(_ name: UserName) throws -> Account?
+    func groupIDs(_ names: [String]) -> [String: UInt32]
+    /// True when the caller already runs inside a session root.
+    func insideSessionRoot() -> Bool
+    func isRoot() -> Bool
+    func caller() -> (pid: Int32, startTime: UInt64)
+    func isAlive(_ member: Member) -> Bool
+
+    /// An fd of the caller thread's current mount namespace, for the way back.
+    func openHostNamespace() throws -> Int32
+    func closeDescriptor(_ fd: Int32)
+    /// Builds the root in a new namespace, pins it at `pin` (when given), and
+    /// leaves the calling thread inside it (in `plan.home`).
+    func buildRoot(_ plan: SessionPlan, staging: String, pin: String?) throws -> RootIdentity
+    /// Moves the calling thread into the pinned root and into `home`.
+    func joinRoot(pin: String, home: String) throws
+    /// Moves the calling thread back to the namespace `fd`.
+    func returnToHost(_ fd: Int32) throws
+    func unpin(_ pin: String) throws
+
+    /// Moves the caller into a new cgroup below its own; nil when cgroup2 is
+    /// unusable here (the /proc scan still finds the processes).
+    func placeCaller(inCgroupNamed name: String) -> CgroupPlacement?
+    func moveCaller(toCgroup parent: String)
+    /// Kills every process in `cgroups` and every process still using the
+    /// root; true when none is left before the timeout.
+    func killAll(cgroups: [String], identity: RootIdentity?, timeoutSeconds: Int) -> Bool
+    func removeCgroup(_ cgroup: String)
+    /// Cgroups left by earlier sessions (their names start with "loginchroot-").
+    func leftoverCgroups() -> [String]
+    func pause(milliseconds: Int)
+}

@@ -1,0 +1,359 @@
+// Opening, joining, closing and reclaiming session roots. All decisions are
+// here; all effects go through SessionHost and SnapshotBackend. Every change
+// happens under the state lock, and the record is saved before each step
+// that touches the system, so a crash at any point leaves a record that gc
+// (or the next login) can finish.
+import LoginChrootCore
+
+public enum OpenOutcome: Equatable {
+    /// The caller thread is inside the root. `reference` and `hostNamespace`
+    /// go to close_session through pam_set_data.
+    case entered(reference: String, hostNamespace: Int32)
+    case leftAlone(reason: String)
+    case failed(userMessage: String, reason: String)
+}
+
+public enum CloseOutcome: Equatable {
+    case closed(destroyed: Bool)
+    case nothingToDo(reason: String)
+    /// Not everything could be done now; gc will finish it. Never fails PAM.
+    case deferred(reason: String)
+}
+
+public final class SessionManager {
+    public let config: Config
+    let backend: SnapshotBackend
+    let host: SessionHost
+    let state: StateStore
+    let log: (String) -> Void
+
+    public init(config: Config, backend: SnapshotBackend, host: SessionHost, log: @escaping (String) -> Void) {
+        self.config = config
+        self.backend = backend
+        self.host = host
+        self.state = StateStore(directory: config.stateDir)
+        self.log = log
+    }
+
+    // MARK: open
+
+    public func open(user name: UserName) -> OpenOutcome {
+        let account: Account
+        do {
+            guard let found = try host.lookupAccount(name) else {
+                return .failed(userMessage: "Unknown user.", reason: "user \(name) has no passwd entry")
+            }
+            account = found
+        } catch {
+            return .failed(userMessage: "Cannot look up your account.", reason: "looking up \(name): \(error)")
+        }
+        if case .leaveAlone(let reason) = Policy.decide(account: account, config: config, insideSessionRoot: host.insideSessionRoot()) {
+            return .leftAlone(reason: reason)
+        }
+        do {
+            try backend.checkStore()
+            try state.prepare()
+            let lock = try state.lock()
+            defer { withExtendedLifetime(lock) {} }
+            return try openLocked(account)
+        } catch {
+            return .failed(userMessage: "Your session root could not be prepared; please contact the administrator.",
+                           reason: "opening a root for \(name): \(error)")
+        }
+    }
+
+    private func openLocked(_ account: Account) throws -> OpenOutcome {
+        let caller = host.caller()
+        let key = try rootKey(for: account, caller: caller.pid)
+        var record = state.load(key)
+        if let existing = record, existing.phase != .active {
+            // Left by a crash (an open holds the lock, so nobody is working on it).
+            log("root \(key) was left in phase \(existing.phase.rawValue); tearing it down first")
+            var leftover = existing
+            guard teardown(&leftover) else {
+                throw SetupError("the previous root of \(account.name) could not be cleaned up (\(leftover.note))",
+                                 fix: "run 'loginchroot gc' as root")
+            }
+            record = nil
+        }
+
+        let memberID = "\(caller.pid).\(caller.startTime).\(record?.members.count ?? 0)"
+        let placement = host.placeCaller(inCgroupNamed: "loginchroot-\(key)-\(caller.pid)")
+        let member = Member(id: memberID, pid: caller.pid, startTime: caller.startTime,
+                            cgroup: placement?.cgroup ?? "", parentCgroup: placement?.parent ?? "")
+        let hostNamespace: Int32
+        do {
+            hostNamespace = try host.openHostNamespace()
+        } catch {
+            undoPlacement(placement)
+            throw error
+        }
+        do {
+            if var existing = record {
+                existing.members.append(member)
+                _ = try existing.apply(.memberJoined)
+                try state.save(existing)
+                do {
+                    try host.joinRoot(pin: state.pinPath(key), home: account.home)
+                } catch {
+                    existing.members.removeAll { $0.id == member.id }
+                    try? state.save(existing)
+                    throw error
+                }
+                log("user \(account.name) joined root \(key) (generation \(existing.generation), \(existing.members.count) sessions)")
+            } else {
+                try create(key: key, account: account, member: member, hostNamespace: hostNamespace)
+            }
+        } catch {
+            host.closeDescriptor(hostNamespace)
+            undoPlacement(placement)
+            throw error
+        }
+        return .entered(reference: "\(key) \(memberID)", hostNamespace: hostNamespace)
+    }
+
+    private func create(key: RootKey, account: Account, member: Member, hostNamespace: Int32) throws {
+        let generation = try backend.currentGeneration()
+        var record = RootRecord(key: key, user: account.name, uid: account.uid, backend: backend.kind,
+                                generation: generation, phase: .preparing)
+        record.members = [member]
+        try state.save(record)
+        do {
+            let layout = try backend.prepare(key, from: generation)
+            let plan = SessionPlan.make(key: key, account: account, config: config, rootMounts: layout.mounts,
+                                        rootSubpath: layout.rootSubpath, groupIDs: host.groupIDs(account.groupNames))
+            let identity = try host.buildRoot(plan, staging: state.stagingDir, pin: state.pinPath(key))
+            record.namespaceInode = identity.namespaceInode
+            record.rootDevice = identity.rootDevice
+            _ = try record.apply(.prepared)
+            try state.save(record)
+            log("user \(account.name) entered new root \(key) (\(backend.kind.rawValue), generation \(generation))")
+        } catch {
+            // Out of the root first (if we got in), or the snapshot stays busy.
+            try? host.returnToHost(hostNamespace)
+            record.members = []
+            record.note = "setup failed: \(error)"
+            if !teardown(&record) { log("could not roll back root \(key): \(record.note)") }
+            throw error
+        }
+    }
+
+    private func rootKey(for account: Account, caller: Int32) throws -> RootKey {
+        switch config.mode {
+        case .perUser:
+            return .perUser(account.name)
+        case .perSession:
+            var serial = UInt64(caller)
+            while state.load(.perSession(account.name, serial: serial)) != nil { serial += 1 << 32 }
+            return .perSession(account.name, serial: serial)
+        }
+    }
+
+    private func undoPlacement(_ placement: CgroupPlacement?) {
+        guard let placement else { return }
+        host.moveCaller(toCgroup: placement.parent)
+        host.removeCgroup(placement.cgroup)
+    }
+
+    // MARK: close
+
+    /// `reference` and `hostNamespace` come from pam_get_data; without them
+    /// (another process closes) the root is only reconciled.
+    public func close(user name: UserName, reference: String?, hostNamespace: Int32) -> CloseOutcome {
+        guard host.isRoot() else {
+            return .deferred(reason: "close_session without root privileges; 'loginchroot gc' will reclaim the root")
+        }
+        if hostNamespace >= 0 {
+            do { try host.returnToHost(hostNamespace) } catch {
+                return .deferred(reason: "cannot leave the session namespace (\(error)); 'loginchroot gc' will reclaim the root")
+            }
+        } else if host.insideSessionRoot() {
+            return .deferred(reason: "close_session inside a root without a way out; 'loginchroot gc' will reclaim it")
+        }
+        // Without a reference this PAM handle opened no root (exempt, nested,
+        // or another process opened it); gc reconciles the rest.
+        let parts = reference?.split(separator: " ").map(String.init) ?? []
+        guard parts.count == 2, let key = RootKey(parts[0]) else {
+            return .nothingToDo(reason: "this PAM handle opened no root")
+        }
+        do {
+            let lock = try state.lock()
+            defer { withExtendedLifetime(lock) {} }
+            guard var record = state.load(key) else { return .nothingToDo(reason: "root \(key) is already gone") }
+            if let member = record.members.first(where: { $0.id == parts[1] }) {
+                leave(member, of: &record, callerInside: true)
+            }
+            dropDeadMembers(of: &record)
+            if record.phase == .active && record.members.isEmpty { _ = try record.apply(.memberLeft(remaining: 0)) }
+            guard record.phase != .active else {
+                try state.save(record)
+                return .closed(destroyed: false)
+            }
+            if teardown(&record) { return .closed(destroyed: true) }
+            return .deferred(reason: "root \(key) is quarantined: \(record.note)")
+        } catch {
+            return .deferred(reason: "closing root \(key): \(error)")
+        }
+    }
+
+    /// Kills one member's processes and forgets it.
+    private func leave(_ member: Member, of record: inout RootRecord, callerInside: Bool) {
+        if callerInside { host.moveCaller(toCgroup: member.parentCgroup) }
+        if !member.cgroup.isEmpty {
+            if !host.killAll(cgroups: [member.cgroup], identity: nil, timeoutSeconds: config.killTimeoutSeconds) {
+                log("processes of session \(member.id) in \(record.key) survived the kill; the root teardown will retry")
+            }
+            host.removeCgroup(member.cgroup)
+        }
+        record.members.removeAll { $0.id == member.id }
+        if record.phase == .active { _ = try? record.apply(.memberLeft(remaining: record.members.count)) }
+    }
+
+    private func dropDeadMembers(of record: inout RootRecord) {
+        for member in record.members where !host.isAlive(member) {
+            log("session \(member.id) of root \(record.key) is gone without close_session; reclaiming it")
+            leave(member, of: &record, callerInside: false)
+        }
+    }
+
+    /// Kills everything in the root, unpins its namespace and destroys the
+    /// snapshot. On failure the record is quarantined with the reason.
+    @discardableResult
+    func teardown(_ record: inout RootRecord) -> Bool {
+        if record.phase == .quarantined { _ = try? record.apply(.teardownRetried) }
+        if record.phase == .active { record.phase = .closing }
+        try? state.save(record)
+        let cgroups = record.members.map(\.cgroup).filter { !$0.isEmpty }
+        let identity = RootIdentity(namespaceInode: record.namespaceInode, rootDevice: record.rootDevice)
+        var failure: String?
+        if !host.killAll(cgroups: cgroups, identity: identity, timeoutSeconds: config.killTimeoutSeconds) {
+            failure = "processes survived SIGKILL for \(config.killTimeoutSeconds)s"
+        }
+        if failure == nil {
+            do { try host.unpin(state.pinPath(record.key)) } catch { failure = "unpinning the namespace: \(error)" }
+        }
+        if failure == nil {
+            failure = removeSnapshot(record.key)
+        }
+        if let failure {
+            record.note = failure
+            _ = try? record.apply(.teardownFailed(reason: failure))
+            record.phase = .quarantined
+            try? state.save(record)
+            log("root \(record.key) quarantined: \(failure)")
+            return false
+        }
+        cgroups.forEach(host.removeCgroup)
+        do { try state.delete(record.key) } catch { log("removing record of \(record.key): \(error)") }
+        log("root \(record.key) destroyed")
+        return true
+    }
+
+    /// The namespace's mounts are released as its last user goes; a delete
+    /// right after may still see them busy for a moment.
+    private func removeSnapshot(_ key: RootKey) -> String? {
+        var last = ""
+        for attempt in 0..<20 {
+            do {
+                try backend.remove(key)
+                return nil
+            } catch {
+                last = "\(error)"
+                host.pause(milliseconds: 10 * (attempt + 1))
+            }
+        }
+        return "removing the snapshot: \(last)"
+    }
+
+    // MARK: end and gc
+
+    /// Ends root `key` as the logout of all its sessions would.
+    public func end(_ key: RootKey) throws -> Bool {
+        let lock = try state.lock()
+        defer { withExtendedLifetime(lock) {} }
+        guard var record = state.load(key) else { return false }
+        if record.phase == .active { _ = try record.apply(.memberLeft(remaining: 0)) }
+        guard teardown(&record) else { throw SetupError("root \(key) is quarantined: \(record.note)", fix: "see 'loginchroot status'") }
+        return true
+    }
+
+    public struct GCReport: Equatable {
+        public var actions: [String] = []
+        public var failures: [String] = []
+    }
+
+    /// Reconciles records, snapshots, pins and cgroups, and collects unused
+    /// generations. Safe at boot and at any time: it holds the state lock and
+    /// only removes what no live session uses.
+    public func gc() throws -> GCReport {
+        var report = GCReport()
+        try state.prepare()
+        let lock = try state.lock()
+        defer { withExtendedLifetime(lock) {} }
+
+        for bad in state.unreadableRecords() {
+            report.failures.append("state file \(joinPath(state.rootsDir, bad)) is unreadable; inspect and remove it")
+        }
+        var live: [RootRecord] = []
+        for var record in state.loadAll() {
+            let before = record.members.count
+            dropDeadMembers(of: &record)
+            if record.members.count != before {
+                report.actions.append("root \(record.key): dropped \(before - record.members.count) dead session(s)")
+            }
+            if record.phase == .active && !record.members.isEmpty {
+                try state.save(record)
+                live.append(record)
+                continue
+            }
+            let key = record.key
+            if teardown(&record) {
+                report.actions.append("root \(key): destroyed")
+            } else {
+                report.failures.append("root \(key): \(record.note)")
+                live.append(record)
+            }
+        }
+        let known = Set(live.map(\.key.value))
+        for key in (try? backend.sessions()) ?? [] where !known.contains(key.value) {
+            if let failure = removeSnapshot(key) { report.failures.append("snapshot \(key): \(failure)") } else {
+                report.actions.append("snapshot \(key): removed (no record)")
+            }
+        }
+        for name in state.pinnedKeys() where !known.contains(name) {
+            do {
+                try host.unpin(joinPath(state.pinsDir, name))
+                report.actions.append("namespace pin \(name): removed (no record)")
+            } catch { report.failures.append("namespace pin \(name): \(error)") }
+        }
+        let liveCgroups = Set(live.flatMap { $0.members.map(\.cgroup) })
+        for cgroup in host.leftoverCgroups() where !liveCgroups.contains(cgroup) {
+            _ = host.killAll(cgroups: [cgroup], identity: nil, timeoutSeconds: config.killTimeoutSeconds)
+            host.removeCgroup(cgroup)
+            report.actions.append("cgroup \(cgroup): removed (no session)")
+        }
+        do {
+            for name in try backend.removeTemporaries() { report.actions.append("generation \(name): removed unfinished publish") }
+            report.actions += try collectGenerations(inUse: Set(live.map(\.generation)))
+        } catch {
+            report.failures.append("generations: \(error)")
+        }
+        return report
+    }
+
+    /// Keeps the current generation, the newest `keep_generations`, and every
+    /// generation an open root still uses.
+    func collectGenerations(inUse: Set<Generation>) throws -> [String] {
+        let all = try backend.generations()
+        let current = try? backend.currentGeneration()
+        let newest = Set(all.suffix(config.keepGenerations))
+        var removed: [String] = []
+        for generation in all where generation != current && !newest.contains(generation) && !inUse.contains(generation) {
+            try backend.removeGeneration(generation)
+            removed.append("generation \(generation): removed (unused)")
+        }
+        return removed
+    }
+
+    public func records() -> [RootRecord] { state.loadAll() }
+}

@@ -1,0 +1,60 @@
+// The state directory (default /run/loginchroot):
+//   lock          flock taken around every change
+//   roots/KEY     one RootRecord per session root
+//   pins/KEY      the root's mount namespace, pinned by a bind mount
+//   staging/      the mount point a new root is assembled on (inside the
+//                 new namespace only; on the host it stays empty)
+import Glibc
+import LoginChrootCore
+import LoginChrootPlatform
+
+public struct StateStore {
+    public let directory: String
+    public init(directory: String) { self.directory = directory }
+
+    public var rootsDir: String { joinPath(directory, "roots") }
+    public var pinsDir: String { joinPath(directory, "pins") }
+    public var stagingDir: String { joinPath(directory, "staging") }
+    public func pinPath(_ key: RootKey) -> String { joinPath(pinsDir, key.value) }
+    func recordPath(_ key: RootKey) -> String { joinPath(rootsDir, key.value) }
+
+    /// Creates the directories (root-only) and makes pins/ a private mount,
+    /// so a pinned namespace never propagates into another namespace.
+    public func prepare() throws {
+        try Files.makeDirectories(joinPath(directory, ".."))
+        try Files.ensurePrivateDirectory(directory)
+        for sub in [rootsDir, pinsDir, stagingDir] { try Files.ensurePrivateDirectory(sub) }
+        if Mounts.filesystemType(at: pinsDir) == nil {
+            try Mounts.bind(pinsDir, onto: pinsDir, recursive: false)
+            try Mounts.setPropagation(pinsDir, MS_PRIVATE, recursive: false)
+        }
+    }
+
+    public func lock() throws -> FileLock { try FileLock(path: joinPath(directory, "lock")) }
+
+    public func load(_ key: RootKey) -> RootRecord? {
+        guard let text = try? Files.read(recordPath(key)) else { return nil }
+        return RootRecord.parse(text)
+    }
+
+    public func loadAll() -> [RootRecord] {
+        ((try? Files.listDirectory(rootsDir)) ?? []).compactMap { name in
+            RootKey(name).flatMap(load)
+        }
+    }
+
+    /// Keys of record files that exist but do not parse (reported by gc and check).
+    public func unreadableRecords() -> [String] {
+        ((try? Files.listDirectory(rootsDir)) ?? []).filter { name in
+            !name.hasSuffix(".tmp") && (RootKey(name).flatMap(load) == nil)
+        }
+    }
+
+    public func save(_ record: RootRecord) throws {
+        try Files.writeAtomically(recordPath(record.key), record.serialized())
+    }
+
+    public func delete(_ key: RootKey) throws { try Files.remove(recordPath(key)) }
+
+    public func pinnedKeys() -> [String] { (try? Files.listDirectory(pinsDir)) ?? [] }
+}

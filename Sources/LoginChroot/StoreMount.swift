@@ -1,0 +1,39 @@
+// Bringing the store online: the btrfs store is a filesystem (by default on
+// a loop file) mounted at [store] path; the overlay store is a directory.
+import Glibc
+import LoginChrootCore
+import LoginChrootPlatform
+
+public enum StoreMount {
+    /// Mounts the store if it is not mounted yet. Safe to run at any time.
+    public static func ensureMounted(_ config: Config) throws {
+        guard config.backend == .btrfs else {
+            try Files.makeDirectories(config.storePath)
+            return
+        }
+        if Mounts.filesystemType(at: config.storePath) == "btrfs" { return }
+        guard !config.storeImage.isEmpty else {
+            throw SetupError("\(config.storePath) is not a mounted btrfs filesystem and [store] image is empty",
+                             fix: "mount your btrfs store at \(config.storePath), or set [store] image")
+        }
+        guard Files.exists(config.storeImage) else {
+            throw SetupError("store image \(config.storeImage) does not exist", fix: "run 'loginchroot init'")
+        }
+        try Files.makeDirectories(config.storePath)
+        try Loop.mountImage(config.storeImage, at: config.storePath, type: "btrfs")
+    }
+
+    /// Creates the loop file and its btrfs filesystem (for `init`).
+    public static func createImage(_ config: Config) throws {
+        guard config.backend == .btrfs, !config.storeImage.isEmpty, !Files.exists(config.storeImage) else { return }
+        let directory = String(config.storeImage[..<(config.storeImage.lastIndex(of: "/") ?? config.storeImage.startIndex)])
+        if !directory.isEmpty { try Files.makeDirectories(directory) }
+        let file = try Descriptor.open(config.storeImage, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, mode: 0o600)
+        try sys("ftruncate", config.storeImage) { ftruncate(file.raw, off_t(config.storeImageSize)) }
+        let status = try Processes.run(["mkfs.btrfs", "-q", config.storeImage])
+        guard status == 0 else {
+            _ = unlink(config.storeImage)
+            throw SetupError("mkfs.btrfs \(config.storeImage) failed (exit \(status))", fix: "install btrfs-progs")
+        }
+    }
+}

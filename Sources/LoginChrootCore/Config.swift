@@ -1,0 +1,118 @@
+// The configuration model and its defaults. Every key is documented in
+// doc/loginchroot.conf.5 and in the example config; keep them in step.
+
+public enum BackendKind: String, CaseIterable, Sendable {
+    case btrfs
+    case overlay
+}
+
+public enum SessionMode: String, Sendable {
+    /// All logins of a user share one root; it dies with the user's last session.
+    case perUser = "per-user"
+    /// Every PAM session gets its own root.
+    case perSession = "per-session"
+}
+
+public enum ErrorPolicy: String, Sendable {
+    /// A login whose root cannot be made is refused (fail closed).
+    case deny
+    /// A login whose root cannot be made proceeds on the host root.
+    case allow
+}
+
+public enum Propagation: String, Sendable {
+    case `private`
+    case slave
+    case shared
+}
+
+/// One host path bound into every session root.
+public struct BindEntry: Equatable, Sendable {
+    public var source: String
+    public var target: String
+    public var readOnly = false
+    public var recursive = false
+    public var propagation: Propagation = .slave
+    /// A missing source is skipped instead of failing the login.
+    public var optional = false
+
+    public init(source: String, target: String? = nil, readOnly: Bool = false, recursive: Bool = false,
+                propagation: Propagation = .slave, optional: Bool = false) {
+        self.source = source
+        self.target = target ?? source
+        self.readOnly = readOnly
+        self.recursive = recursive
+        self.propagation = propagation
+        self.optional = optional
+    }
+
+    /// The same entry with `%u` replaced by the user's uid.
+    public func resolved(uid: UInt32) -> BindEntry {
+        var copy = self
+        copy.source = source.replacing(token: "%u", with: String(uid))
+        copy.target = target.replacing(token: "%u", with: String(uid))
+        return copy
+    }
+}
+
+public enum OverlayUpper: Equatable, Sendable {
+    /// The upper layer lives on a tmpfs inside the session's namespace.
+    case tmpfs(sizeBytes: UInt64)
+    /// The upper layer lives under this host directory, one subdirectory per root.
+    case directory(String)
+}
+
+public struct Config: Equatable, Sendable {
+    public static let defaultPath = "/etc/loginchroot/loginchroot.conf"
+
+    // [store]
+    public var backend: BackendKind = .btrfs
+    public var storePath = "/var/lib/loginchroot"
+    /// btrfs: a loop file mounted at `storePath` by `loginchroot start`; empty
+    /// when `storePath` is already a btrfs filesystem the admin mounts.
+    public var storeImage = "/var/lib/loginchroot.img"
+    public var storeImageSize: UInt64 = 8 << 30
+    public var keepGenerations = 2
+
+    // [session]
+    public var mode: SessionMode = .perUser
+    public var onError: ErrorPolicy = .deny
+    public var exemptUsers: [String] = ["root"]
+    public var exemptGroups: [String] = []
+    public var stateDir = "/run/loginchroot"
+    public var addUserEntries = true
+    public var copyFiles: [String] = ["/etc/resolv.conf", "/etc/hosts", "/etc/hostname"]
+    public var killTimeoutSeconds = 5
+
+    // [overlay]
+    public var overlayUpper: OverlayUpper = .tmpfs(sizeBytes: 1 << 30)
+
+    // [binds]
+    public var binds: [BindEntry] = Config.defaultBinds
+
+    // [master]
+    public var updateCommand = "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get -y dist-upgrade"
+
+    public init() {}
+
+    public static let defaultBinds: [BindEntry] = [
+        BindEntry(source: "/proc", recursive: true),
+        BindEntry(source: "/sys", readOnly: true, recursive: true),
+        BindEntry(source: "/dev"),
+        BindEntry(source: "/dev/pts"),
+        BindEntry(source: "/dev/shm"),
+        BindEntry(source: "/tmp"),
+        BindEntry(source: "/var/tmp"),
+        BindEntry(source: "/home"),
+        BindEntry(source: "/run/user/%u", optional: true),
+    ]
+
+    /// Binds for `loginchroot master run`: enough for a package manager,
+    /// none of the users' data.
+    public static let masterBinds: [BindEntry] = [
+        BindEntry(source: "/proc", recursive: true),
+        BindEntry(source: "/sys", readOnly: true, recursive: true),
+        BindEntry(source: "/dev"),
+        BindEntry(source: "/dev/pts"),
+    ]
+}

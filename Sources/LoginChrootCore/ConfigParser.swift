@@ -1,0 +1,205 @@
+// Parses loginchroot.conf: `key = value` lines under `[section]` headers,
+// `#` comments. Anything unknown or malformed is an error that names the
+// file, the line and the fix: a typo must never silently weaken a login policy.
+
+public struct ConfigError: Error, Equatable, CustomStringConvertible {
+    public var file: String
+    public var line: Int
+    public var problem: String
+    public var fix: String
+
+    public init(file: String, line: Int, problem: String, fix: String) {
+        self.file = file; self.line = line; self.problem = problem; self.fix = fix
+    }
+
+    public var description: String {
+        line > 0 ? "\(file):\(line): \(problem) (fix: \(fix))" : "\(file): \(problem) (fix: \(fix))"
+    }
+}
+
+public enum ConfigParser {
+    static let maxLineBytes = 4096
+    static let maxFileBytes = 1 << 20
+
+    public static func parse(_ text: String, file: String) throws -> Config {
+        guard text.utf8.count <= maxFileBytes else {
+            throw ConfigError(file: file, line: 0, problem: "file is larger than 1 MiB", fix: "use the documented keys only")
+        }
+        var config = Config()
+        var section = ""
+        var seen = Set<String>()
+        var customBinds: [BindEntry]? = nil
+
+        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let lineNumber = index + 1
+            func fail(_ problem: String, _ fix: String) -> ConfigError {
+                ConfigError(file: file, line: lineNumber, problem: problem, fix: fix)
+            }
+            guard rawLine.utf8.count <= maxLineBytes else { throw fail("line longer than 4096 bytes", "shorten it") }
+            guard !rawLine.unicodeScalars.contains(where: { $0.value < 0x20 && $0 != "\t" && $0 != "\r" }) else {
+                throw fail("control character in line", "remove it")
+            }
+            let line = stripComment(rawLine).trimmed
+            if line.isEmpty { continue }
+
+            if line.hasPrefix("[") {
+                guard line.hasSuffix("]"), line.count > 2 else { throw fail("malformed section header '\(line)'", "write it as [name]") }
+                let name = String(line.dropFirst().dropLast()).trimmed
+                guard knownSections.contains(name) else {
+                    throw fail("unknown section [\(name)]", "use one of [\(knownSections.sorted().joined(separator: "], ["))]")
+                }
+                section = name
+                continue
+            }
+            guard let equals = line.firstIndex(of: "=") else {
+                throw fail("expected 'key = value', got '\(line)'", "add '=' between key and value")
+            }
+            let key = String(line[..<equals]).trimmed
+            let value = String(line[line.index(after: equals)...]).trimmed
+            guard !section.isEmpty else { throw fail("key '\(key)' outside any section", "put it under its [section] header") }
+            let qualified = section + "." + key
+            if qualified != "binds.bind" {
+                guard seen.insert(qualified).inserted else { throw fail("'\(key)' set twice in [\(section)]", "keep one of them") }
+            }
+            do {
+                if qualified == "binds.bind" {
+                    customBinds = (customBinds ?? []) + [try parseBind(value)]
+                } else {
+                    try apply(section: section, key: key, value: value, to: &config)
+                }
+            } catch let problem as ValueProblem {
+                throw fail(problem.problem, problem.fix)
+            }
+        }
+        if let customBinds { config.binds = customBinds }
+        return config
+    }
+
+    struct ValueProblem: Error {
+        var problem: String
+        var fix: String
+    }
+
+    static let knownSections: Set<String> = ["store", "session", "overlay", "binds", "master"]
+
+    static func stripComment(_ line: Substring) -> Substring {
+        guard let hash = line.firstIndex(of: "#") else { return line }
+        return line[..<hash]
+    }
+
+    static func apply(section: String, key: String, value: String, to config: inout Config) throws {
+        switch (section, key) {
+        case ("store", "backend"):
+            guard let kind = BackendKind(rawValue: value) else {
+                throw ValueProblem(problem: "unknown backend '\(value)'", fix: "use btrfs or overlay")
+            }
+            config.backend = kind
+        case ("store", "path"): config.storePath = try absolutePath(value, key: key)
+        case ("store", "image"): config.storeImage = value.isEmpty ? "" : try absolutePath(value, key: key)
+        case ("store", "image_size"): config.storeImageSize = try size(value, key: key)
+        case ("store", "keep_generations"): config.keepGenerations = try integer(value, key: key, in: 1...1000)
+        case ("session", "mode"):
+            guard let mode = SessionMode(rawValue: value) else {
+                throw ValueProblem(problem: "unknown mode '\(value)'", fix: "use per-user or per-session")
+            }
+            config.mode = mode
+        case ("session", "on_error"):
+            guard let policy = ErrorPolicy(rawValue: value) else {
+                throw ValueProblem(problem: "unknown on_error '\(value)'", fix: "use deny or allow")
+            }
+            config.onError = policy
+        case ("session", "exempt_users"): config.exemptUsers = try nameList(value, key: key)
+        case ("session", "exempt_groups"): config.exemptGroups = try nameList(value, key: key)
+        case ("session", "state_dir"): config.stateDir = try absolutePath(value, key: key)
+        case ("session", "add_user_entries"): config.addUserEntries = try boolean(value, key: key)
+        case ("session", "copy_files"): config.copyFiles = try value.words.map { try absolutePath($0, key: key) }
+        case ("session", "kill_timeout"): config.killTimeoutSeconds = try integer(value, key: key, in: 1...300)
+        case ("overlay", "upper"):
+            if value == "tmpfs" {
+                if case .tmpfs = config.overlayUpper {} else { config.overlayUpper = .tmpfs(sizeBytes: 1 << 30) }
+            } else {
+                config.overlayUpper = .directory(try absolutePath(value, key: key))
+            }
+        case ("overlay", "tmpfs_size"):
+            let bytes = try size(value, key: key)
+            if case .tmpfs = config.overlayUpper { config.overlayUpper = .tmpfs(sizeBytes: bytes) }
+        case ("master", "update_command"):
+            guard !value.isEmpty else { throw ValueProblem(problem: "update_command is empty", fix: "name the command that updates master") }
+            config.updateCommand = value
+        default:
+            throw ValueProblem(problem: "unknown key '\(key)' in [\(section)]", fix: "see loginchroot.conf(5) for the keys of [\(section)]")
+        }
+    }
+
+    /// `bind = SOURCE[:TARGET] [ro] [recursive] [private|slave|shared] [optional]`
+    public static func parseBind(_ value: String) throws -> BindEntry {
+        let fields = value.words
+        guard let pathField = fields.first else {
+            throw ValueProblem(problem: "bind needs a path", fix: "write bind = /path [ro] [recursive] [slave] [optional]")
+        }
+        let parts = pathField.split(separator: ":", maxSplits: 1).map(String.init)
+        var entry = BindEntry(source: try absolutePath(parts[0], key: "bind"),
+                              target: try parts.count > 1 ? absolutePath(parts[1], key: "bind") : nil)
+        for option in fields.dropFirst() {
+            switch option {
+            case "ro": entry.readOnly = true
+            case "rw": entry.readOnly = false
+            case "recursive": entry.recursive = true
+            case "optional": entry.optional = true
+            default:
+                guard let propagation = Propagation(rawValue: option) else {
+                    throw ValueProblem(problem: "unknown bind option '\(option)'",
+                                       fix: "use ro, rw, recursive, optional, private, slave or shared")
+                }
+                entry.propagation = propagation
+            }
+        }
+        guard entry.target != "/" else {
+            throw ValueProblem(problem: "bind target '/' would hide the session root", fix: "bind below /")
+        }
+        return entry
+    }
+
+    static func absolutePath(_ value: String, key: String) throws -> String {
+        guard value.hasPrefix("/") else {
+            throw ValueProblem(problem: "\(key) must be an absolute path, got '\(value)'", fix: "start it with /")
+        }
+        let components = value.split(separator: "/")
+        guard !components.contains(where: { $0 == ".." || $0 == "." }) else {
+            throw ValueProblem(problem: "\(key) path '\(value)' contains . or ..", fix: "write the path without . or ..")
+        }
+        return components.isEmpty ? "/" : "/" + components.joined(separator: "/")
+    }
+
+    static func size(_ value: String, key: String) throws -> UInt64 {
+        guard let bytes = parseSize(value), bytes > 0 else {
+            throw ValueProblem(problem: "\(key) '\(value)' is not a size", fix: "write a size such as 512M or 8G")
+        }
+        return bytes
+    }
+
+    static func integer(_ value: String, key: String, in range: ClosedRange<Int>) throws -> Int {
+        guard let number = Int(value), range.contains(number) else {
+            throw ValueProblem(problem: "\(key) '\(value)' is not a number in \(range.lowerBound)...\(range.upperBound)",
+                               fix: "write a whole number in that range")
+        }
+        return number
+    }
+
+    static func boolean(_ value: String, key: String) throws -> Bool {
+        switch value {
+        case "yes", "true", "1": return true
+        case "no", "false", "0": return false
+        default: throw ValueProblem(problem: "\(key) '\(value)' is not yes or no", fix: "write yes or no")
+        }
+    }
+
+    static func nameList(_ value: String, key: String) throws -> [String] {
+        let names = value.split(whereSeparator: { $0 == "," || $0 == " " || $0 == "\t" }).map(String.init)
+        for name in names where UserName(validating: Array(name.utf8)) == nil {
+            throw ValueProblem(problem: "\(key) entry '\(name)' is not a valid user or group name",
+                               fix: "use names of letters, digits, '_', '-' and '.'")
+        }
+        return names
+    }
+}

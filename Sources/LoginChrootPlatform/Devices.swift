@@ -1,0 +1,43 @@
+// btrfs subvolume ioctls and loop devices.
+import CLinux
+import Glibc
+import LoginChrootCore
+
+public enum Btrfs {
+    /// Snapshots the subvolume at `source` as `name` inside `parent`.
+    public static func snapshot(source: Descriptor, into parent: Descriptor, name: String, readOnly: Bool) throws {
+        try sys("BTRFS_IOC_SNAP_CREATE_V2", name) { checkedName(lc_btrfs_snapshot(parent.raw, source.raw, name, readOnly ? 1 : 0)) }
+    }
+
+    public static func createSubvolume(in parent: Descriptor, name: String) throws {
+        try sys("BTRFS_IOC_SUBVOL_CREATE_V2", name) { checkedName(lc_btrfs_create_subvolume(parent.raw, name)) }
+    }
+
+    /// Deletes the subvolume `name` inside `parent`. EBUSY while anything
+    /// (a mount in some namespace) still uses it.
+    public static func destroySubvolume(in parent: Descriptor, name: String) throws {
+        try sys("BTRFS_IOC_SNAP_DESTROY", name) { checkedName(lc_btrfs_destroy_subvolume(parent.raw, name)) }
+    }
+
+    /// A subvolume's root directory always has inode 256.
+    public static func isSubvolume(_ info: Glibc.stat) -> Bool { info.st_ino == 256 }
+
+    private static func checkedName(_ rc: Int32) -> Int32 {
+        if rc == -2 { errno = ENAMETOOLONG; return -1 }
+        return rc
+    }
+}
+
+public enum Loop {
+    /// Mounts the filesystem image `file` at `target` through a loop device
+    /// that detaches itself when the filesystem is unmounted.
+    public static func mountImage(_ file: String, at target: String, type: String, options: String? = nil) throws {
+        let backing = try Descriptor.open(file, O_RDWR | O_NOFOLLOW)
+        var number: Int32 = -1
+        // Held until the mount exists; closing it then leaves the mount as
+        // the device's only user, and autoclear detaches it at unmount.
+        let loop = Descriptor(adopting: try sys("LOOP_CONFIGURE", file) { lc_loop_attach(backing.raw, 0, &number) })
+        try Mounts.mount(source: "/dev/loop\(number)", target: target, type: type, flags: 0, data: options)
+        withExtendedLifetime(loop) {}
+    }
+}

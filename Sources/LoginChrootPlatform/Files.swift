@@ -1,0 +1,174 @@
+// File access. Paths inside an image are always resolved relative to the
+// image's root fd with openat2(RESOLVE_IN_ROOT), so a symlink in the image
+// (even an absolute one) can never send a write onto the host.
+import CLinux
+import LoginChrootCore
+import Glibc
+
+/// An owned file descriptor. Always O_CLOEXEC: nothing leaks into the user's shell.
+public final class Descriptor {
+    public private(set) var raw: Int32
+
+    /// O_PATH: a handle on a path that can be mounted on, not read.
+    public static let pathOnly: Int32 = LC_O_PATH
+
+    public init(adopting raw: Int32) { self.raw = raw }
+    deinit { if raw >= 0 { Glibc.close(raw) } }
+
+    /// Gives up ownership (for handing the fd to PAM).
+    public func release() -> Int32 { defer { raw = -1 }; return raw }
+
+    public static func open(_ path: String, _ flags: Int32, mode: mode_t = 0o600) throws -> Descriptor {
+        Descriptor(adopting: try sys("open", path) { Glibc.open(path, flags | O_CLOEXEC, mode) })
+    }
+
+    public static func openDirectory(_ path: String) throws -> Descriptor {
+        try open(path, O_RDONLY | O_DIRECTORY)
+    }
+
+    /// Opens `path` below this directory, resolving every component inside it.
+    public func openInside(_ path: String, _ flags: Int32, mode: mode_t = 0o644, noSymlinks: Bool = false) throws -> Descriptor {
+        var resolve = LC_RESOLVE_IN_ROOT | LC_RESOLVE_NO_MAGICLINKS
+        if noSymlinks { resolve |= LC_RESOLVE_NO_SYMLINKS }
+        let relative = path.hasPrefix("/") ? String(path.drop(while: { $0 == "/" })) : path
+        let fd = try sys("openat2", path) { lc_openat2(raw, relative.isEmpty ? "." : relative, flags | O_CLOEXEC, mode, resolve) }
+        return Descriptor(adopting: fd)
+    }
+
+    public func stat() throws -> Glibc.stat {
+        var info = Glibc.stat()
+        try sys("fstat") { fstat(raw, &info) }
+        return info
+    }
+
+    /// The path the kernel resolves this fd to, for calls that only take paths (mount).
+    public var procPath: String { "/proc/self/fd/\(raw)" }
+
+    public func readAll(limit: Int = 16 << 20) throws -> [UInt8] {
+        var result: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = try sys("read") { buffer.withUnsafeMutableBytes { Glibc.read(raw, $0.baseAddress, $0.count) } }
+            if count == 0 { return result }
+            result += buffer[0..<count]
+            if result.count > limit { throw SystemError(call: "read", errno: EFBIG) }
+        }
+    }
+
+    public func writeAll(_ bytes: [UInt8]) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let count = try sys("write") {
+                bytes.withUnsafeBytes { Glibc.write(raw, $0.baseAddress! + offset, bytes.count - offset) }
+            }
+            offset += count
+        }
+    }
+}
+
+public enum Files {
+    public static func exists(_ path: String) -> Bool {
+        var info = Glibc.stat()
+        return lstat(path, &info) == 0
+    }
+
+    public static func lstatInfo(_ path: String) throws -> Glibc.stat {
+        var info = Glibc.stat()
+        try sys("lstat", path) { lstat(path, &info) }
+        return info
+    }
+
+    public static func isDirectory(_ path: String) -> Bool {
+        var info = Glibc.stat()
+        return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    public static func read(_ path: String) throws -> String {
+        let fd = try Descriptor.open(path, O_RDONLY | O_NOFOLLOW)
+        return String(decoding: try fd.readAll(), as: UTF8.self)
+    }
+
+    /// Writes through a temporary file and rename, so a crash leaves either
+    /// the old or the new content, never half of it.
+    public static func writeAtomically(_ path: String, _ text: String, mode: mode_t = 0o600) throws {
+        let temporary = path + ".tmp"
+        let fd = try Descriptor.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode: mode)
+        try fd.writeAll(Array(text.utf8))
+        try sys("fsync", temporary) { fsync(fd.raw) }
+        try sys("rename", path) { rename(temporary, path) }
+    }
+
+    public static func remove(_ path: String) throws {
+        do { try sys("unlink", path) { unlink(path) } } catch let error as SystemError where error.errno == ENOENT {}
+    }
+
+    /// Creates `path` (one level) owned by root with `mode`, or checks the
+    /// existing one: it must be a real directory not writable by group or others.
+    public static func ensurePrivateDirectory(_ path: String, mode: mode_t = 0o700) throws {
+        if mkdir(path, mode) != 0 && errno != EEXIST { throw SystemError(call: "mkdir", path: path, errno: errno) }
+        try checkOwnedByRoot(path, kind: "directory")
+    }
+
+    public static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
+        var current = ""
+        for component in path.split(separator: "/") {
+            current += "/" + component
+            if mkdir(current, mode) != 0 && errno != EEXIST { throw SystemError(call: "mkdir", path: current, errno: errno) }
+        }
+    }
+
+    /// Refuses files an unprivileged user could have changed: config files
+    /// and state directories must be root-owned and not group/world writable.
+    public static func checkOwnedByRoot(_ path: String, kind: String) throws {
+        let info = try lstatInfo(path)
+        if (info.st_mode & S_IFMT) == S_IFLNK {
+            throw SetupError("\(kind) \(path) is a symlink", fix: "replace it with a real \(kind)")
+        }
+        if info.st_uid != 0 {
+            throw SetupError("\(kind) \(path) is owned by uid \(info.st_uid), not root", fix: "chown root:root \(path)")
+        }
+        if info.st_mode & (S_IWGRP | S_IWOTH) != 0 {
+            throw SetupError("\(kind) \(path) is writable by group or others", fix: "chmod go-w \(path)")
+        }
+    }
+
+    public static func listDirectory(_ path: String) throws -> [String] {
+        guard let dir = opendir(path) else { throw SystemError(call: "opendir", path: path, errno: errno) }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    /// Deletes the tree at `name` below `parent` without following symlinks
+    /// and without crossing into another filesystem: a tree that still has
+    /// something mounted in it fails with EBUSY instead of being emptied.
+    public static func removeTree(parent: Descriptor, name: String) throws {
+        let device = try parent.stat().st_dev
+        try removeTree(parentFD: parent.raw, name: name, device: device)
+    }
+
+    static func removeTree(parentFD: Int32, name: String, device: UInt) throws {
+        var info = Glibc.stat()
+        if fstatat(parentFD, name, &info, AT_SYMLINK_NOFOLLOW) != 0 {
+            if errno == ENOENT { return }
+            throw SystemError(call: "fstatat", path: name, errno: errno)
+        }
+        if (info.st_mode & S_IFMT) == S_IFDIR {
+            guard info.st_dev == device else { throw SystemError(call: "removeTree", path: name, errno: EBUSY) }
+            let fd = try sys("openat", name) { openat(parentFD, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+            let child = Descriptor(adopting: fd)
+            for entry in try listDirectory(child.procPath) {
+                try removeTree(parentFD: child.raw, name: entry, device: device)
+            }
+            try sys("unlinkat", name) { unlinkat(parentFD, name, AT_REMOVEDIR) }
+        } else {
+            try sys("unlinkat", name) { unlinkat(parentFD, name, 0) }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+// Mount calls and namespace switching. These act on the calling thread's
+// mount namespace: the PAM caller's thread is the one that later forks the
+// user's shell, so that thread is the one that moves.
+import CLinux
+import LoginChrootCore
+import Glibc
+
+public enum Mounts {
+    public static func mount(source: String, target: String, type: String?, flags: UInt, data: String? = nil) throws {
+        try sys("mount", target) {
+            Glibc.mount(source, target, type, flags, data)
+        }
+    }
+
+    public static func bind(_ source: String, onto target: String, recursive: Bool) throws {
+        try mount(source: source, target: target, type: nil, flags: UInt(MS_BIND) | (recursive ? UInt(MS_REC) : 0))
+    }
+
+    /// Read-only needs a remount after the bind; the flags of the source
+    /// mount (nosuid, nodev) are kept, as the kernel requires.
+    public static func makeReadOnly(_ target: String) throws {
+        var fs = statvfs()
+        try sys("statvfs", target) { statvfs(target, &fs) }
+        // statvfs's ST_* flags have the values of the matching MS_* flags.
+        let kept = UInt(fs.f_flag) & (UInt(MS_NOSUID) | UInt(MS_NODEV) | UInt(MS_NOEXEC) | UInt(MS_NOATIME) | UInt(MS_NODIRATIME) | UInt(MS_RELATIME))
+        try mount(source: "none", target: target, type: nil, flags: UInt(MS_REMOUNT) | UInt(MS_BIND) | UInt(MS_RDONLY) | kept)
+    }
+
+    public static func setPropagation(_ target: String, _ flag: Int, recursive: Bool) throws {
+        try mount(source: "none", target: target, type: nil, flags: UInt(flag) | (recursive ? UInt(MS_REC) : 0))
+    }
+
+    public static func unmount(_ target: String, detach: Bool = false) throws {
+        try sys("umount2", target) { umount2(target, detach ? Int32(MNT_DETACH) : 0) }
+    }
+
+    /// Mount points (second field of each mountinfo line) of this thread's namespace.
+    public static func mountPoints() -> [String] {
+        guard let text = try? Files.read("/proc/thread-self/mountinfo") else { return [] }
+        return text.split(separator: "\n").compactMap { line in
+            let fields = line.split(separator: " ")
+            return fields.count > 4 ? unescapeMountinfo(String(fields[4])) : nil
+        }
+    }
+
+    /// The filesystem type mounted at exactly `path`, if any.
+    public static func filesystemType(at path: String) -> String? {
+        guard let text = try? Files.read("/proc/thread-self/mountinfo") else { return nil }
+        var found: String?
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            guard fields.count > 4, unescapeMountinfo(String(fields[4])) == path,
+                  let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count else { continue }
+            found = String(fields[dash + 1])
+        }
+        return found
+    }
+
+    static func unescapeMountinfo(_ field: String) -> String {
+        // mountinfo escapes space, tab, newline and backslash as \ooo.
+        var bytes: [UInt8] = []
+        var utf8 = Array(field.utf8)[...]
+        while let byte = utf8.first {
+            if byte == UInt8(ascii: "\\"), utf8.count >= 4,
+               let value = UInt8(String(decoding: utf8.dropFirst().prefix(3), as: UTF8.self), radix: 8) {
+                bytes.append(value)
+                utf8 = utf8.dropFirst(4)
+            } else {
+                bytes.append(byte)
+                utf8 = utf8.dropFirst()
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+public enum Namespaces {
+    /// The calling thread's mount namespace, as an fd usable with setns.
+    public static func openCurrentMountNamespace() throws -> Descriptor {
+        try Descriptor.open("/proc/thread-self/ns/mnt", O_RDONLY)
+    }
+
+    /// Gives the calling thread its own filesystem info and a new mount
+    /// namespace. Works in multithreaded callers (gdm's worker): CLONE_FS is
+    /// unshared for this thread only.
+    public static func unshareMountNamespace() throws {
+        try sys("unshare", "CLONE_NEWNS") { lc_unshare(LC_CLONE_FS | LC_CLONE_NEWNS) }
+    }
+
+    /// Moves the calling thread into the mount namespace `fd`; its root and
+    /// cwd become that namespace's root. CLONE_FS is unshared first, because
+    /// setns(CLONE_NEWNS) fails with EINVAL while threads share fs info.
+    public static func enter(_ fd: Descriptor, what: String) throws {
+        try sys("unshare", "CLONE_FS") { lc_unshare(LC_CLONE_FS) }
+        try sys("setns", what) { lc_setns(fd.raw, LC_CLONE_NEWNS) }
+    }
+
+    /// Makes `newRoot` the root of this namespace and drops the old root.
+    public static func pivotRoot(to newRoot: String) throws {
+        try sys("chdir", newRoot) { chdir(newRoot) }
+        try sys("pivot_root", newRoot) { lc_pivot_root(".", ".") }
+        // The old root is now stacked on "/"; detach it so no host path stays reachable.
+        try Mounts.unmount(".", detach: true)
+        try sys("chdir", "/") { chdir("/") }
+    }
+
+    /// The nsfs inode of the calling thread's mount namespace.
+    public static func currentMountNamespaceInode() throws -> UInt64 {
+        var info = Glibc.stat()
+        try sys("stat", "/proc/thread-self/ns/mnt") { stat("/proc/thread-self/ns/mnt", &info) }
+        return UInt64(info.st_ino)
+    }
+
+    /// Keeps the namespace alive after its processes are gone by binding its
+    /// nsfs file onto `path` (as `ip netns` does).
+    public static func pin(_ namespace: Descriptor, at path: String) throws {
+        let fd = try sys("open", path) { Glibc.open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
+        Glibc.close(fd)
+        do {
+            try Mounts.bind(namespace.procPath, onto: path, recursive: false)
+        } catch {
+            unlink(path)
+            throw error
+        }
+    }
+
+    public static func unpin(_ path: String) throws {
+        if Files.exists(path) {
+            do { try Mounts.unmount(path, detach: true) } catch let error as SystemError where error.errno == EINVAL {}
+            try Files.remove(path)
+        }
+    }
+}

@@ -1,0 +1,154 @@
+// Processes and cgroups: finding and killing everything a session left.
+import CLinux
+import LoginChrootCore
+import Glibc
+
+public struct ProcessInfo: Equatable {
+    public var pid: Int32
+    public var startTime: UInt64
+}
+
+public enum Processes {
+    /// The start time (clock ticks since boot) of `pid`, from /proc/PID/stat.
+    public static func startTime(of pid: Int32) -> UInt64? {
+        guard let text = try? Files.read("/proc/\(pid)/stat"),
+              let close = text.lastIndex(of: ")") else { return nil }
+        // Fields after "comm)": state is field 3, starttime is field 22.
+        let fields = text[text.index(after: close)...].words
+        return fields.count > 19 ? UInt64(fields[19]) : nil
+    }
+
+    public static func isAlive(pid: Int32, startTime: UInt64) -> Bool {
+        guard let current = self.startTime(of: pid) else { return false }
+        if current != startTime { return false }
+        guard let text = try? Files.read("/proc/\(pid)/stat"), let close = text.lastIndex(of: ")") else { return false }
+        return text[text.index(after: close)...].words.first != "Z"
+    }
+
+    public static func allPids() -> [Int32] {
+        ((try? Files.listDirectory("/proc")) ?? []).compactMap { Int32($0) }
+    }
+
+    /// Processes whose mount namespace or root directory belongs to the
+    /// session root: the /proc scan behind cgroup.kill.
+    public static func usingRoot(namespaceInode: UInt64, rootDevice: UInt64, excluding own: Int32) -> [Int32] {
+        allPids().filter { pid in
+            guard pid != own else { return false }
+            var info = Glibc.stat()
+            if namespaceInode != 0, stat("/proc/\(pid)/ns/mnt", &info) == 0, UInt64(info.st_ino) == namespaceInode {
+                return true
+            }
+            if rootDevice != 0, stat("/proc/\(pid)/root", &info) == 0, UInt64(info.st_dev) == rootDevice {
+                return true
+            }
+            return false
+        }
+    }
+
+    public static func kill(_ pid: Int32) {
+        _ = Glibc.kill(pid, SIGKILL)
+    }
+
+    public static func sleep(milliseconds: Int) {
+        var request = timespec(tv_sec: milliseconds / 1000, tv_nsec: (milliseconds % 1000) * 1_000_000)
+        var remaining = timespec()
+        while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
+    }
+
+    /// Runs a program and waits for it (CLI only: the PAM module never spawns).
+    public static func run(_ arguments: [String], environment: [String]? = nil) throws -> Int32 {
+        var pid: pid_t = 0
+        let argv = arguments.map { strdup($0) } + [nil]
+        let env = (environment ?? defaultEnvironment).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) }; env.forEach { free($0) } }
+        let rc = posix_spawnp(&pid, arguments[0], nil, nil, argv, env)
+        guard rc == 0 else { throw SystemError(call: "posix_spawnp", path: arguments[0], errno: rc) }
+        var status: Int32 = 0
+        try sys("waitpid", arguments[0]) { waitpid(pid, &status, 0) }
+        if status & 0x7f == 0 { return (status >> 8) & 0xff }
+        return 128 + (status & 0x7f)
+    }
+
+    public static let defaultEnvironment = [
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", "HOME=/root",
+    ]
+}
+
+/// A cgroup v2 directory, named relative to the cgroup2 mount.
+public struct Cgroups {
+    public let mountPoint: String
+
+    /// Finds the cgroup2 mount (/sys/fs/cgroup on unified systems,
+    /// /sys/fs/cgroup/unified on hybrid ones).
+    public static func find() -> Cgroups? {
+        guard let text = try? Files.read("/proc/self/mountinfo") else { return nil }
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            if let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count, fields[dash + 1] == "cgroup2" {
+                return Cgroups(mountPoint: Mounts.unescapeMountinfo(String(fields[4])))
+            }
+        }
+        return nil
+    }
+
+    /// The caller's own cgroup ("0::/path" in /proc/self/cgroup).
+    public func current() -> String? {
+        guard let text = try? Files.read("/proc/self/cgroup") else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix("0::") {
+            return String(line.dropFirst(3))
+        }
+        return nil
+    }
+
+    func path(_ cgroup: String) -> String { joinPath(mountPoint, cgroup) }
+
+    public func create(_ cgroup: String) throws {
+        let path = self.path(cgroup)
+        if mkdir(path, 0o755) != 0 && errno != EEXIST { throw SystemError(call: "mkdir", path: path, errno: errno) }
+    }
+
+    /// Moves process `pid` (all its threads) into `cgroup`.
+    public func move(pid: Int32, to cgroup: String) throws {
+        let procs = joinPath(path(cgroup), "cgroup.procs")
+        let fd = try Descriptor.open(procs, O_WRONLY)
+        try fd.writeAll(Array(String(pid).utf8))
+    }
+
+    /// Kills every process in the subtree at once (Linux 5.14+); false when
+    /// the kernel has no cgroup.kill.
+    public func kill(_ cgroup: String) -> Bool {
+        guard let fd = try? Descriptor.open(joinPath(path(cgroup), "cgroup.kill"), O_WRONLY) else { return false }
+        return (try? fd.writeAll(Array("1".utf8))) != nil
+    }
+
+    public func pids(_ cgroup: String) -> [Int32] {
+        guard let text = try? Files.read(joinPath(path(cgroup), "cgroup.procs")) else { return [] }
+        return text.split(separator: "\n").compactMap { Int32($0) }
+    }
+
+    public func isPopulated(_ cgroup: String) -> Bool {
+        guard let text = try? Files.read(joinPath(path(cgroup), "cgroup.events")) else { return false }
+        return text.split(separator: "\n").contains("populated 1")
+    }
+
+    public func exists(_ cgroup: String) -> Bool { Files.isDirectory(path(cgroup)) }
+
+    public func remove(_ cgroup: String) throws {
+        let path = self.path(cgroup)
+        if rmdir(path) != 0 && errno != ENOENT { throw SystemError(call: "rmdir", path: path, errno: errno) }
+    }
+
+    /// Every cgroup below the mount whose last component starts with `prefix`.
+    public func find(prefix: String) -> [String] {
+        var found: [String] = []
+        func walk(_ relative: String, depth: Int) {
+            guard depth < 32, let names = try? Files.listDirectory(path(relative)) else { return }
+            for name in names where Files.isDirectory(joinPath(path(relative), name)) {
+                let child = relative == "/" ? "/" + name : relative + "/" + name
+                if name.hasPrefix(prefix) { found.append(child) } else { walk(child, depth: depth + 1) }
+            }
+        }
+        walk("/", depth: 0)
+        return found
+    }
+}

@@ -1,0 +1,32 @@
+// The one error type of the platform layer: which call failed, on what path,
+// with which errno. Every syscall in the project goes through `sys`.
+import CLinux
+import LoginChrootCore
+import Glibc
+
+public struct SystemError: Error, Equatable, CustomStringConvertible {
+    public var call: String
+    public var path: String
+    public var errno: Int32
+
+    public init(call: String, path: String = "", errno: Int32) {
+        self.call = call; self.path = path; self.errno = errno
+    }
+
+    public var description: String {
+        let what = path.isEmpty ? call : "\(call)(\(path))"
+        return "\(what): \(String(cString: strerror(errno)))"
+    }
+}
+
+/// Runs a syscall that returns -1 and sets errno on failure, retrying EINTR.
+@discardableResult
+public func sys<T: BinaryInteger>(_ call: String, _ path: String = "", _ body: () -> T) throws -> T {
+    while true {
+        let result = body()
+        if result != -1 { return result }
+        let code = Glibc.errno
+        if code == EINTR { continue }
+        throw SystemError(call: call, path: path, errno: code)
+    }
+}

@@ -1,0 +1,80 @@
+import ArgumentParser
+import Glibc
+import LoginChroot
+import LoginChrootCore
+import LoginChrootPlatform
+
+struct Check: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Validate the config and the environment; name each problem and its fix.")
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var output: OutputOptions
+
+    struct Finding {
+        var ok: Bool
+        var what: String
+        var fix: String
+    }
+
+    func run() throws {
+        var findings: [Finding] = []
+        func record(_ what: String, _ body: () throws -> Void) {
+            do { try body(); findings.append(Finding(ok: true, what: what, fix: "")) } catch let error as SetupError {
+                findings.append(Finding(ok: false, what: "\(what): \(error.problem)", fix: error.fix))
+            } catch let error as ConfigError {
+                findings.append(Finding(ok: false, what: "\(what): \(error.file):\(error.line): \(error.problem)", fix: error.fix))
+            } catch {
+                findings.append(Finding(ok: false, what: "\(what): \(error)", fix: "see the message"))
+            }
+        }
+        var config: Config?
+        record("config \(global.config)") { config = try ConfigLoader.load(global.config) }
+        if let config {
+            record("kernel supports \(config.backend.rawValue)") {
+                let filesystems = (try? Files.read("/proc/filesystems")) ?? ""
+                guard filesystems.split(separator: "\n").contains(where: { $0.words.last == config.backend.rawValue }) else {
+                    throw SetupError("\(config.backend.rawValue) is not in /proc/filesystems", fix: "load the \(config.backend.rawValue) module")
+                }
+            }
+            record("store \(config.storePath)") { try Backends.make(config).checkStore() }
+            record("current generation") { _ = try Backends.make(config).currentGeneration() }
+            record("state directory \(config.stateDir)") {
+                if Files.exists(config.stateDir) { try Files.checkOwnedByRoot(config.stateDir, kind: "state directory") }
+            }
+            for bind in config.binds where !bind.optional && !bind.source.containsLiteral("%u") {
+                record("bind source \(bind.source)") {
+                    guard Files.exists(bind.source) else {
+                        throw SetupError("\(bind.source) does not exist", fix: "create it or mark the bind optional")
+                    }
+                }
+            }
+        }
+        record("cgroup2 with cgroup.kill") {
+            guard let cgroups = Cgroups.find() else {
+                throw SetupError("no cgroup2 mount", fix: "mount cgroup2 (the /proc scan still works, less reliably)")
+            }
+            guard Files.exists(joinPath(cgroups.mountPoint, "init.scope/cgroup.kill")) || Files.exists(joinPath(cgroups.mountPoint, "cgroup.kill"))
+                || cgroups.find(prefix: "").isEmpty || kernelHasCgroupKill() else {
+                throw SetupError("the kernel has no cgroup.kill", fix: "use Linux 5.14 or newer")
+            }
+        }
+        let failed = findings.filter { !$0.ok }
+        if output.json {
+            print(JSON.array(findings.map {
+                .object([("ok", .bool($0.ok)), ("check", .string($0.what)), ("fix", .string($0.fix))])
+            }).rendered)
+        } else {
+            for finding in findings {
+                print(finding.ok ? "ok    \(finding.what)" : "FAIL  \(finding.what)\n      fix: \(finding.fix)")
+            }
+        }
+        if !failed.isEmpty { throw ExitCode(1) }
+    }
+
+    /// cgroup.kill exists in every non-root cgroup on Linux 5.14+.
+    private func kernelHasCgroupKill() -> Bool {
+        guard let cgroups = Cgroups.find() else { return false }
+        return cgroups.find(prefix: "").contains { Files.exists(joinPath(joinPath(cgroups.mountPoint, $0), "cgroup.kill")) }
+    }
+}

@@ -1,0 +1,27 @@
+import ArgumentParser
+import LoginChroot
+
+struct Publish: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Snapshot master as a new immutable generation and make it current, atomically.",
+        discussion: "Open sessions keep their generation; new logins get the new one.")
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var output: OutputOptions
+
+    func run() throws {
+        try requireRoot()
+        let config = try global.load()
+        let generation = try reporting {
+            let backend = Backends.make(config)
+            try backend.checkStore()
+            try StateStore(directory: config.stateDir).prepare()
+            let lock = try MasterLock(config)
+            defer { withExtendedLifetime(lock) {} }
+            return try backend.publish()
+        }
+        if output.json { print(JSON.object([("generation", .string(generation.name))]).rendered) } else {
+            print("published \(generation); new logins get it")
+        }
+    }
+}
