@@ -42,7 +42,8 @@ int lc_openat2(int dirfd, const char *path, int flags, mode_t mode, unsigned lon
     struct open_how how;
     memset(&how, 0, sizeof(how));
     how.flags = (unsigned long long)flags;
-    how.mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0;
+    /* O_TMPFILE contains the O_DIRECTORY bit: test it whole. */
+    how.mode = ((flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE) ? mode : 0;
     how.resolve = resolve;
     return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
 }

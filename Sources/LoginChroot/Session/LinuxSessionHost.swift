@@ -25,6 +25,7 @@ public struct LinuxSessionHost: SessionHost {
     }
 
     public func isAlive(_ member: Member) -> Bool { Processes.isAlive(pid: member.pid, startTime: member.startTime) }
+    public func prepareStateDirectory(_ state: StateStore) throws { try state.prepare() }
 
     public func openHostNamespace() throws -> Int32 { try Namespaces.openCurrentMountNamespace().release() }
     public func closeDescriptor(_ fd: Int32) { if fd >= 0 { close(fd) } }

@@ -25,6 +25,9 @@ public protocol SessionHost {
     func isRoot() -> Bool
     func caller() -> (pid: Int32, startTime: UInt64)
     func isAlive(_ member: Member) -> Bool
+    /// Creates the state directory and makes its pins/ a private mount
+    /// (StateStore.prepare); behind the host so tests need neither root nor mounts.
+    func prepareStateDirectory(_ state: StateStore) throws
 
     /// An fd of the caller thread's current mount namespace, for the way back.
     func openHostNamespace() throws -> Int32

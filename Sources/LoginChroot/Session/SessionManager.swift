@@ -52,7 +52,7 @@ public final class SessionManager {
         }
         do {
             try backend.checkStore()
-            try state.prepare()
+            try host.prepareStateDirectory(state)
             let lock = try state.lock()
             defer { withExtendedLifetime(lock) {} }
             return try openLocked(account)
@@ -287,7 +287,7 @@ public final class SessionManager {
     /// only removes what no live session uses.
     public func gc() throws -> GCReport {
         var report = GCReport()
-        try state.prepare()
+        try host.prepareStateDirectory(state)
         let lock = try state.lock()
         defer { withExtendedLifetime(lock) {} }
 

@@ -21,7 +21,9 @@ public struct StateStore {
     /// Creates the directories (root-only) and makes pins/ a private mount,
     /// so a pinned namespace never propagates into another namespace.
     public func prepare() throws {
-        try Files.makeDirectories(joinPath(directory, ".."))
+        if let slash = directory.lastIndex(of: "/"), slash != directory.startIndex {
+            try Files.makeDirectories(String(directory[..<slash]))
+        }
         try Files.ensurePrivateDirectory(directory)
         for sub in [rootsDir, pinsDir, stagingDir] { try Files.ensurePrivateDirectory(sub) }
         if Mounts.filesystemType(at: pinsDir) == nil {

@@ -1,0 +1,44 @@
+# loginchroot: thin wrapper around SwiftPM for building, installing, the
+# demo and the tests. `make demo` and `make test` are the README's two commands.
+
+PREFIX      ?= /usr/local
+PAMDIR      ?= /lib/x86_64-linux-gnu/security
+RELEASE     := .build/release
+MODULE      := $(RELEASE)/pam_loginchroot.so
+CLI         := $(RELEASE)/loginchroot
+
+.PHONY: all build deps demo test unit-test integration-test install clean
+
+all: build
+
+deps:
+	sh scripts/install-deps.sh
+
+build:
+	swift build -c release
+	cp $(RELEASE)/libloginchroot_pam.so $(MODULE)
+
+demo: deps build
+	sh scripts/demo.sh
+
+unit-test:
+	swift build --build-tests
+	swift test --skip-build
+
+integration-test: build
+	LC_MODULE=$(CURDIR)/$(MODULE) LC_CLI=$(CURDIR)/$(CLI) python3 -m pytest -v -p no:cacheprovider Tests/integration
+
+test: deps unit-test integration-test
+
+install: build
+	install -d $(DESTDIR)$(PAMDIR) $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)/etc/loginchroot \
+		$(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man8
+	install -m 644 $(MODULE) $(DESTDIR)$(PAMDIR)/pam_loginchroot.so
+	install -m 755 $(CLI) $(DESTDIR)$(PREFIX)/sbin/loginchroot
+	install -m 644 doc/loginchroot.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+	install -m 644 doc/loginchroot.8 $(DESTDIR)$(PREFIX)/share/man/man8/
+	[ -e $(DESTDIR)/etc/loginchroot/loginchroot.conf ] || \
+		install -m 644 doc/loginchroot.conf.example $(DESTDIR)/etc/loginchroot/loginchroot.conf
+
+clean:
+	rm -rf .build

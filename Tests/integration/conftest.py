@@ -1,0 +1,238 @@
+"""Privileged integration tests: real stores on loop files, real mounts and
+real PAM clients (pamtester, su, runuser, login on a pty, sshd, and a
+multithreaded client). Run as root through `make test`.
+
+Every fixture undoes what it did, even when a test fails; `assert_no_residue`
+is the shared proof that a logout left nothing behind.
+"""
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MODULE = os.environ.get("LC_MODULE", os.path.join(ROOT, ".build/release/pam_loginchroot.so"))
+CLI = os.environ.get("LC_CLI", os.path.join(ROOT, ".build/release/loginchroot"))
+USERS = ("lctest1", "lctest2")
+BACKENDS = ("btrfs", "overlay")
+# The PAM services the real clients use; their files are swapped for tests
+# and restored afterwards.
+SYSTEM_SERVICES = ("su-l", "runuser-l", "login")
+
+
+def run(cmd, check=True, **kw):
+    kw.setdefault("capture_output", True)
+    kw.setdefault("text", True)
+    kw.setdefault("timeout", 120)
+    result = subprocess.run(cmd, **kw)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def pytest_configure(config):
+    if os.geteuid() != 0:
+        pytest.exit("the integration tests need root (run them through `make test` as root)", returncode=2)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def syslog():
+    """A syslog socket, so the module's pam_syslog lines can be read back."""
+    if os.path.exists("/dev/log"):
+        yield None
+        return
+    log = tempfile.NamedTemporaryFile(prefix="lc-syslog-", suffix=".log", delete=False).name
+    proc = subprocess.Popen(["busybox", "syslogd", "-n", "-O", log])
+    for _ in range(50):
+        if os.path.exists("/dev/log"):
+            break
+        time.sleep(0.05)
+    yield log
+    proc.terminate()
+    proc.wait()
+    if os.path.exists("/dev/log"):
+        os.unlink("/dev/log")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def users():
+    created = []
+    for name in USERS:
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            run(["useradd", "-m", "-s", "/bin/sh", name])
+            created.append(name)
+    yield {name: pwd.getpwnam(name) for name in USERS}
+    for name in created:
+        run(["pkill", "-KILL", "-u", name], check=False)
+        run(["userdel", "-r", name], check=False)
+
+
+class Store:
+    """A store of one backend on a loop file (btrfs) or a directory (overlay),
+    with a config file and a test PAM service that uses it."""
+
+    def __init__(self, backend, base):
+        self.backend = backend
+        self.base = base
+        self.config = os.path.join(base, "etc", "loginchroot.conf")
+        self.path = os.path.join(base, "store")
+        self.state = os.path.join(base, "run")
+        self.service = f"lctest-{backend}"
+
+    def cli(self, *args, check=True):
+        return run([CLI, *args, "--config", self.config], check=check)
+
+    def master(self):
+        return os.path.join(self.path, "master")
+
+    def generations(self):
+        stable = os.path.join(self.path, "stable")
+        return [os.path.join(stable, g) for g in sorted(os.listdir(stable))]
+
+    def session_dirs(self):
+        if self.backend != "btrfs":
+            return []
+        return os.listdir(os.path.join(self.path, "sessions"))
+
+    def pam_lines(self, extra=""):
+        return f"session required {MODULE} config={self.config}{extra}\n"
+
+
+def write_config(store, extra=""):
+    os.makedirs(os.path.dirname(store.config), exist_ok=True)
+    with open(store.config, "w") as f:
+        f.write(f"""[store]
+backend = {store.backend}
+path = {store.path}
+image = {store.base}/store.img
+image_size = 768M
+
+[session]
+state_dir = {store.state}
+kill_timeout = 5
+{extra}
+""")
+    os.chmod(store.config, 0o644)
+
+
+@pytest.fixture(scope="session")
+def image_dir():
+    path = tempfile.mkdtemp(prefix="lc-image-", dir="/var/lib")
+    run(["sh", os.path.join(ROOT, "scripts/make-image.sh"), path])
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def make_store(backend, image_dir, extra=""):
+    base = tempfile.mkdtemp(prefix=f"lc-{backend}-", dir="/var/lib")
+    os.chmod(base, 0o755)
+    store = Store(backend, base)
+    write_config(store, extra)
+    store.cli("init", "--from-dir", image_dir)
+    with open(f"/etc/pam.d/{store.service}", "w") as f:
+        f.write("auth required pam_permit.so\naccount required pam_permit.so\n" + store.pam_lines())
+    return store
+
+
+def destroy_store(store):
+    # Reclaim whatever a failed test left, then take the store apart.
+    store.cli("gc", check=False)
+    for pin in os.listdir(os.path.join(store.state, "pins")) if os.path.isdir(os.path.join(store.state, "pins")) else []:
+        run(["umount", "-l", os.path.join(store.state, "pins", pin)], check=False)
+    for mount in (os.path.join(store.state, "pins"), store.path):
+        run(["umount", "-l", mount], check=False)
+    if os.path.exists(f"/etc/pam.d/{store.service}"):
+        os.unlink(f"/etc/pam.d/{store.service}")
+    shutil.rmtree(store.base, ignore_errors=True)
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request, image_dir):
+    store = make_store(request.param, image_dir)
+    yield store
+    destroy_store(store)
+
+
+@pytest.fixture
+def system_services(store):
+    """Points su -l, runuser -l and login at this store's config; restores the
+    distribution's files afterwards."""
+    saved = {}
+    for name in SYSTEM_SERVICES:
+        path = f"/etc/pam.d/{name}"
+        saved[name] = open(path).read() if os.path.exists(path) else None
+        auth = "auth sufficient pam_rootok.so\nauth required pam_permit.so\n"
+        with open(path, "w") as f:
+            f.write(auth + "account required pam_permit.so\n" + store.pam_lines())
+    yield
+    for name, text in saved.items():
+        path = f"/etc/pam.d/{name}"
+        if text is None:
+            os.unlink(path)
+        else:
+            with open(path, "w") as f:
+                f.write(text)
+
+
+def processes_of(uid):
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{pid}").st_uid == uid:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    found.append((int(pid), f.read().replace(b"\0", b" ").decode(errors="replace")))
+        except FileNotFoundError:
+            pass
+    return found
+
+
+def assert_no_residue(store, users=USERS):
+    """Nothing of any session is left: records, pins, mounts, snapshots,
+    cgroups, processes."""
+    deadline = time.time() + 10
+    while True:
+        problems = []
+        roots = os.listdir(os.path.join(store.state, "roots"))
+        if [r for r in roots if not r.endswith(".tmp")]:
+            problems.append(f"state records left: {roots}")
+        pins = os.listdir(os.path.join(store.state, "pins"))
+        if pins:
+            problems.append(f"namespace pins left: {pins}")
+        with open("/proc/self/mountinfo") as f:
+            mounts = [line.split()[4] for line in f]
+        leaked = [m for m in mounts if m.startswith(os.path.join(store.path, "sessions")) or m.startswith(os.path.join(store.state, "staging"))]
+        if leaked:
+            problems.append(f"mounts left: {leaked}")
+        if store.session_dirs():
+            problems.append(f"snapshots left: {store.session_dirs()}")
+        cgroups = run(["find", "/sys/fs/cgroup/unified", "-name", "loginchroot-*"], check=False).stdout.split()
+        if cgroups:
+            problems.append(f"cgroups left: {cgroups}")
+        for name in users:
+            procs = processes_of(pwd.getpwnam(name).pw_uid)
+            if procs:
+                problems.append(f"processes of {name} left: {procs}")
+        if not problems or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert not problems, "\n".join(problems)
+
+
+def token():
+    return uuid.uuid4().hex[:10]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,264 @@
+"""Each real PAM client logs a user into a session root on each backend and
+shows the same things:
+
+- a file written to the root filesystem (/srv/scratch, part of the image,
+  not bound from the host) is gone after logout and never reached the image
+  or master;
+- writes to /tmp and the home directory stay on the host;
+- processes left running (nohup, setsid, double fork) are dead after logout;
+- a second concurrent login of the same user sees the first one's files,
+  another user does not;
+- nothing is left behind.
+"""
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+
+import pexpect
+import pytest
+
+from conftest import MODULE, ROOT, assert_no_residue, free_port, run, token
+
+
+def session_script(t):
+    # Leftover processes get distinctive arguments and no open fds, so ssh
+    # does not wait for them.
+    return f"""
+echo root > /srv/scratch/rootfile-{t}
+echo tmp > /tmp/lc-tmp-{t}
+echo home > $HOME/lc-home-{t}
+nohup sleep 3001 >/dev/null 2>&1 </dev/null &
+setsid sleep 3002 >/dev/null 2>&1 </dev/null &
+( sleep 3003 >/dev/null 2>&1 </dev/null & ) &
+cat /srv/scratch/rootfile-{t}
+cat /etc/loginchroot-image
+echo marker=$(cat /run/loginchroot-session)
+echo cwd=$(pwd)
+"""
+
+
+def check_inside(output, user):
+    assert "root\n" in output, output
+    assert "golden image built" in output, output
+    assert f"marker={user}" in output, output
+    assert f"cwd=/home/{user}" in output, output
+
+
+def check_after_logout(store, user, t):
+    home = pwd.getpwnam(user).pw_dir
+    try:
+        assert os.path.exists(f"/tmp/lc-tmp-{t}"), "a write to /tmp did not reach the host"
+        assert os.path.exists(f"{home}/lc-home-{t}"), "a write to $HOME did not reach the host"
+        assert not os.path.exists(f"/srv/scratch/rootfile-{t}")
+        for tree in [store.master()] + store.generations():
+            assert not os.path.exists(f"{tree}/srv/scratch/rootfile-{t}"), f"root write reached {tree}"
+        assert_no_residue(store)
+    finally:
+        for path in (f"/tmp/lc-tmp-{t}", f"{home}/lc-home-{t}"):
+            if os.path.exists(path):
+                os.unlink(path)
+
+
+# --- clients -------------------------------------------------------------
+# Each client has run(store, user, script) -> output (login, script, logout)
+# and start(store, user, script) -> a handle with wait(), for a session that
+# stays open in the background.
+
+
+class Background:
+    def __init__(self, proc):
+        self.proc = proc
+
+    def wait(self):
+        out, err = self.proc.communicate(timeout=120)
+        return self.proc.returncode, out + err
+
+
+class SuClient:
+    def __init__(self, command):
+        self.command = command
+
+    def run(self, store, user, script):
+        return run([self.command, "-l", user, "-c", script]).stdout
+
+    def start(self, store, user, script):
+        return Background(subprocess.Popen([self.command, "-l", user, "-c", script], stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE, text=True))
+
+
+class LoginClient:
+    """util-linux login on a pseudo-terminal (login -f: preauthenticated)."""
+
+    def run(self, store, user, script):
+        child = self._spawn(user)
+        child.sendline(f"({script}) ; echo END-OF-SCRIPT ; exit")
+        child.expect("END-OF-SCRIPT\r\n", timeout=60)
+        output = child.before
+        child.expect(pexpect.EOF, timeout=60)
+        child.close()
+        return output.replace("\r\n", "\n")
+
+    def start(self, store, user, script):
+        child = self._spawn(user)
+        child.sendline(f"({script}) ; exit")
+
+        class Handle:
+            def wait(self_inner):
+                child.expect(pexpect.EOF, timeout=120)
+                child.close()
+                return child.exitstatus, child.before
+        return Handle()
+
+    def _spawn(self, user):
+        child = pexpect.spawn("login", ["-f", user], encoding="utf-8", timeout=60, env={"TERM": "dumb"})
+        child.sendline("PS1='$ '; stty -echo")
+        child.expect("\\$ ", timeout=60)
+        return child
+
+
+class MultithreadedClient:
+    binary = None
+
+    @classmethod
+    def build(cls):
+        if cls.binary is None:
+            cls.binary = os.path.join(tempfile.mkdtemp(prefix="lc-mt-"), "mtclient")
+            run(["gcc", "-Wall", "-o", cls.binary, os.path.join(ROOT, "Tests/integration/mtclient.c"), "-lpam", "-lpthread"])
+        return cls.binary
+
+    def run(self, store, user, script):
+        return run([self.build(), store.service, user, script]).stdout
+
+    def start(self, store, user, script):
+        return Background(subprocess.Popen([self.build(), store.service, user, script], stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE, text=True))
+
+
+class SshClient:
+    """A real OpenSSH sshd on a loopback port; key login."""
+
+    def __init__(self):
+        self.server = None
+
+    def setup(self, store):
+        self.dir = tempfile.mkdtemp(prefix="lc-sshd-", dir="/var/lib")
+        service = f"sshd-{store.service}"
+        # sshd names its PAM service after its own program name.
+        self.sshd = os.path.join(self.dir, service)
+        os.symlink("/usr/sbin/sshd", self.sshd)
+        with open(f"/etc/pam.d/{service}", "w") as f:
+            f.write("auth required pam_permit.so\naccount required pam_permit.so\n" + store.pam_lines())
+        self.service_file = f"/etc/pam.d/{service}"
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{self.dir}/host_key"])
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{self.dir}/user_key"])
+        self.port = free_port()
+        with open(f"{self.dir}/sshd_config", "w") as f:
+            f.write(f"""Port {self.port}
+ListenAddress 127.0.0.1
+HostKey {self.dir}/host_key
+UsePAM yes
+PidFile {self.dir}/sshd.pid
+AuthorizedKeysFile {self.dir}/authorized_keys.%u
+StrictModes no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin no
+""")
+        key = open(f"{self.dir}/user_key.pub").read()
+        for user in ("lctest1", "lctest2"):
+            with open(f"{self.dir}/authorized_keys.{user}", "w") as f:
+                f.write(key)
+        os.chmod(self.dir, 0o755)
+        os.makedirs("/run/sshd", exist_ok=True)
+        self.server = subprocess.Popen([self.sshd, "-D", "-e", "-f", f"{self.dir}/sshd_config"],
+                                       stdout=subprocess.DEVNULL, stderr=open(f"{self.dir}/sshd.log", "w"))
+        for _ in range(100):
+            if run(["ssh-keyscan", "-p", str(self.port), "127.0.0.1"], check=False).returncode == 0:
+                break
+            time.sleep(0.1)
+
+    def teardown(self):
+        if self.server:
+            self.server.terminate()
+            self.server.wait()
+        if os.path.exists(self.service_file):
+            os.unlink(self.service_file)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def command(self, user, script):
+        return ["ssh", "-i", f"{self.dir}/user_key", "-p", str(self.port), "-o", "StrictHostKeyChecking=no",
+                "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
+                f"{user}@127.0.0.1", script]
+
+    def run(self, store, user, script):
+        result = run(self.command(user, script), check=False)
+        assert result.returncode == 0, f"ssh failed: {result.stderr}\n" + open(f"{self.dir}/sshd.log").read()
+        return result.stdout
+
+    def start(self, store, user, script):
+        return Background(subprocess.Popen(self.command(user, script), stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE, text=True))
+
+
+CLIENTS = {
+    "sshd": SshClient,
+    "login": LoginClient,
+    "su": lambda: SuClient("su"),
+    "runuser": lambda: SuClient("runuser"),
+    "multithreaded": MultithreadedClient,
+}
+
+
+@pytest.fixture(params=sorted(CLIENTS))
+def client(request, store, system_services):
+    client = CLIENTS[request.param]()
+    if hasattr(client, "setup"):
+        client.setup(store)
+    yield client
+    if hasattr(client, "teardown"):
+        client.teardown()
+
+
+def test_login_gets_a_private_root_that_dies_at_logout(client, store):
+    t = token()
+    output = client.run(store, "lctest1", session_script(t))
+    check_inside(output, "lctest1")
+    check_after_logout(store, "lctest1", t)
+
+
+def test_second_login_shares_the_root_and_other_users_do_not(client, store):
+    t = token()
+    holder = client.start(store, "lctest1", f"""
+echo shared > /srv/scratch/shared-{t}
+nohup sleep 3004 >/dev/null 2>&1 </dev/null &
+while [ ! -e /tmp/lc-release-{t} ]; do sleep 0.1; done
+""")
+    try:
+        deadline = time.time() + 60
+        while not os.path.exists(f"{store.path}/sessions/lctest1/srv/scratch/shared-{t}") and store.backend == "btrfs":
+            assert time.time() < deadline, "first session never wrote its file"
+            time.sleep(0.1)
+        if store.backend == "overlay":
+            # The overlay upper layer is only visible inside the namespace.
+            pin = f"{store.state}/pins/lctest1"
+            while run(["nsenter", f"--mount={pin}", "test", "-e", f"/srv/scratch/shared-{t}"], check=False).returncode != 0:
+                assert time.time() < deadline, "first session never wrote its file"
+                time.sleep(0.1)
+        same = client.run(store, "lctest1", f"cat /srv/scratch/shared-{t} || echo MISSING")
+        assert "shared" in same and "MISSING" not in same, same
+        other = client.run(store, "lctest2", f"cat /srv/scratch/shared-{t} 2>/dev/null || echo MISSING")
+        assert "MISSING" in other, other
+        # The second login's logout must not have destroyed the first's root.
+        sessions = json.loads(store.cli("sessions", "--json").stdout)
+        assert [r["key"] for r in sessions] == ["lctest1"], sessions
+    finally:
+        open(f"/tmp/lc-release-{t}", "w").close()
+        status, output = holder.wait()
+        os.unlink(f"/tmp/lc-release-{t}")
+    assert status == 0, output
+    assert_no_residue(store)
+    assert not any(os.path.exists(f"{tree}/srv/scratch/shared-{t}") for tree in [store.master()] + store.generations())

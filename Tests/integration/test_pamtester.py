@@ -1,0 +1,160 @@
+"""pamtester drives the module directly: open and close in one process, open
+in one process and reclaim by gc, policy (exempt, nested, bad names, broken
+config), and loading without the Swift toolchain."""
+import json
+import os
+import pwd
+import subprocess
+import time
+
+import pytest
+
+from conftest import MODULE, assert_no_residue, run, token, write_config
+
+
+def pamtester(store, user, *ops, check=True, env=None):
+    return run(["pamtester", "-v", store.service, user, *ops], check=check, env=env)
+
+
+def in_root(store, key, user, script):
+    """Runs `script` as `user` inside root `key`'s namespace (what a login
+    shell of that root would do)."""
+    account = pwd.getpwnam(user)
+    return run(["nsenter", f"--mount={store.state}/pins/{key}", "setpriv", f"--reuid={account.pw_uid}",
+                f"--regid={account.pw_gid}", "--init-groups", "env", f"HOME={account.pw_dir}", "sh", "-c", script])
+
+
+def test_open_and_close_in_one_process_leaves_nothing(store):
+    result = pamtester(store, "lctest1", "open_session", "close_session")
+    assert "successfully opened" in result.stdout + result.stderr
+    assert_no_residue(store)
+
+
+def test_open_without_close_is_reclaimed_by_gc(store):
+    t = token()
+    pamtester(store, "lctest1", "open_session")
+    sessions = json.loads(store.cli("sessions", "--json").stdout)
+    assert [r["key"] for r in sessions] == ["lctest1"] and sessions[0]["phase"] == "active"
+    home = pwd.getpwnam("lctest1").pw_dir
+    out = in_root(store, "lctest1", "lctest1", f"""
+echo root > /srv/scratch/rootfile-{t}; echo tmp > /tmp/lc-tmp-{t}; echo home > $HOME/lc-home-{t}
+nohup sleep 3001 >/dev/null 2>&1 </dev/null &
+setsid sleep 3002 >/dev/null 2>&1 </dev/null &
+( sleep 3003 >/dev/null 2>&1 </dev/null & ) &
+cat /srv/scratch/rootfile-{t}; cat /run/loginchroot-session""").stdout
+    assert out.split() == ["root", "lctest1"]
+    try:
+        assert not os.path.exists(f"{store.master()}/srv/scratch/rootfile-{t}")
+        gc = store.cli("gc").stdout
+        assert "root lctest1: destroyed" in gc, gc
+        assert os.path.exists(f"/tmp/lc-tmp-{t}") and os.path.exists(f"{home}/lc-home-{t}")
+        assert_no_residue(store)
+    finally:
+        for path in (f"/tmp/lc-tmp-{t}", f"{home}/lc-home-{t}"):
+            if os.path.exists(path):
+                os.unlink(path)
+
+
+def test_end_kills_a_session_like_a_logout(store):
+    pamtester(store, "lctest1", "open_session")
+    in_root(store, "lctest1", "lctest1", "setsid sleep 3005 >/dev/null 2>&1 </dev/null &")
+    assert "ended root lctest1" in store.cli("end", "lctest1").stdout
+    assert_no_residue(store)
+
+
+def test_root_is_exempt_and_gets_the_host_root(store):
+    pamtester(store, "root", "open_session", "close_session")
+    assert json.loads(store.cli("sessions", "--json").stdout) == []
+
+
+@pytest.mark.parametrize("name", ["../etc", "a/b", "a b", "x" * 300, "-rf", ".hidden"])
+def test_hostile_user_names_are_refused(store, name):
+    result = pamtester(store, name, "open_session", check=False)
+    assert result.returncode != 0
+    assert json.loads(store.cli("sessions", "--json").stdout) == []
+    assert_no_residue(store)
+
+
+def test_broken_config_fails_closed_but_root_gets_in(store):
+    with open(store.config, "a") as f:
+        f.write("\n[session]\nbogus_key = 1\n")
+    denied = pamtester(store, "lctest1", "open_session", check=False)
+    assert denied.returncode != 0
+    assert "misconfigured" in denied.stdout + denied.stderr
+    pamtester(store, "root", "open_session", "close_session")
+
+
+def test_group_writable_config_is_refused(store):
+    os.chmod(store.config, 0o664)
+    try:
+        assert pamtester(store, "lctest1", "open_session", check=False).returncode != 0
+        assert "writable by group" in store.cli("check", check=False).stdout
+    finally:
+        os.chmod(store.config, 0o644)
+
+
+def test_missing_store_fails_closed_or_allows_when_configured(store):
+    # An unpublished store: the login is refused with a message...
+    os.rename(f"{store.path}/current", f"{store.path}/current.saved")
+    try:
+        denied = pamtester(store, "lctest1", "open_session", check=False)
+        assert denied.returncode != 0
+        assert "contact the administrator" in denied.stdout + denied.stderr
+        assert_no_residue(store)
+        # ...unless the site prefers availability.
+        write_config(store, "on_error = allow")
+        pamtester(store, "lctest1", "open_session", "close_session")
+        assert json.loads(store.cli("sessions", "--json").stdout) == []
+    finally:
+        os.rename(f"{store.path}/current.saved", f"{store.path}/current")
+
+
+def test_logins_never_nest(store):
+    """A login from inside a session root (its /run/loginchroot-session
+    marker is there) stays where it is. Simulated on the host: a private
+    mount namespace with the marker bound in, running the real module."""
+    marker = "/run/loginchroot-session"
+    assert not os.path.exists(marker), "this host itself looks like a session root"
+    open(marker, "w").close()  # the mount point; the host's copy stays empty
+    try:
+        script = f"echo someroot > /tmp/lc-marker-$$ && mount --bind /tmp/lc-marker-$$ {marker} && rm /tmp/lc-marker-$$ " \
+                 f"&& pamtester {store.service} lctest2 open_session close_session"
+        result = run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert json.loads(store.cli("sessions", "--json").stdout) == []
+    finally:
+        os.unlink(marker)
+    assert_no_residue(store)
+
+
+def test_module_loads_without_the_swift_toolchain(store):
+    """The Swift runtime is linked in statically: hide /opt/swift (and any
+    libswift*) in a private mount namespace and log in."""
+    assert "libswift" not in run(["ldd", MODULE]).stdout
+    script = f"""
+set -e
+mount -t tmpfs none /opt/swift
+test ! -e /opt/swift/usr/bin/swift
+pamtester {store.service} lctest1 open_session close_session
+"""
+    result = run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_no_residue(store)
+
+
+def test_publish_gives_new_logins_the_new_generation(store):
+    pamtester(store, "lctest1", "open_session")
+    try:
+        store.cli("master", "run", "--", "sh", "-c", "echo v2 > /etc/image-version")
+        published = json.loads(store.cli("publish", "--json").stdout)["generation"]
+        assert published == "gen-2"
+        pamtester(store, "lctest2", "open_session")
+        old = in_root(store, "lctest1", "lctest1", "cat /etc/image-version 2>/dev/null || echo none").stdout.strip()
+        new = in_root(store, "lctest2", "lctest2", "cat /etc/image-version").stdout.strip()
+        assert (old, new) == ("none", "v2")
+        status = json.loads(store.cli("status", "--json").stdout)
+        assert status["current"] == "gen-2"
+    finally:
+        store.cli("end", "lctest1", check=False)
+        store.cli("end", "lctest2", check=False)
+    assert_no_residue(store)

@@ -1,0 +1,15 @@
+#!/bin/sh
+# Installs what building, the demo and the tests need on a fresh Debian 12.
+set -eu
+packages="libpam0g-dev libdevmapper-dev libselinux1-dev pamtester openssh-server openssh-client
+          btrfs-progs busybox-static util-linux login passwd gcc make"
+missing=""
+for p in $packages; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    echo "installing:$missing"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+fi
+python3 -c 'import pytest, pexpect' 2>/dev/null || python3 -m pip install -q pytest pexpect
