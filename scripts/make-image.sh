@@ -5,6 +5,7 @@ set -eu
 dir=$1
 busybox=$(command -v busybox)
 mkdir -p "$dir"
+chmod 755 "$dir"
 cd "$dir"
 mkdir -p bin sbin usr/bin usr/sbin etc root proc sys dev tmp var/tmp home run/user srv/scratch
 # srv/scratch is writable by everyone and NOT bound from the host: what a

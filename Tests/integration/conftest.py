@@ -88,7 +88,9 @@ class Store:
         self.service = f"lctest-{backend}"
 
     def cli(self, *args, check=True):
-        return run([CLI, *args, "--config", self.config], check=check)
+        args = list(args)
+        at = args.index("--") if "--" in args else len(args)
+        return run([CLI, *args[:at], "--config", self.config, *args[at:]], check=check)
 
     def master(self):
         return os.path.join(self.path, "master")
@@ -145,7 +147,7 @@ def make_store(backend, image_dir, extra=""):
 def destroy_store(store):
     # Reclaim whatever a failed test left, then take the store apart.
     store.cli("gc", check=False)
-    for pin in os.listdir(os.path.join(store.state, "pins")) if os.path.isdir(os.path.join(store.state, "pins")) else []:
+    for pin in listdir(os.path.join(store.state, "pins")):
         run(["umount", "-l", os.path.join(store.state, "pins", pin)], check=False)
     for mount in (os.path.join(store.state, "pins"), store.path):
         run(["umount", "-l", mount], check=False)
@@ -196,16 +198,20 @@ def processes_of(uid):
     return found
 
 
+def listdir(path):
+    return os.listdir(path) if os.path.isdir(path) else []
+
+
 def assert_no_residue(store, users=USERS):
     """Nothing of any session is left: records, pins, mounts, snapshots,
     cgroups, processes."""
     deadline = time.time() + 10
     while True:
         problems = []
-        roots = os.listdir(os.path.join(store.state, "roots"))
+        roots = listdir(os.path.join(store.state, "roots"))
         if [r for r in roots if not r.endswith(".tmp")]:
             problems.append(f"state records left: {roots}")
-        pins = os.listdir(os.path.join(store.state, "pins"))
+        pins = listdir(os.path.join(store.state, "pins"))
         if pins:
             problems.append(f"namespace pins left: {pins}")
         with open("/proc/self/mountinfo") as f:

@@ -20,8 +20,8 @@ def in_root(store, key, user, script):
     """Runs `script` as `user` inside root `key`'s namespace (what a login
     shell of that root would do)."""
     account = pwd.getpwnam(user)
-    return run(["nsenter", f"--mount={store.state}/pins/{key}", "setpriv", f"--reuid={account.pw_uid}",
-                f"--regid={account.pw_gid}", "--init-groups", "env", f"HOME={account.pw_dir}", "sh", "-c", script])
+    return run(["nsenter", f"--mount={store.state}/pins/{key}", f"--setuid={account.pw_uid}",
+                f"--setgid={account.pw_gid}", "env", f"HOME={account.pw_dir}", "sh", "-c", script])
 
 
 def test_open_and_close_in_one_process_leaves_nothing(store):

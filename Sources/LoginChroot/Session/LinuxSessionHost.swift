@@ -43,12 +43,13 @@ public struct LinuxSessionHost: SessionHost {
             try sys("stat", "/") { stat("/", &rootInfo) }
             let identity = RootIdentity(namespaceInode: UInt64(try session.stat().st_ino), rootDevice: UInt64(rootInfo.st_dev))
             if let pin {
-                // Pinning has to happen in the host namespace: step out and back.
+                // Pinning happens in the host namespace, and the caller stays
+                // there: the state directory is not visible from inside.
                 try Namespaces.enter(host, what: "host namespace")
                 try Namespaces.pin(session, at: pin)
-                try Namespaces.enter(session, what: "session namespace")
+            } else {
+                enterHome(plan.home)
             }
-            enterHome(plan.home)
             return identity
         } catch {
             do { try Namespaces.enter(host, what: "host namespace") } catch {

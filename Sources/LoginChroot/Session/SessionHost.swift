@@ -32,8 +32,9 @@ public protocol SessionHost {
     /// An fd of the caller thread's current mount namespace, for the way back.
     func openHostNamespace() throws -> Int32
     func closeDescriptor(_ fd: Int32)
-    /// Builds the root in a new namespace, pins it at `pin` (when given), and
-    /// leaves the calling thread inside it (in `plan.home`).
+    /// Builds the root in a new namespace. With a `pin`, the namespace is
+    /// pinned there and the calling thread returns to the host (joinRoot
+    /// enters it); without one, the calling thread stays inside.
     func buildRoot(_ plan: SessionPlan, staging: String, pin: String?) throws -> RootIdentity
     /// Moves the calling thread into the pinned root and into `home`.
     func joinRoot(pin: String, home: String) throws

@@ -127,6 +127,7 @@ public final class SessionManager {
             record.rootDevice = identity.rootDevice
             _ = try record.apply(.prepared)
             try state.save(record)
+            try host.joinRoot(pin: state.pinPath(key), home: account.home)
             log("user \(account.name) entered new root \(key) (\(backend.kind.rawValue), generation \(generation))")
         } catch {
             // Out of the root first (if we got in), or the snapshot stays busy.

@@ -1,0 +1,463 @@
+import XCTest
+@testable import LoginChrootCore
+
+final class ConfigParserTests: XCTestCase {
+
+    // MARK: defaults and every key
+
+    func testEmptyFileGivesDefaults() throws {
+        let config = try ConfigParser.parse("", file: "/etc/test.conf")
+        XCTAssertEqual(config, Config())
+        XCTAssertEqual(config.backend, .btrfs)
+        XCTAssertEqual(config.storePath, "/var/lib/loginchroot")
+        XCTAssertEqual(config.storeImage, "/var/lib/loginchroot.img")
+        XCTAssertEqual(config.storeImageSize, 8 << 30)
+        XCTAssertEqual(config.keepGenerations, 2)
+        XCTAssertEqual(config.mode, .perUser)
+        XCTAssertEqual(config.onError, .deny)
+        XCTAssertEqual(config.exemptUsers, ["root"])
+        XCTAssertEqual(config.exemptGroups, [])
+        XCTAssertEqual(config.stateDir, "/run/loginchroot")
+        XCTAssertTrue(config.addUserEntries)
+        XCTAssertEqual(config.copyFiles, ["/etc/resolv.conf", "/etc/hosts", "/etc/hostname"])
+        XCTAssertEqual(config.killTimeoutSeconds, 5)
+        XCTAssertEqual(config.overlayUpper, .tmpfs(sizeBytes: 1 << 30))
+        XCTAssertEqual(config.binds, Config.defaultBinds)
+        XCTAssertTrue(config.updateCommand.hasPrefix("apt-get update"))
+    }
+
+    func testCommentsBlankLinesAndEmptySectionsGiveDefaults() {
+        let text = """
+        # a comment
+
+           # an indented comment
+        \t
+        [store]
+        [session]   # trailing comment after a header
+        [overlay]
+        [binds]
+        [master]
+
+        """
+        XCTAssertEqual(parseConfig(text), Config())
+    }
+
+    func testEveryKeyOfEverySection() throws {
+        let text = """
+        [store]
+        backend = overlay
+        path = /srv//loginchroot/
+        image = /srv/loginchroot.img
+        image_size = 512M
+        keep_generations = 7
+
+        [session]
+        mode = per-session
+        on_error = allow
+        exempt_users = root, admin\talice
+        exempt_groups = wheel,sudo
+        state_dir = /run/lc
+        add_user_entries = no
+        copy_files = /etc/resolv.conf   /etc/localtime
+        kill_timeout = 30
+
+        [overlay]
+        upper = tmpfs
+        tmpfs_size = 2G
+
+        [binds]
+        bind = /proc recursive
+
+        [master]
+        update_command = dnf -y upgrade   # comments are stripped
+        """
+        let config = try ConfigParser.parse(text, file: "/etc/test.conf")
+        XCTAssertEqual(config.backend, .overlay)
+        XCTAssertEqual(config.storePath, "/srv/loginchroot", "paths are normalised")
+        XCTAssertEqual(config.storeImage, "/srv/loginchroot.img")
+        XCTAssertEqual(config.storeImageSize, 512 << 20)
+        XCTAssertEqual(config.keepGenerations, 7)
+        XCTAssertEqual(config.mode, .perSession)
+        XCTAssertEqual(config.onError, .allow)
+        XCTAssertEqual(config.exemptUsers, ["root", "admin", "alice"])
+        XCTAssertEqual(config.exemptGroups, ["wheel", "sudo"])
+        XCTAssertEqual(config.stateDir, "/run/lc")
+        XCTAssertFalse(config.addUserEntries)
+        XCTAssertEqual(config.copyFiles, ["/etc/resolv.conf", "/etc/localtime"])
+        XCTAssertEqual(config.killTimeoutSeconds, 30)
+        XCTAssertEqual(config.overlayUpper, .tmpfs(sizeBytes: 2 << 30))
+        XCTAssertEqual(config.binds, [BindEntry(source: "/proc", recursive: true)])
+        XCTAssertEqual(config.updateCommand, "dnf -y upgrade")
+    }
+
+    func testOverlayUpperDirectoryAndEmptyImage() throws {
+        let config = try ConfigParser.parse("""
+        [store]
+        image =
+        [overlay]
+        upper = /var/lib/loginchroot-upper
+        """, file: "/etc/test.conf")
+        XCTAssertEqual(config.storeImage, "")
+        XCTAssertEqual(config.overlayUpper, .directory("/var/lib/loginchroot-upper"))
+    }
+
+    func testTmpfsSizeBeforeUpperKeepsTheSize() throws {
+        let config = try ConfigParser.parse("[overlay]\ntmpfs_size = 100K\nupper = tmpfs\n", file: "/etc/test.conf")
+        XCTAssertEqual(config.overlayUpper, .tmpfs(sizeBytes: 100 << 10))
+    }
+
+    func testBooleanSpellings() throws {
+        for (word, expected) in [("yes", true), ("true", true), ("1", true), ("no", false), ("false", false), ("0", false)] {
+            let config = try ConfigParser.parse("[session]\nadd_user_entries = \(word)", file: "/etc/test.conf")
+            XCTAssertEqual(config.addUserEntries, expected, word)
+        }
+    }
+
+    func testSizeSuffixes() throws {
+        for (text, bytes) in [("4096", UInt64(4096)), ("1k", 1 << 10), ("3M", 3 << 20), ("8g", 8 << 30), ("1T", 1 << 40)] {
+            let config = try ConfigParser.parse("[store]\nimage_size = \(text)", file: "/etc/test.conf")
+            XCTAssertEqual(config.storeImageSize, bytes, text)
+        }
+    }
+
+    func testIntegerRangeBoundsAccepted() throws {
+        var config = try ConfigParser.parse("[store]\nkeep_generations = 1\n[session]\nkill_timeout = 300", file: "/etc/test.conf")
+        XCTAssertEqual(config.keepGenerations, 1)
+        XCTAssertEqual(config.killTimeoutSeconds, 300)
+        config = try ConfigParser.parse("[store]\nkeep_generations = 1000\n[session]\nkill_timeout = 1", file: "/etc/test.conf")
+        XCTAssertEqual(config.keepGenerations, 1000)
+        XCTAssertEqual(config.killTimeoutSeconds, 1)
+    }
+
+    func testEmptyExemptListsAreAllowed() throws {
+        let config = try ConfigParser.parse("[session]\nexempt_users =\nexempt_groups =", file: "/etc/test.conf")
+        XCTAssertEqual(config.exemptUsers, [])
+        XCTAssertEqual(config.exemptGroups, [])
+    }
+
+    func testSectionMayBeReopened() throws {
+        let config = try ConfigParser.parse("[store]\nbackend = overlay\n[session]\nmode = per-session\n[store]\nkeep_generations = 4",
+                                            file: "/etc/test.conf")
+        XCTAssertEqual(config.backend, .overlay)
+        XCTAssertEqual(config.keepGenerations, 4)
+        XCTAssertEqual(config.mode, .perSession)
+    }
+
+    // MARK: errors: file, line and fix
+
+    func testUnknownSection() {
+        assertConfigError("# header\n\n[stroe]\nbackend = btrfs", line: 3, problemContains: "unknown section [stroe]")
+    }
+
+    func testMalformedSectionHeaders() {
+        assertConfigError("[store", line: 1, problemContains: "malformed section header")
+        assertConfigError("[store]\n[]", line: 2, problemContains: "malformed section header")
+        assertConfigError("[ ]", line: 1, problemContains: "unknown section")
+    }
+
+    func testUnknownKey() {
+        assertConfigError("[store]\nbackend = btrfs\nbakend = btrfs", line: 3, problemContains: "unknown key 'bakend' in [store]")
+        assertConfigError("[binds]\nbinds = /x", line: 2, problemContains: "unknown key 'binds'")
+        // A key that exists, but in another section.
+        assertConfigError("[session]\nbackend = btrfs", line: 2, problemContains: "unknown key 'backend' in [session]")
+        assertConfigError("[store]\n= btrfs", line: 2, problemContains: "unknown key ''")
+    }
+
+    func testDuplicateKey() {
+        assertConfigError("[store]\nbackend = btrfs\n\nbackend = overlay", line: 4, problemContains: "'backend' set twice in [store]")
+        // Also when the section is reopened in between.
+        assertConfigError("[session]\nmode = per-user\n[store]\n[session]\nmode = per-user", line: 5, problemContains: "set twice")
+    }
+
+    func testMissingEquals() {
+        assertConfigError("[session]\n\nmode per-user", line: 3, problemContains: "expected 'key = value'")
+    }
+
+    func testKeyOutsideSection() {
+        assertConfigError("# comment\nmode = per-user\n[session]", line: 2, problemContains: "outside any section")
+    }
+
+    func testBadEnumValues() {
+        assertConfigError("[store]\nbackend = zfs", line: 2, problemContains: "unknown backend 'zfs'")
+        assertConfigError("[store]\nbackend = Btrfs", line: 2, problemContains: "unknown backend")
+        assertConfigError("[session]\nmode = per-host", line: 2, problemContains: "unknown mode")
+        assertConfigError("[session]\non_error = maybe", line: 2, problemContains: "unknown on_error")
+    }
+
+    func testRelativePaths() {
+        assertConfigError("[store]\npath = var/lib/loginchroot", line: 2, problemContains: "must be an absolute path")
+        assertConfigError("[session]\nstate_dir = run", line: 2, problemContains: "must be an absolute path")
+        assertConfigError("[session]\ncopy_files = /etc/hosts etc/resolv.conf", line: 2, problemContains: "absolute path")
+        assertConfigError("[overlay]\nupper = upper", line: 2, problemContains: "absolute path")
+        assertConfigError("[store]\nimage = img", line: 2, problemContains: "absolute path")
+    }
+
+    func testDotDotAndDotInPaths() {
+        assertConfigError("[store]\npath = /var/../etc", line: 2, problemContains: "contains . or ..")
+        assertConfigError("[store]\npath = /var/lib/..", line: 2, problemContains: "contains . or ..")
+        assertConfigError("[session]\nstate_dir = /run/./lc", line: 2, problemContains: "contains . or ..")
+        assertConfigError("[binds]\nbind = /srv:/../etc", line: 2, problemContains: "contains . or ..")
+    }
+
+    func testBadSizes() {
+        for bad in ["8X", "0", "G", "-1G", "1.5G", "99999999999T", "", "8 G"] {
+            assertConfigError("[store]\nimage_size = \(bad)", line: 2, problemContains: "is not a size")
+        }
+        assertConfigError("[overlay]\ntmpfs_size = lots", line: 2, problemContains: "is not a size")
+    }
+
+    func testBadIntegers() {
+        for bad in ["0", "1001", "two", "", "1e3", "2.0"] {
+            assertConfigError("[store]\nkeep_generations = \(bad)", line: 2, problemContains: "is not a number in 1...1000")
+        }
+        assertConfigError("[session]\nkill_timeout = 301", line: 2, problemContains: "is not a number in 1...300")
+        assertConfigError("[session]\nkill_timeout = 0", line: 2, problemContains: "is not a number in 1...300")
+    }
+
+    func testBadBoolean() {
+        for bad in ["maybe", "YES", "on", ""] {
+            assertConfigError("[session]\nadd_user_entries = \(bad)", line: 2, problemContains: "is not yes or no")
+        }
+    }
+
+    func testBadExemptNames() {
+        assertConfigError("[session]\nexempt_users = root, bad/name", line: 2, problemContains: "entry 'bad/name' is not a valid")
+        assertConfigError("[session]\nexempt_users = -rf", line: 2, problemContains: "not a valid user or group name")
+        assertConfigError("[session]\nexempt_groups = wheel, ..", line: 2, problemContains: "entry '..'")
+        assertConfigError("[session]\nexempt_groups = a:b", line: 2, problemContains: "not a valid")
+        assertConfigError("[session]\nexempt_users = \(String(repeating: "a", count: 33))", line: 2, problemContains: "not a valid")
+    }
+
+    func testEmptyUpdateCommand() {
+        assertConfigError("[master]\nupdate_command =   # nothing", line: 2, problemContains: "update_command is empty")
+    }
+
+    func testControlCharacters() {
+        assertConfigError("[store]\nbackend = btrfs\u{07}", line: 2, problemContains: "control character")
+        assertConfigError("[store]\n\n# a NUL \u{00} even in a comment", line: 3, problemContains: "control character")
+        assertConfigError("[store]\u{1B}", line: 1, problemContains: "control character")
+        // Tabs and carriage returns are whitespace, not control characters.
+        XCTAssertEqual(parseConfig("[store]\r\nbackend\t=\toverlay\r")?.backend, .overlay)
+    }
+
+    func testOverlongLine() {
+        let long = "# " + String(repeating: "x", count: ConfigParser.maxLineBytes)
+        assertConfigError("[store]\n\(long)", line: 2, problemContains: "longer than 4096 bytes")
+        // Exactly the limit is fine.
+        let atLimit = "#" + String(repeating: "x", count: ConfigParser.maxLineBytes - 1)
+        XCTAssertNotNil(parseConfig("[store]\n\(atLimit)"))
+    }
+
+    func testFileTooLarge() {
+        let text = String(repeating: "# padding padding padding padding\n", count: (1 << 20) / 30)
+        XCTAssertGreaterThan(text.utf8.count, 1 << 20)
+        assertConfigError(text, line: 0, problemContains: "larger than 1 MiB")
+    }
+
+    func testErrorsNameTheGivenFile() {
+        do {
+            _ = try ConfigParser.parse("[nope]", file: "/somewhere/else.conf")
+            XCTFail("expected an error")
+        } catch let error as ConfigError {
+            XCTAssertEqual(error.file, "/somewhere/else.conf")
+            XCTAssertEqual(error.description, "/somewhere/else.conf:1: \(error.problem) (fix: \(error.fix))")
+        } catch {
+            XCTFail("\(error)")
+        }
+        XCTAssertEqual(ConfigError(file: "/f", line: 0, problem: "p", fix: "x").description, "/f: p (fix: x)")
+    }
+
+    // MARK: binds
+
+    func testBindLinesAccumulateAndReplaceDefaults() throws {
+        let config = try ConfigParser.parse("""
+        [binds]
+        bind = /proc recursive
+        bind = /home
+        [session]
+        mode = per-user
+        [binds]
+        bind = /run/user/%u optional
+        """, file: "/etc/test.conf")
+        XCTAssertEqual(config.binds, [
+            BindEntry(source: "/proc", recursive: true),
+            BindEntry(source: "/home"),
+            BindEntry(source: "/run/user/%u", optional: true),
+        ])
+        XCTAssertFalse(config.binds.contains(BindEntry(source: "/dev")), "defaults must be replaced, not extended")
+    }
+
+    func testBindOptions() throws {
+        var entry = try ConfigParser.parseBind("/srv/data:/data ro recursive optional private")
+        XCTAssertEqual(entry, BindEntry(source: "/srv/data", target: "/data", readOnly: true, recursive: true,
+                                        propagation: .private, optional: true))
+        entry = try ConfigParser.parseBind("/srv shared")
+        XCTAssertEqual(entry.propagation, .shared)
+        XCTAssertEqual(entry.target, "/srv")
+        XCTAssertFalse(entry.readOnly)
+        XCTAssertFalse(entry.recursive)
+        XCTAssertFalse(entry.optional)
+        entry = try ConfigParser.parseBind("/srv slave")
+        XCTAssertEqual(entry.propagation, .slave)
+        entry = try ConfigParser.parseBind("/srv")
+        XCTAssertEqual(entry.propagation, .slave, "slave is the default propagation")
+        entry = try ConfigParser.parseBind("/srv ro rw")
+        XCTAssertFalse(entry.readOnly, "a later rw overrides ro")
+        entry = try ConfigParser.parseBind("\t/a//b/:/c/d/  ro")
+        XCTAssertEqual(entry.source, "/a/b")
+        XCTAssertEqual(entry.target, "/c/d")
+        XCTAssertTrue(entry.readOnly)
+    }
+
+    func testBindTargetRootIsRejected() {
+        assertConfigError("[binds]\nbind = /srv:/", line: 2, problemContains: "bind target '/'")
+        assertConfigError("[binds]\nbind = /", line: 2, problemContains: "bind target '/'")
+        assertConfigError("[binds]\nbind = //", line: 2, problemContains: "bind target '/'")
+        assertConfigError("[binds]\nbind = /srv:// ro", line: 2, problemContains: "bind target '/'")
+    }
+
+    func testBadBinds() {
+        assertConfigError("[binds]\nbind =", line: 2, problemContains: "bind needs a path")
+        assertConfigError("[binds]\nbind = /srv rox", line: 2, problemContains: "unknown bind option 'rox'")
+        assertConfigError("[binds]\nbind = srv", line: 2, problemContains: "absolute path")
+        assertConfigError("[binds]\nbind = /srv:data", line: 2, problemContains: "absolute path")
+        assertConfigError("[binds]\nbind = /ok\nbind = /bad private slave nonsense", line: 3, problemContains: "unknown bind option")
+    }
+
+    func testBindResolvesUid() {
+        let entry = BindEntry(source: "/run/user/%u", target: "/x/%u/%u", optional: true).resolved(uid: 1234)
+        XCTAssertEqual(entry.source, "/run/user/1234")
+        XCTAssertEqual(entry.target, "/x/1234/1234")
+        XCTAssertTrue(entry.optional)
+    }
+
+    // MARK: property test: random input parses or throws ConfigError, never crashes
+
+    static let validConfig = """
+    # loginchroot.conf
+    [store]
+    backend = btrfs
+    path = /var/lib/loginchroot
+    image = /var/lib/loginchroot.img
+    image_size = 8G
+    keep_generations = 2
+
+    [session]
+    mode = per-user
+    on_error = deny
+    exempt_users = root
+    exempt_groups = wheel
+    state_dir = /run/loginchroot
+    add_user_entries = yes
+    copy_files = /etc/resolv.conf /etc/hosts
+    kill_timeout = 5
+
+    [overlay]
+    upper = tmpfs
+    tmpfs_size = 1G
+
+    [binds]
+    bind = /proc recursive
+    bind = /sys ro recursive
+    bind = /srv/data:/data ro private optional
+    bind = /run/user/%u optional
+
+    [master]
+    update_command = apt-get update && apt-get -y dist-upgrade
+    """
+
+    func testValidConfigParses() {
+        XCTAssertEqual(parseConfig(Self.validConfig)?.binds.count, 4)
+    }
+
+    func testRandomBytesParseOrThrowConfigError() {
+        var random = SplitMix64(seed: 0x5EED_0001)
+        let alphabet = Array("[]=#:/. \t\r\nabcdegiklmnoprstuy-_%0123456789GM".utf8)
+        for _ in 0..<2000 {
+            let length = random.below(200)
+            var bytes: [UInt8] = []
+            for _ in 0..<length {
+                // Mostly config-ish characters so the parser gets past the first line; some raw bytes.
+                bytes.append(random.below(4) == 0 ? UInt8(truncatingIfNeeded: random.next()) : alphabet[random.below(alphabet.count)])
+            }
+            checkParseOrConfigError(String(decoding: bytes, as: UTF8.self))
+        }
+    }
+
+    func testTokenSoupParsesOrThrowsConfigError() {
+        var random = SplitMix64(seed: 0x5EED_0002)
+        let sections = ["[store]", "[session]", "[overlay]", "[binds]", "[master]", "[x]", "[", "[]"]
+        let keys = ["backend", "path", "image", "image_size", "keep_generations", "mode", "on_error", "exempt_users",
+                    "exempt_groups", "state_dir", "add_user_entries", "copy_files", "kill_timeout", "upper", "tmpfs_size",
+                    "bind", "update_command", "", "bogus"]
+        let values = ["btrfs", "overlay", "/a", "/a/../b", "rel", "/", "//", "8G", "0", "-1", "1001", "7", "yes", "no",
+                      "per-user", "per-session", "deny", "allow", "root, alice", "-x", "tmpfs", "/a:/b ro", "/a:/",
+                      "/a recursive slave optional", "/a bogus", "", "%u", "/run/user/%u", "a=b", "# c", "\u{7F}", "é"]
+        for _ in 0..<2000 {
+            var lines: [String] = []
+            for _ in 0..<random.below(12) {
+                switch random.below(5) {
+                case 0: lines.append(sections[random.below(sections.count)])
+                case 1: lines.append("# comment")
+                default:
+                    let value = (0..<random.below(3) + 1).map { _ in values[random.below(values.count)] }.joined(separator: " ")
+                    lines.append("\(keys[random.below(keys.count)]) = \(value)")
+                }
+            }
+            checkParseOrConfigError(lines.joined(separator: "\n"))
+        }
+    }
+
+    func testMutatedValidConfigParsesOrThrowsConfigError() {
+        var random = SplitMix64(seed: 0x5EED_0003)
+        let original = Array(Self.validConfig.utf8)
+        let interesting = Array("[]=#:/.\t\n\r \0\u{1}%-+".utf8) + [0xFF, 0xC3, 0x80]
+        for _ in 0..<2000 {
+            var bytes = original
+            for _ in 0..<(1 + random.below(6)) {
+                let position = bytes.isEmpty ? 0 : random.below(bytes.count)
+                switch random.below(6) {
+                case 0: if !bytes.isEmpty { bytes.remove(at: position) }
+                case 1: bytes.insert(interesting[random.below(interesting.count)], at: position)
+                case 2: if !bytes.isEmpty { bytes[position] = UInt8(truncatingIfNeeded: random.next()) }
+                case 3: bytes = Array(bytes.prefix(position))
+                case 4:
+                    // Duplicate a slice (often a whole key line).
+                    let end = min(bytes.count, position + random.below(60))
+                    bytes.insert(contentsOf: bytes[position..<end], at: end)
+                default:
+                    if !bytes.isEmpty { bytes.insert(contentsOf: Array(repeating: bytes[position], count: random.below(5000)), at: position) }
+                }
+            }
+            checkParseOrConfigError(String(decoding: bytes, as: UTF8.self))
+        }
+    }
+
+    private func checkParseOrConfigError(_ text: String, file: StaticString = #filePath, line: UInt = #line) {
+        do {
+            let config = try ConfigParser.parse(text, file: "/fuzz.conf")
+            // Whatever parses must still satisfy the parser's guarantees.
+            for bind in config.binds {
+                XCTAssertTrue(bind.source.hasPrefix("/") && bind.target.hasPrefix("/"), "\(bind)", file: file, line: line)
+                XCTAssertNotEqual(bind.target, "/", file: file, line: line)
+                XCTAssertFalse(bind.source.split(separator: "/").contains { $0 == ".." || $0 == "." }, file: file, line: line)
+            }
+            XCTAssertTrue((1...1000).contains(config.keepGenerations), file: file, line: line)
+            XCTAssertTrue((1...300).contains(config.killTimeoutSeconds), file: file, line: line)
+            XCTAssertTrue(config.storePath.hasPrefix("/") && config.stateDir.hasPrefix("/"), file: file, line: line)
+            XCTAssertGreaterThan(config.storeImageSize, 0, file: file, line: line)
+            XCTAssertFalse(config.updateCommand.isEmpty, file: file, line: line)
+            for name in config.exemptUsers + config.exemptGroups {
+                XCTAssertNotNil(UserName(name), name, file: file, line: line)
+            }
+        } catch let error as ConfigError {
+            let lineCount = text.split(separator: "\n", omittingEmptySubsequences: false).count
+            XCTAssertEqual(error.file, "/fuzz.conf", file: file, line: line)
+            XCTAssertTrue((0...lineCount).contains(error.line), "line \(error.line) of \(lineCount)", file: file, line: line)
+            XCTAssertFalse(error.problem.isEmpty, file: file, line: line)
+            XCTAssertFalse(error.fix.isEmpty, file: file, line: line)
+        } catch {
+            XCTFail("non-ConfigError thrown: \(error)", file: file, line: line)
+        }
+    }
+}

@@ -1,0 +1,208 @@
+// A fake SessionHost and a fake SnapshotBackend: they record every call and
+// fail on request. No syscalls beyond creating the state directories.
+import Foundation
+import XCTest
+@testable import LoginChroot
+@testable import LoginChrootCore
+
+struct FakeError: Error, CustomStringConvertible, Equatable {
+    var what: String
+    init(_ what: String) { self.what = what }
+    var description: String { "fake failure: \(what)" }
+}
+
+final class FakeHost: SessionHost {
+    // Configuration
+    var accounts: [String: Account] = [:]
+    var lookupError: Error?
+    var gids: [String: UInt32] = [:]
+    var inside = false
+    var root = true
+    var cgroupsAvailable = true
+    /// Each caller() hands out the next pid unless `fixedPid` is set.
+    var nextPid: Int32 = 1000
+    var fixedPid: Int32?
+    var deadPids: Set<Int32> = []
+    var openNamespaceError: Error?
+    var buildError: Error?
+    var joinError: Error?
+    var returnError: Error?
+    var unpinError: Error?
+    var killSucceeds = true
+    var leftover: [String] = []
+    var nextFD: Int32 = 50
+    var nextInode: UInt64 = 4026532000
+
+    // Recordings
+    var calls: [String] = []
+    var statePrepared = 0
+    var builtPlans: [(plan: SessionPlan, staging: String, pin: String?)] = []
+    var joined: [(pin: String, home: String)] = []
+    var returnedToHost: [Int32] = []
+    var closedFDs: [Int32] = []
+    var unpinned: [String] = []
+    var placements: [CgroupPlacement] = []
+    var movedTo: [String] = []
+    var killCalls: [(cgroups: [String], identity: RootIdentity?)] = []
+    var removedCgroups: [String] = []
+    var pauses = 0
+
+    func add(_ account: Account) { accounts[account.name.value] = account }
+
+    func lookupAccount(_ name: UserName) throws -> Account? {
+        calls.append("lookupAccount \(name)")
+        if let lookupError { throw lookupError }
+        return accounts[name.value]
+    }
+
+    func groupIDs(_ names: [String]) -> [String: UInt32] { gids.filter { names.contains($0.key) } }
+    func insideSessionRoot() -> Bool { inside }
+    func isRoot() -> Bool { root }
+
+    func caller() -> (pid: Int32, startTime: UInt64) {
+        let pid: Int32
+        if let fixedPid { pid = fixedPid } else { pid = nextPid; nextPid += 1 }
+        return (pid, UInt64(pid) * 10)
+    }
+
+    func isAlive(_ member: Member) -> Bool { !deadPids.contains(member.pid) }
+
+    func prepareStateDirectory(_ state: StateStore) throws {
+        statePrepared += 1
+        calls.append("prepareStateDirectory")
+        for directory in [state.directory, state.rootsDir, state.pinsDir, state.stagingDir] {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o700])
+        }
+    }
+
+    func openHostNamespace() throws -> Int32 {
+        calls.append("openHostNamespace")
+        if let openNamespaceError { throw openNamespaceError }
+        nextFD += 1
+        return nextFD
+    }
+
+    func closeDescriptor(_ fd: Int32) { calls.append("closeDescriptor \(fd)"); closedFDs.append(fd) }
+
+    func buildRoot(_ plan: SessionPlan, staging: String, pin: String?) throws -> RootIdentity {
+        calls.append("buildRoot \(plan.key)")
+        builtPlans.append((plan, staging, pin))
+        if let buildError { throw buildError }
+        // The real host pins the namespace with a file bind-mounted over it.
+        if let pin { _ = FileManager.default.createFile(atPath: pin, contents: nil) }
+        nextInode += 1
+        return RootIdentity(namespaceInode: nextInode, rootDevice: 77)
+    }
+
+    func joinRoot(pin: String, home: String) throws {
+        calls.append("joinRoot \(pin)")
+        joined.append((pin, home))
+        if let joinError { throw joinError }
+    }
+
+    func returnToHost(_ fd: Int32) throws {
+        calls.append("returnToHost \(fd)")
+        returnedToHost.append(fd)
+        if let returnError { throw returnError }
+    }
+
+    func unpin(_ pin: String) throws {
+        calls.append("unpin \(pin)")
+        unpinned.append(pin)
+        if let unpinError { throw unpinError }
+        try? FileManager.default.removeItem(atPath: pin)
+    }
+
+    func placeCaller(inCgroupNamed name: String) -> CgroupPlacement? {
+        calls.append("placeCaller \(name)")
+        guard cgroupsAvailable else { return nil }
+        let placement = CgroupPlacement(cgroup: "/user.slice/" + name, parent: "/user.slice")
+        placements.append(placement)
+        return placement
+    }
+
+    func moveCaller(toCgroup parent: String) { calls.append("moveCaller \(parent)"); movedTo.append(parent) }
+
+    func killAll(cgroups: [String], identity: RootIdentity?, timeoutSeconds: Int) -> Bool {
+        calls.append("killAll \(cgroups)")
+        killCalls.append((cgroups, identity))
+        return killSucceeds
+    }
+
+    func removeCgroup(_ cgroup: String) { calls.append("removeCgroup \(cgroup)"); removedCgroups.append(cgroup) }
+    func leftoverCgroups() -> [String] { leftover }
+    func pause(milliseconds: Int) { pauses += 1 }
+}
+
+final class FakeBackend: SnapshotBackend {
+    var kind: BackendKind = .btrfs
+    var current: Generation? = Generation(number: 1)
+    var allGenerations: [Generation] = [Generation(number: 1)]
+    var snapshots: Set<RootKey> = []
+    var temporaries: [String] = []
+    var checkStoreError: Error?
+    var prepareError: Error?
+    /// The next this-many remove() calls fail.
+    var removeFailures = 0
+
+    var calls: [String] = []
+    var prepared: [(key: RootKey, generation: Generation)] = []
+    var removed: [RootKey] = []
+    var removedGenerations: [Generation] = []
+
+    func checkStore() throws {
+        calls.append("checkStore")
+        if let checkStoreError { throw checkStoreError }
+    }
+
+    func currentGeneration() throws -> Generation {
+        calls.append("currentGeneration")
+        guard let current else { throw SetupError("no generation has been published", fix: "run 'loginchroot publish'") }
+        return current
+    }
+
+    func generations() throws -> [Generation] { allGenerations.sorted() }
+
+    func prepare(_ key: RootKey, from generation: Generation) throws -> RootLayout {
+        calls.append("prepare \(key) \(generation)")
+        prepared.append((key, generation))
+        if let prepareError { throw prepareError }
+        snapshots.insert(key)
+        return RootLayout(mounts: [.directory("sessions/\(key)")], rootSubpath: "sessions/\(key)/root")
+    }
+
+    func remove(_ key: RootKey) throws {
+        calls.append("remove \(key)")
+        removed.append(key)
+        if removeFailures > 0 {
+            removeFailures -= 1
+            throw FakeError("snapshot \(key) busy")
+        }
+        snapshots.remove(key)
+    }
+
+    func sessions() throws -> [RootKey] { snapshots.sorted() }
+    func createMaster() throws -> String { calls.append("createMaster"); return "/store/master" }
+    func masterLayout() throws -> RootLayout { RootLayout(mounts: [], rootSubpath: "master") }
+
+    func publish() throws -> Generation {
+        let next = (allGenerations.max() ?? Generation(number: 0)).next
+        allGenerations.append(next)
+        current = next
+        return next
+    }
+
+    func removeGeneration(_ generation: Generation) throws {
+        calls.append("removeGeneration \(generation)")
+        removedGenerations.append(generation)
+        allGenerations.removeAll { $0 == generation }
+    }
+
+    func removeTemporaries() throws -> [String] {
+        defer { temporaries = [] }
+        return temporaries
+    }
+
+    func usage() throws -> SpaceUsage { SpaceUsage(totalBytes: 1 << 30, freeBytes: 1 << 29) }
+}

@@ -1,0 +1,622 @@
+// SessionManager against a fake host and a fake backend, with a real
+// StateStore in a fresh temporary directory. No root, mounts or namespaces.
+import Foundation
+import XCTest
+@testable import LoginChroot
+@testable import LoginChrootCore
+
+final class SessionManagerTests: XCTestCase {
+    var temp = ""
+    var host = FakeHost()
+    var backend = FakeBackend()
+    var logs: [String] = []
+
+    let alice = RootKey.perUser(UserName("alice")!)
+    var state: StateStore { StateStore(directory: temp + "/state") }
+
+    override func setUpWithError() throws {
+        temp = FileManager.default.temporaryDirectory.appendingPathComponent("loginchroot-unit-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: temp, withIntermediateDirectories: true)
+        host = FakeHost()
+        backend = FakeBackend()
+        logs = []
+        host.add(testAccount("alice", uid: 1000, groups: ["alice", "audio"]))
+        host.add(testAccount("bob", uid: 1001, groups: ["bob", "wheel"]))
+        host.add(testAccount("root", uid: 0, groups: ["root"]))
+        host.gids = ["alice": 1000, "audio": 29, "bob": 1001, "wheel": 10]
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(atPath: temp)
+    }
+
+    func makeManager(_ adjust: (inout Config) -> Void = { _ in }) -> SessionManager {
+        var config = Config()
+        config.stateDir = temp + "/state"
+        adjust(&config)
+        return SessionManager(config: config, backend: backend, host: host, log: { [unowned self] in self.logs.append($0) })
+    }
+
+    /// Opens a session that must enter a root; returns what close_session gets.
+    @discardableResult
+    func enter(_ manager: SessionManager, _ name: String = "alice",
+               file: StaticString = #filePath, line: UInt = #line) -> (reference: String, fd: Int32) {
+        let outcome = manager.open(user: UserName(name)!)
+        guard case .entered(let reference, let fd) = outcome else {
+            XCTFail("expected to enter a root, got \(outcome)", file: file, line: line)
+            return ("", -1)
+        }
+        return (reference, fd)
+    }
+
+    func recordFiles() -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: state.rootsDir)) ?? []).sorted()
+    }
+
+    func assertFailed(_ outcome: OpenOutcome, reasonContains needle: String, file: StaticString = #filePath, line: UInt = #line) {
+        guard case .failed(let message, let reason) = outcome else {
+            return XCTFail("expected .failed, got \(outcome)", file: file, line: line)
+        }
+        XCTAssertFalse(message.isEmpty, file: file, line: line)
+        XCTAssertTrue(reason.containsLiteral(needle), "reason '\(reason)' lacks '\(needle)'", file: file, line: line)
+    }
+
+    // MARK: open
+
+    func testFirstOpenCreatesRoot() throws {
+        let manager = makeManager()
+        let outcome = manager.open(user: user("alice"))
+        XCTAssertEqual(outcome, .entered(reference: "alice 1000.10000.0", hostNamespace: 51))
+
+        XCTAssertEqual(host.statePrepared, 1)
+        XCTAssertEqual(backend.calls, ["checkStore", "currentGeneration", "prepare alice gen-1"])
+        XCTAssertEqual(backend.prepared.count, 1)
+        XCTAssertEqual(host.builtPlans.count, 1)
+        let built = try XCTUnwrap(host.builtPlans.first)
+        XCTAssertEqual(built.plan.key, alice)
+        XCTAssertEqual(built.staging, state.stagingDir)
+        XCTAssertEqual(built.pin, state.pinPath(alice))
+        XCTAssertEqual(built.plan.rootMounts, [.directory("sessions/alice")])
+        XCTAssertEqual(built.plan.rootSubpath, "sessions/alice/root")
+        XCTAssertEqual(built.plan.home, "/home/alice")
+        XCTAssertTrue(built.plan.edits.contains(.ensureGroupMember(group: "audio", gid: 29, user: "alice")))
+        XCTAssertTrue(built.plan.binds.contains(BindEntry(source: "/run/user/1000", optional: true)))
+        XCTAssertEqual(host.joined.count, 0)
+
+        // The caller went into its own cgroup before the namespace changed.
+        XCTAssertEqual(host.placements, [CgroupPlacement(cgroup: "/user.slice/loginchroot-alice-1000", parent: "/user.slice")])
+        let order = host.calls.filter { $0.hasPrefix("placeCaller") || $0.hasPrefix("openHostNamespace") || $0.hasPrefix("buildRoot") }
+        XCTAssertEqual(order, ["placeCaller loginchroot-alice-1000", "openHostNamespace", "buildRoot alice"])
+        XCTAssertEqual(host.closedFDs, [], "the host namespace fd goes to close_session")
+        XCTAssertEqual(host.removedCgroups, [])
+
+        let record = try XCTUnwrap(state.load(alice))
+        XCTAssertEqual(record.phase, .active)
+        XCTAssertEqual(record.user, user("alice"))
+        XCTAssertEqual(record.uid, 1000)
+        XCTAssertEqual(record.backend, .btrfs)
+        XCTAssertEqual(record.generation, Generation(number: 1))
+        XCTAssertEqual(record.namespaceInode, 4026532001)
+        XCTAssertEqual(record.rootDevice, 77)
+        XCTAssertEqual(record.members, [Member(id: "1000.10000.0", pid: 1000, startTime: 10000,
+                                               cgroup: "/user.slice/loginchroot-alice-1000", parentCgroup: "/user.slice")])
+        XCTAssertEqual(recordFiles(), ["alice"], "no temporary files left behind")
+    }
+
+    func testSecondOpenOfSameUserJoins() throws {
+        let manager = makeManager()
+        enter(manager)
+        let second = enter(manager)
+        XCTAssertEqual(second.reference, "alice 1001.10010.1")
+        XCTAssertEqual(backend.prepared.count, 1, "no second snapshot")
+        XCTAssertEqual(host.builtPlans.count, 1)
+        XCTAssertEqual(host.joined.count, 1)
+        XCTAssertEqual(host.joined.first?.pin, state.pinPath(alice))
+        XCTAssertEqual(host.joined.first?.home, "/home/alice")
+        let record = try XCTUnwrap(state.load(alice))
+        XCTAssertEqual(record.phase, .active)
+        XCTAssertEqual(record.members.map(\.pid), [1000, 1001])
+        XCTAssertEqual(record.members.map(\.cgroup), ["/user.slice/loginchroot-alice-1000", "/user.slice/loginchroot-alice-1001"])
+    }
+
+    func testJoinUsesTheRootsGenerationNotTheCurrentOne() throws {
+        let manager = makeManager()
+        enter(manager)
+        backend.current = Generation(number: 2)
+        enter(manager)
+        XCTAssertEqual(state.load(alice)?.generation, Generation(number: 1))
+        XCTAssertEqual(backend.prepared.count, 1)
+    }
+
+    func testDifferentUsersGetDifferentRoots() throws {
+        let manager = makeManager()
+        enter(manager, "alice")
+        enter(manager, "bob")
+        XCTAssertEqual(backend.prepared.map(\.key.value), ["alice", "bob"])
+        XCTAssertEqual(recordFiles(), ["alice", "bob"])
+        XCTAssertEqual(host.joined.count, 0)
+    }
+
+    func testPerSessionModeGivesDistinctKeys() throws {
+        let manager = makeManager { $0.mode = .perSession }
+        let first = enter(manager)
+        let second = enter(manager)
+        XCTAssertEqual(first.reference, "alice+1000 1000.10000.0")
+        XCTAssertEqual(second.reference, "alice+1001 1001.10010.0")
+        XCTAssertEqual(backend.prepared.map(\.key.value), ["alice+1000", "alice+1001"])
+        XCTAssertEqual(host.joined.count, 0, "per-session roots are never joined")
+        XCTAssertEqual(recordFiles(), ["alice+1000", "alice+1001"])
+        XCTAssertEqual(state.loadAll().map(\.members.count), [1, 1])
+    }
+
+    func testPerSessionSamePidGetsAFreshSerial() throws {
+        host.fixedPid = 1000
+        let manager = makeManager { $0.mode = .perSession }
+        enter(manager)
+        enter(manager)
+        let serial = UInt64(1000) + (1 << 32)
+        XCTAssertEqual(backend.prepared.map(\.key.value), ["alice+1000", "alice+\(serial)"])
+        XCTAssertNotNil(state.load(.perSession(user("alice"), serial: serial)))
+    }
+
+    func testWithoutCgroupsTheSessionStillEnters() throws {
+        host.cgroupsAvailable = false
+        let manager = makeManager()
+        let session = enter(manager)
+        XCTAssertEqual(state.load(alice)?.members.first?.cgroup, "")
+        XCTAssertEqual(manager.close(user: user("alice"), reference: session.reference, hostNamespace: session.fd), .closed(destroyed: true))
+        XCTAssertFalse(host.killCalls.contains { $0.cgroups.contains("") }, "an empty cgroup name is never killed")
+        XCTAssertEqual(host.removedCgroups, [])
+    }
+
+    func testExemptRootIsLeftAlone() {
+        let manager = makeManager()
+        guard case .leftAlone = manager.open(user: user("root")) else { return XCTFail("root must be exempt") }
+        assertNothingTouched()
+    }
+
+    func testExemptUserIsLeftAlone() {
+        let manager = makeManager { $0.exemptUsers = ["root", "bob"] }
+        XCTAssertEqual(manager.open(user: user("bob")), .leftAlone(reason: "user bob is exempt"))
+        assertNothingTouched()
+    }
+
+    func testExemptGroupIsLeftAlone() {
+        let manager = makeManager { $0.exemptGroups = ["wheel"] }
+        XCTAssertEqual(manager.open(user: user("bob")), .leftAlone(reason: "group wheel is exempt"))
+        assertNothingTouched()
+        // alice is not in wheel.
+        enter(manager, "alice")
+    }
+
+    func testInsideSessionRootIsLeftAlone() {
+        host.inside = true
+        let manager = makeManager()
+        guard case .leftAlone(let reason) = manager.open(user: user("alice")) else { return XCTFail("roots must not nest") }
+        XCTAssertTrue(reason.containsLiteral("never nest"))
+        assertNothingTouched()
+    }
+
+    func assertNothingTouched(file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(backend.calls, [], file: file, line: line)
+        XCTAssertEqual(host.statePrepared, 0, file: file, line: line)
+        XCTAssertEqual(host.placements, [], file: file, line: line)
+        XCTAssertEqual(host.builtPlans.count, 0, file: file, line: line)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: state.directory), file: file, line: line)
+    }
+
+    func testUnknownUserFails() {
+        let manager = makeManager()
+        let outcome = manager.open(user: user("mallory"))
+        XCTAssertEqual(outcome, .failed(userMessage: "Unknown user.", reason: "user mallory has no passwd entry"))
+        assertNothingTouched()
+    }
+
+    func testLookupErrorFails() {
+        host.lookupError = FakeError("nss down")
+        let manager = makeManager()
+        assertFailed(manager.open(user: user("alice")), reasonContains: "nss down")
+        assertNothingTouched()
+    }
+
+    func testUnusableStoreFailsBeforeAnythingIsTouched() {
+        backend.checkStoreError = SetupError("store not initialised", fix: "run init")
+        let manager = makeManager()
+        assertFailed(manager.open(user: user("alice")), reasonContains: "store not initialised")
+        XCTAssertEqual(backend.calls, ["checkStore"])
+        XCTAssertEqual(host.placements, [])
+        XCTAssertEqual(host.statePrepared, 0)
+    }
+
+    func testNoPublishedGenerationFailsAndLeavesNoRecord() {
+        backend.current = nil
+        let manager = makeManager()
+        assertFailed(manager.open(user: user("alice")), reasonContains: "no generation")
+        XCTAssertEqual(recordFiles(), [])
+        XCTAssertEqual(host.movedTo, ["/user.slice"])
+        XCTAssertEqual(host.closedFDs, [51])
+    }
+
+    func testHostNamespaceFailureUndoesPlacement() {
+        host.openNamespaceError = FakeError("no fds")
+        let manager = makeManager()
+        assertFailed(manager.open(user: user("alice")), reasonContains: "no fds")
+        XCTAssertEqual(host.movedTo, ["/user.slice"])
+        XCTAssertEqual(host.removedCgroups, ["/user.slice/loginchroot-alice-1000"])
+        XCTAssertEqual(backend.prepared.count, 0)
+        XCTAssertEqual(recordFiles(), [])
+    }
+
+    func testBackendPrepareFailure() {
+        backend.prepareError = FakeError("no space left")
+        let manager = makeManager()
+        assertFailed(manager.open(user: user("alice")), reasonContains: "no space left")
+        XCTAssertEqual(recordFiles(), [], "no record may be left")
+        XCTAssertNil(state.load(alice))
+        XCTAssertEqual(host.builtPlans.count, 0)
+        // Cgroup placement undone, host namespace fd closed.
+        XCTAssertEqual(host.movedTo, ["/user.slice"])
+        XCTAssertTrue(host.removedCgroups.contains("/user.slice/loginchroot-alice-1000"))
+        XCTAssertEqual(host.closedFDs, [51])
+        XCTAssertEqual(backend.removed, [alice], "a half-made snapshot is removed")
+    }
+
+    func testBuildRootFailureRemovesSnapshot() {
+        host.buildError = FakeError("mount refused")
+        let manager = makeManager()
+        assertFailed(manager.open(user: user("alice")), reasonContains: "mount refused")
+        XCTAssertEqual(backend.removed, [alice])
+        XCTAssertEqual(backend.snapshots, [])
+        XCTAssertEqual(recordFiles(), [])
+        XCTAssertTrue(host.returnedToHost.contains(51), "out of the half-built root before removing it")
+        XCTAssertEqual(host.closedFDs, [51])
+        XCTAssertEqual(host.movedTo, ["/user.slice"])
+        XCTAssertTrue(host.removedCgroups.contains("/user.slice/loginchroot-alice-1000"))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: state.pinPath(alice)))
+        // The next login starts cleanly.
+        host.buildError = nil
+        enter(manager)
+        XCTAssertEqual(state.load(alice)?.phase, .active)
+    }
+
+    func testFailedRollbackQuarantinesAndGCFinishesIt() throws {
+        host.buildError = FakeError("mount refused")
+        backend.removeFailures = 20
+        let manager = makeManager()
+        assertFailed(manager.open(user: user("alice")), reasonContains: "mount refused")
+        let record = try XCTUnwrap(state.load(alice))
+        XCTAssertEqual(record.phase, .quarantined)
+        XCTAssertTrue(record.note.containsLiteral("snapshot alice busy"), record.note)
+        XCTAssertEqual(backend.removed.count, 20, "removal is retried before giving up")
+        XCTAssertEqual(host.pauses, 20)
+
+        let report = try manager.gc()
+        XCTAssertTrue(report.actions.contains("root alice: destroyed"), "\(report)")
+        XCTAssertNil(state.load(alice))
+        XCTAssertEqual(backend.snapshots, [])
+    }
+
+    func testJoinFailureRemovesTheMember() throws {
+        let manager = makeManager()
+        enter(manager)
+        host.joinError = FakeError("setns denied")
+        assertFailed(manager.open(user: user("alice")), reasonContains: "setns denied")
+        let record = try XCTUnwrap(state.load(alice))
+        XCTAssertEqual(record.members.map(\.pid), [1000])
+        XCTAssertEqual(record.phase, .active)
+        XCTAssertEqual(host.closedFDs, [52])
+        XCTAssertEqual(host.movedTo, ["/user.slice"])
+        XCTAssertEqual(host.removedCgroups, ["/user.slice/loginchroot-alice-1001"])
+        XCTAssertEqual(backend.removed, [], "the other session's root stays")
+    }
+
+    func testLeftoverRecordsAreTornDownByTheNextOpen() throws {
+        for phase in [RootPhase.preparing, .closing, .quarantined] {
+            try setUpWithError()
+            let manager = makeManager()
+            try host.prepareStateDirectory(state)
+            var leftover = RootRecord(key: alice, user: user("alice"), uid: 1000, backend: .btrfs,
+                                      generation: Generation(number: 1), phase: phase)
+            leftover.members = [Member(id: "1.10.0", pid: 1, startTime: 10, cgroup: "/user.slice/loginchroot-alice-1", parentCgroup: "/user.slice")]
+            try state.save(leftover)
+            backend.snapshots = [alice]
+            host.statePrepared = 0
+
+            let session = enter(manager)
+            XCTAssertEqual(session.reference, "alice 1000.10000.0", "\(phase)")
+            XCTAssertEqual(backend.calls, ["checkStore", "remove alice", "currentGeneration", "prepare alice gen-1"], "\(phase)")
+            XCTAssertEqual(host.killCalls.first?.cgroups, ["/user.slice/loginchroot-alice-1"], "\(phase)")
+            XCTAssertTrue(host.unpinned.contains(state.pinPath(alice)), "\(phase)")
+            let record = try XCTUnwrap(state.load(alice))
+            XCTAssertEqual(record.phase, .active, "\(phase)")
+            XCTAssertEqual(record.members.map(\.pid), [1000], "\(phase)")
+            XCTAssertTrue(logs.contains { $0.containsLiteral("left in phase \(phase.rawValue)") }, "\(phase)")
+            try tearDownWithError()
+        }
+    }
+
+    func testLeftoverThatCannotBeCleanedBlocksTheLogin() throws {
+        let manager = makeManager()
+        try host.prepareStateDirectory(state)
+        try state.save(RootRecord(key: alice, user: user("alice"), uid: 1000, backend: .btrfs,
+                                  generation: Generation(number: 1), phase: .preparing))
+        host.killSucceeds = false
+        assertFailed(manager.open(user: user("alice")), reasonContains: "could not be cleaned up")
+        XCTAssertEqual(backend.prepared.count, 0)
+        XCTAssertEqual(state.load(alice)?.phase, .quarantined)
+        XCTAssertEqual(host.placements, [], "nothing is placed before the leftover is gone")
+    }
+
+    // MARK: close
+
+    func testCloseOneOfTwoMembersKeepsTheRoot() throws {
+        let manager = makeManager()
+        let first = enter(manager)
+        enter(manager)
+        let outcome = manager.close(user: user("alice"), reference: first.reference, hostNamespace: first.fd)
+        XCTAssertEqual(outcome, .closed(destroyed: false))
+        XCTAssertEqual(host.returnedToHost, [first.fd])
+        XCTAssertEqual(host.movedTo, ["/user.slice"], "the caller leaves its session cgroup before it is killed")
+        XCTAssertEqual(host.killCalls.map(\.cgroups), [["/user.slice/loginchroot-alice-1000"]])
+        XCTAssertNil(host.killCalls.first?.identity, "only that session's processes are killed")
+        XCTAssertEqual(host.removedCgroups, ["/user.slice/loginchroot-alice-1000"])
+        XCTAssertEqual(backend.removed, [])
+        XCTAssertEqual(host.unpinned, [])
+        let record = try XCTUnwrap(state.load(alice))
+        XCTAssertEqual(record.phase, .active)
+        XCTAssertEqual(record.members.map(\.pid), [1001])
+    }
+
+    func testCloseOfLastMemberDestroysTheRoot() throws {
+        let manager = makeManager()
+        let first = enter(manager)
+        let second = enter(manager)
+        XCTAssertEqual(manager.close(user: user("alice"), reference: first.reference, hostNamespace: first.fd), .closed(destroyed: false))
+        host.killCalls = []
+        XCTAssertEqual(manager.close(user: user("alice"), reference: second.reference, hostNamespace: second.fd), .closed(destroyed: true))
+        XCTAssertEqual(host.killCalls.map(\.cgroups), [["/user.slice/loginchroot-alice-1001"], []])
+        XCTAssertEqual(host.killCalls.last?.identity, RootIdentity(namespaceInode: 4026532001, rootDevice: 77),
+                       "the teardown scans /proc for anything still using the root")
+        XCTAssertEqual(host.unpinned, [state.pinPath(alice)])
+        XCTAssertEqual(backend.removed, [alice])
+        XCTAssertNil(state.load(alice))
+        XCTAssertEqual(recordFiles(), [])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: state.pinPath(alice)))
+    }
+
+    func testCloseWithoutReferenceHasNothingToDo() throws {
+        let manager = makeManager()
+        enter(manager)
+        for reference in [nil, "", "garbage", "alice", "../x 1.2.0", "alice 1 2"] as [String?] {
+            guard case .nothingToDo = manager.close(user: user("alice"), reference: reference, hostNamespace: -1) else {
+                return XCTFail("\(String(describing: reference)) must be ignored")
+            }
+        }
+        XCTAssertEqual(manager.close(user: user("bob"), reference: "bob 1.2.0", hostNamespace: -1),
+                       .nothingToDo(reason: "root bob is already gone"))
+        XCTAssertEqual(backend.removed, [])
+        XCTAssertEqual(host.killCalls.count, 0)
+        XCTAssertEqual(state.load(alice)?.members.count, 1)
+    }
+
+    func testCloseWithUnknownMemberOnlyReconciles() throws {
+        let manager = makeManager()
+        enter(manager)
+        XCTAssertEqual(manager.close(user: user("alice"), reference: "alice 9.9.9", hostNamespace: -1), .closed(destroyed: false))
+        XCTAssertEqual(state.load(alice)?.members.count, 1)
+        XCTAssertEqual(host.killCalls.count, 0)
+    }
+
+    func testCloseWithoutRootPrivilegesIsDeferred() throws {
+        let manager = makeManager()
+        let session = enter(manager)
+        host.root = false
+        guard case .deferred = manager.close(user: user("alice"), reference: session.reference, hostNamespace: session.fd) else {
+            return XCTFail("expected deferred")
+        }
+        XCTAssertEqual(host.returnedToHost, [])
+        XCTAssertEqual(host.killCalls.count, 0)
+        XCTAssertEqual(state.load(alice)?.members.count, 1)
+    }
+
+    func testCloseInsideRootWithoutWayOutIsDeferred() {
+        let manager = makeManager()
+        let session = enter(manager)
+        host.inside = true
+        guard case .deferred = manager.close(user: user("alice"), reference: session.reference, hostNamespace: -1) else {
+            return XCTFail("expected deferred")
+        }
+        XCTAssertEqual(host.killCalls.count, 0)
+        XCTAssertEqual(state.load(alice)?.members.count, 1)
+    }
+
+    func testCloseWhenLeavingTheNamespaceFailsIsDeferred() {
+        let manager = makeManager()
+        let session = enter(manager)
+        host.returnError = FakeError("setns failed")
+        guard case .deferred(let reason) = manager.close(user: user("alice"), reference: session.reference, hostNamespace: session.fd) else {
+            return XCTFail("expected deferred")
+        }
+        XCTAssertTrue(reason.containsLiteral("setns failed"))
+        XCTAssertEqual(host.killCalls.count, 0, "nothing is killed from inside the root")
+        XCTAssertEqual(state.load(alice)?.members.count, 1)
+    }
+
+    func testCloseReclaimsDeadMembersToo() throws {
+        let manager = makeManager()
+        let first = enter(manager)
+        enter(manager)
+        host.deadPids = [1001]
+        XCTAssertEqual(manager.close(user: user("alice"), reference: first.reference, hostNamespace: first.fd), .closed(destroyed: true))
+        XCTAssertNil(state.load(alice))
+        XCTAssertEqual(backend.removed, [alice])
+    }
+
+    func testFailedTeardownQuarantinesAndGCRetries() throws {
+        let manager = makeManager()
+        let session = enter(manager)
+        host.killSucceeds = false
+        guard case .deferred(let reason) = manager.close(user: user("alice"), reference: session.reference, hostNamespace: session.fd) else {
+            return XCTFail("expected deferred")
+        }
+        XCTAssertTrue(reason.containsLiteral("quarantined"), reason)
+        var record = try XCTUnwrap(state.load(alice))
+        XCTAssertEqual(record.phase, .quarantined)
+        XCTAssertEqual(record.note, "processes survived SIGKILL for 5s")
+        XCTAssertEqual(backend.removed, [], "nothing is deleted while processes may still use it")
+        XCTAssertEqual(host.unpinned, [])
+
+        // A login meanwhile cannot reuse it.
+        assertFailed(manager.open(user: user("alice")), reasonContains: "could not be cleaned up")
+
+        // gc while the processes still survive: still quarantined, reported.
+        var report = try manager.gc()
+        XCTAssertTrue(report.failures.contains("root alice: processes survived SIGKILL for 5s"), "\(report)")
+        record = try XCTUnwrap(state.load(alice))
+        XCTAssertEqual(record.phase, .quarantined)
+        XCTAssertTrue(backend.snapshots.contains(alice), "gc keeps the snapshot of a quarantined root")
+
+        // Once they die, gc destroys it.
+        host.killSucceeds = true
+        report = try manager.gc()
+        XCTAssertTrue(report.actions.contains("root alice: destroyed"), "\(report)")
+        XCTAssertEqual(report.failures, [])
+        XCTAssertNil(state.load(alice))
+        XCTAssertEqual(backend.removed, [alice])
+        XCTAssertEqual(host.unpinned, [state.pinPath(alice)])
+    }
+
+    func testEnd() throws {
+        let manager = makeManager()
+        enter(manager)
+        enter(manager)
+        XCTAssertTrue(try manager.end(alice))
+        XCTAssertNil(state.load(alice))
+        XCTAssertEqual(backend.removed, [alice])
+        XCTAssertFalse(try manager.end(alice), "ending a root that is gone")
+
+        enter(manager)
+        host.killSucceeds = false
+        XCTAssertThrowsError(try manager.end(alice)) { error in
+            XCTAssertTrue(error is SetupError, "\(error)")
+        }
+        XCTAssertEqual(state.load(alice)?.phase, .quarantined)
+    }
+
+    // MARK: gc
+
+    func testGCDropsDeadMembersAndDestroysEmptyRoots() throws {
+        let manager = makeManager()
+        enter(manager)
+        enter(manager)
+        host.deadPids = [1000]
+        var report = try manager.gc()
+        XCTAssertEqual(report.actions, ["root alice: dropped 1 dead session(s)"])
+        XCTAssertEqual(report.failures, [])
+        XCTAssertEqual(state.load(alice)?.members.map(\.pid), [1001])
+        XCTAssertEqual(host.killCalls.map(\.cgroups), [["/user.slice/loginchroot-alice-1000"]])
+        XCTAssertEqual(host.removedCgroups, ["/user.slice/loginchroot-alice-1000"])
+        XCTAssertEqual(host.movedTo, [], "gc is not a member; it never moves itself")
+        XCTAssertEqual(backend.removed, [])
+
+        host.deadPids = [1000, 1001]
+        report = try manager.gc()
+        XCTAssertEqual(report.actions, ["root alice: dropped 1 dead session(s)", "root alice: destroyed"])
+        XCTAssertNil(state.load(alice))
+        XCTAssertEqual(backend.removed, [alice])
+    }
+
+    func testGCLeavesLiveRootsAlone() throws {
+        let manager = makeManager()
+        enter(manager)
+        let report = try manager.gc()
+        XCTAssertEqual(report, SessionManager.GCReport())
+        XCTAssertEqual(state.load(alice)?.members.count, 1)
+        XCTAssertEqual(backend.removed, [])
+        XCTAssertEqual(host.unpinned, [])
+    }
+
+    func testGCRemovesOrphanSnapshots() throws {
+        let manager = makeManager()
+        enter(manager)
+        backend.snapshots.formUnion([.perUser(user("bob")), .perSession(user("carol"), serial: 5)])
+        let report = try manager.gc()
+        XCTAssertEqual(report.actions, ["snapshot bob: removed (no record)", "snapshot carol+5: removed (no record)"])
+        XCTAssertEqual(backend.snapshots, [alice], "the live root's snapshot stays")
+        XCTAssertEqual(backend.removed.map(\.value), ["bob", "carol+5"])
+    }
+
+    func testGCReportsSnapshotsItCannotRemove() throws {
+        let manager = makeManager()
+        backend.snapshots = [.perUser(user("bob"))]
+        backend.removeFailures = 20
+        let report = try manager.gc()
+        XCTAssertEqual(report.failures.count, 1)
+        XCTAssertTrue(report.failures[0].hasPrefix("snapshot bob: removing the snapshot: fake failure"), report.failures[0])
+    }
+
+    func testGCRemovesOrphanPinsAndCgroups() throws {
+        let manager = makeManager()
+        enter(manager)
+        let ghostPin = joinPath(state.pinsDir, "ghost")
+        XCTAssertTrue(FileManager.default.createFile(atPath: ghostPin, contents: nil))
+        let live = "/user.slice/loginchroot-alice-1000"
+        host.leftover = ["/user.slice/loginchroot-ghost-7", live]
+        let report = try manager.gc()
+        XCTAssertTrue(report.actions.contains("namespace pin ghost: removed (no record)"), "\(report)")
+        XCTAssertTrue(report.actions.contains("cgroup /user.slice/loginchroot-ghost-7: removed (no session)"), "\(report)")
+        XCTAssertEqual(host.unpinned, [ghostPin], "the live root's pin stays")
+        XCTAssertEqual(host.removedCgroups, ["/user.slice/loginchroot-ghost-7"])
+        XCTAssertFalse(host.killCalls.contains { $0.cgroups.contains(live) })
+    }
+
+    func testGCReportsUnreadableRecords() throws {
+        let manager = makeManager()
+        try host.prepareStateDirectory(state)
+        XCTAssertTrue(FileManager.default.createFile(atPath: joinPath(state.rootsDir, "zed"), contents: Data("garbage".utf8)))
+        let report = try manager.gc()
+        XCTAssertEqual(report.failures, ["state file \(joinPath(state.rootsDir, "zed")) is unreadable; inspect and remove it"])
+        XCTAssertTrue(FileManager.default.fileExists(atPath: joinPath(state.rootsDir, "zed")), "never deleted by force")
+    }
+
+    func testGCCollectsGenerations() throws {
+        let manager = makeManager { $0.keepGenerations = 2 }
+        backend.allGenerations = (1...6).map(Generation.init(number:))
+        backend.current = Generation(number: 2)
+        enter(manager, "bob")                  // uses gen-2, will be dead at gc time
+        backend.current = Generation(number: 3)
+        enter(manager, "alice")                // uses gen-3, alive
+        backend.current = Generation(number: 4)
+        backend.temporaries = ["gen-7.tmp"]
+        host.deadPids = [1000]                 // bob's session
+
+        let report = try manager.gc()
+        XCTAssertEqual(backend.removedGenerations.map(\.number), [1, 2],
+                       "gen-3 is in use, gen-4 is current, gen-5 and gen-6 are the newest two")
+        XCTAssertEqual(backend.allGenerations.map(\.number), [3, 4, 5, 6])
+        XCTAssertTrue(report.actions.contains("root bob: destroyed"), "\(report)")
+        XCTAssertTrue(report.actions.contains("generation gen-7.tmp: removed unfinished publish"), "\(report)")
+        XCTAssertTrue(report.actions.contains("generation gen-1: removed (unused)"), "\(report)")
+        XCTAssertTrue(report.actions.contains("generation gen-2: removed (unused)"), "\(report)")
+    }
+
+    func testGCKeepsGenerationsOfQuarantinedRoots() throws {
+        let manager = makeManager { $0.keepGenerations = 1 }
+        backend.allGenerations = (1...3).map(Generation.init(number:))
+        let session = enter(manager)           // gen-1
+        backend.current = Generation(number: 3)
+        host.killSucceeds = false
+        _ = manager.close(user: user("alice"), reference: session.reference, hostNamespace: session.fd)
+        _ = try manager.gc()
+        XCTAssertEqual(backend.removedGenerations.map(\.number), [2], "a quarantined root may still use gen-1")
+    }
+
+    func testCollectGenerationsWithoutCurrent() throws {
+        let manager = makeManager { $0.keepGenerations = 2 }
+        backend.allGenerations = (1...5).map(Generation.init(number:))
+        backend.current = nil
+        let removed = try manager.collectGenerations(inUse: [Generation(number: 2)])
+        XCTAssertEqual(removed, ["generation gen-1: removed (unused)", "generation gen-3: removed (unused)"])
+        XCTAssertEqual(backend.allGenerations.map(\.number), [2, 4, 5])
+    }
+}
