@@ -81,12 +81,15 @@ final class SessionManagerTests: XCTestCase {
         XCTAssertEqual(built.plan.home, "/home/alice")
         XCTAssertTrue(built.plan.edits.contains(.ensureGroupMember(group: "audio", gid: 29, user: "alice")))
         XCTAssertTrue(built.plan.binds.contains(BindEntry(source: "/run/user/1000", optional: true)))
-        XCTAssertEqual(host.joined.count, 0)
+        // buildRoot pins the namespace and returns to the host; joinRoot enters it.
+        XCTAssertEqual(host.joined.map(\.pin), [state.pinPath(alice)])
+        XCTAssertEqual(host.joined.map(\.home), ["/home/alice"])
 
         // The caller went into its own cgroup before the namespace changed.
         XCTAssertEqual(host.placements, [CgroupPlacement(cgroup: "/user.slice/loginchroot-alice-1000", parent: "/user.slice")])
-        let order = host.calls.filter { $0.hasPrefix("placeCaller") || $0.hasPrefix("openHostNamespace") || $0.hasPrefix("buildRoot") }
-        XCTAssertEqual(order, ["placeCaller loginchroot-alice-1000", "openHostNamespace", "buildRoot alice"])
+        let order = host.calls.filter { ["placeCaller", "openHostNamespace", "buildRoot", "joinRoot"].contains(String($0.prefix { $0 != " " })) }
+        XCTAssertEqual(order, ["placeCaller loginchroot-alice-1000", "openHostNamespace", "buildRoot alice",
+                               "joinRoot \(state.pinPath(alice))"])
         XCTAssertEqual(host.closedFDs, [], "the host namespace fd goes to close_session")
         XCTAssertEqual(host.removedCgroups, [])
 
@@ -109,10 +112,8 @@ final class SessionManagerTests: XCTestCase {
         let second = enter(manager)
         XCTAssertEqual(second.reference, "alice 1001.10010.1")
         XCTAssertEqual(backend.prepared.count, 1, "no second snapshot")
-        XCTAssertEqual(host.builtPlans.count, 1)
-        XCTAssertEqual(host.joined.count, 1)
-        XCTAssertEqual(host.joined.first?.pin, state.pinPath(alice))
-        XCTAssertEqual(host.joined.first?.home, "/home/alice")
+        XCTAssertEqual(host.builtPlans.count, 1, "the second session joins the pinned namespace")
+        XCTAssertEqual(host.joined.map(\.pin), [state.pinPath(alice), state.pinPath(alice)])
         let record = try XCTUnwrap(state.load(alice))
         XCTAssertEqual(record.phase, .active)
         XCTAssertEqual(record.members.map(\.pid), [1000, 1001])
@@ -134,7 +135,7 @@ final class SessionManagerTests: XCTestCase {
         enter(manager, "bob")
         XCTAssertEqual(backend.prepared.map(\.key.value), ["alice", "bob"])
         XCTAssertEqual(recordFiles(), ["alice", "bob"])
-        XCTAssertEqual(host.joined.count, 0)
+        XCTAssertEqual(host.builtPlans.map(\.pin), [state.pinPath(alice), state.pinPath(.perUser(user("bob")))])
     }
 
     func testPerSessionModeGivesDistinctKeys() throws {
@@ -144,7 +145,9 @@ final class SessionManagerTests: XCTestCase {
         XCTAssertEqual(first.reference, "alice+1000 1000.10000.0")
         XCTAssertEqual(second.reference, "alice+1001 1001.10010.0")
         XCTAssertEqual(backend.prepared.map(\.key.value), ["alice+1000", "alice+1001"])
-        XCTAssertEqual(host.joined.count, 0, "per-session roots are never joined")
+        XCTAssertEqual(host.builtPlans.count, 2, "per-session roots are never shared")
+        XCTAssertEqual(host.joined.map(\.pin), [state.pinPath(.perSession(user("alice"), serial: 1000)),
+                                                state.pinPath(.perSession(user("alice"), serial: 1001))])
         XCTAssertEqual(recordFiles(), ["alice+1000", "alice+1001"])
         XCTAssertEqual(state.loadAll().map(\.members.count), [1, 1])
     }
@@ -277,6 +280,20 @@ final class SessionManagerTests: XCTestCase {
         host.buildError = nil
         enter(manager)
         XCTAssertEqual(state.load(alice)?.phase, .active)
+    }
+
+    func testEnteringANewRootFailsRollsItBack() {
+        host.joinError = FakeError("setns denied")
+        let manager = makeManager()
+        assertFailed(manager.open(user: user("alice")), reasonContains: "setns denied")
+        XCTAssertEqual(host.builtPlans.count, 1)
+        XCTAssertEqual(backend.removed, [alice])
+        XCTAssertEqual(backend.snapshots, [])
+        XCTAssertEqual(host.unpinned, [state.pinPath(alice)])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: state.pinPath(alice)), "the pin is released")
+        XCTAssertEqual(recordFiles(), [])
+        XCTAssertEqual(host.closedFDs, [51])
+        XCTAssertEqual(host.movedTo, ["/user.slice"])
     }
 
     func testFailedRollbackQuarantinesAndGCFinishesIt() throws {

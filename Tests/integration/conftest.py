@@ -193,8 +193,8 @@ def processes_of(uid):
             if os.stat(f"/proc/{pid}").st_uid == uid:
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
                     found.append((int(pid), f.read().replace(b"\0", b" ").decode(errors="replace")))
-        except FileNotFoundError:
-            pass
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # exited while we looked
     return found
 
 

@@ -95,7 +95,8 @@ class LoginClient:
 
     def run(self, store, user, script):
         child = self._spawn(user)
-        child.sendline(f"({script}) ; echo END-OF-SCRIPT ; exit")
+        child.sendline(f"echo BEGIN-OF-''SCRIPT; ({script}) ; echo END-OF-''SCRIPT ; exit")
+        child.expect("BEGIN-OF-SCRIPT\r\n", timeout=60)
         child.expect("END-OF-SCRIPT\r\n", timeout=60)
         output = child.before
         child.expect(pexpect.EOF, timeout=60)
@@ -115,8 +116,9 @@ class LoginClient:
 
     def _spawn(self, user):
         child = pexpect.spawn("login", ["-f", user], encoding="utf-8", timeout=60, env={"TERM": "dumb"})
-        child.sendline("PS1='$ '; stty -echo")
-        child.expect("\\$ ", timeout=60)
+        # A prompt that the echo of this very line cannot match.
+        child.sendline("PS1='LC''PROMPT> '; stty -echo")
+        child.expect("LCPROMPT> ", timeout=60)
         return child
 
 
@@ -253,8 +255,15 @@ while [ ! -e /tmp/lc-release-{t} ]; do sleep 0.1; done
         other = client.run(store, "lctest2", f"cat /srv/scratch/shared-{t} 2>/dev/null || echo MISSING")
         assert "MISSING" in other, other
         # The second login's logout must not have destroyed the first's root.
-        sessions = json.loads(store.cli("sessions", "--json").stdout)
-        assert [r["key"] for r in sessions] == ["lctest1"], sessions
+        # (sshd closes the PAM session just after the client has its exit
+        # status, so lctest2's root may take a moment to go.)
+        deadline = time.time() + 15
+        while True:
+            keys = [r["key"] for r in json.loads(store.cli("sessions", "--json").stdout)]
+            if keys == ["lctest1"] or time.time() > deadline:
+                break
+            time.sleep(0.1)
+        assert keys == ["lctest1"], keys
     finally:
         open(f"/tmp/lc-release-{t}", "w").close()
         status, output = holder.wait()
