@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <linux/btrfs.h>
 #include <linux/loop.h>
+#include <linux/mount.h>
 #include <linux/openat2.h>
 
 #include "clinux.h"
@@ -27,6 +28,16 @@ const unsigned long long LC_RESOLVE_NO_MAGICLINKS = RESOLVE_NO_MAGICLINKS;
 const unsigned long long LC_RESOLVE_NO_SYMLINKS = RESOLVE_NO_SYMLINKS;
 const unsigned long long LC_RESOLVE_NO_XDEV = RESOLVE_NO_XDEV;
 const int LC_O_PATH = O_PATH;
+
+/* Makes the mount at `path` (and, when `recursive`, every mount below it)
+ * read-only in one call (mount_setattr, Linux 5.12+). */
+int lc_make_readonly(const char *path, int recursive)
+{
+    struct mount_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.attr_set = MOUNT_ATTR_RDONLY;
+    return (int)syscall(SYS_mount_setattr, AT_FDCWD, path, recursive ? AT_RECURSIVE : 0, &attr, sizeof(attr));
+}
 
 int lc_unshare(int flags) { return unshare(flags); }
 int lc_setns(int fd, int nstype) { return setns(fd, nstype); }

@@ -6,7 +6,7 @@ public enum ConfigLoader {
     public static func load(_ path: String) throws -> Config {
         guard Files.exists(path) else {
             throw ConfigError(file: path, line: 0, problem: "config file does not exist",
-                              fix: "create it (see loginchroot.conf(5) and /usr/share/doc/loginchroot/loginchroot.conf)")
+                              fix: "create it; see loginchroot.conf(5) and doc/loginchroot.conf.example")
         }
         let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
         do {

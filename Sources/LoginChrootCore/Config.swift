@@ -85,7 +85,12 @@ public struct Config: Equatable, Sendable {
     public var killTimeoutSeconds = 5
 
     // [overlay]
-    public var overlayUpper: OverlayUpper = .tmpfs(sizeBytes: 1 << 30)
+    /// nil: the upper layer is a tmpfs of `overlayTmpfsSize`.
+    public var overlayUpperDirectory: String?
+    public var overlayTmpfsSize: UInt64 = 1 << 30
+    public var overlayUpper: OverlayUpper {
+        overlayUpperDirectory.map { .directory($0) } ?? .tmpfs(sizeBytes: overlayTmpfsSize)
+    }
 
     // [binds]
     public var binds: [BindEntry] = Config.defaultBinds

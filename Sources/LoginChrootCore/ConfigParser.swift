@@ -39,8 +39,10 @@ public enum ConfigParser {
             guard !rawLine.unicodeScalars.contains(where: { $0.value < 0x20 && $0 != "\t" && $0 != "\r" }) else {
                 throw fail("control character in line", "remove it")
             }
-            let line = stripComment(rawLine).trimmed
-            if line.isEmpty { continue }
+            // '#' starts a comment only at the start of a line, so values
+            // (an update_command, say) may contain it.
+            let line = rawLine.trimmed
+            if line.isEmpty || line.hasPrefix("#") { continue }
 
             if line.hasPrefix("[") {
                 guard line.hasSuffix("]"), line.count > 2 else { throw fail("malformed section header '\(line)'", "write it as [name]") }
@@ -72,6 +74,10 @@ public enum ConfigParser {
             }
         }
         if let customBinds { config.binds = customBinds }
+        if config.overlayUpperDirectory != nil && seen.contains("overlay.tmpfs_size") {
+            throw ConfigError(file: file, line: 0, problem: "[overlay] tmpfs_size is set but upper is a directory",
+                              fix: "remove tmpfs_size, or set upper = tmpfs")
+        }
         return config
     }
 
@@ -81,11 +87,6 @@ public enum ConfigParser {
     }
 
     static let knownSections: Set<String> = ["store", "session", "overlay", "binds", "master"]
-
-    static func stripComment(_ line: Substring) -> Substring {
-        guard let hash = line.firstIndex(of: "#") else { return line }
-        return line[..<hash]
-    }
 
     static func apply(section: String, key: String, value: String, to config: inout Config) throws {
         switch (section, key) {
@@ -115,14 +116,9 @@ public enum ConfigParser {
         case ("session", "copy_files"): config.copyFiles = try value.words.map { try absolutePath($0, key: key) }
         case ("session", "kill_timeout"): config.killTimeoutSeconds = try integer(value, key: key, in: 1...300)
         case ("overlay", "upper"):
-            if value == "tmpfs" {
-                if case .tmpfs = config.overlayUpper {} else { config.overlayUpper = .tmpfs(sizeBytes: 1 << 30) }
-            } else {
-                config.overlayUpper = .directory(try absolutePath(value, key: key))
-            }
+            config.overlayUpperDirectory = value == "tmpfs" ? nil : try absolutePath(value, key: key)
         case ("overlay", "tmpfs_size"):
-            let bytes = try size(value, key: key)
-            if case .tmpfs = config.overlayUpper { config.overlayUpper = .tmpfs(sizeBytes: bytes) }
+            config.overlayTmpfsSize = try size(value, key: key)
         case ("master", "update_command"):
             guard !value.isEmpty else { throw ValueProblem(problem: "update_command is empty", fix: "name the command that updates master") }
             config.updateCommand = value
@@ -131,11 +127,12 @@ public enum ConfigParser {
         }
     }
 
-    /// `bind = SOURCE[:TARGET] [ro] [recursive] [private|slave|shared] [optional]`
+    /// `bind = SOURCE[:TARGET] [ro|rw] [recursive] [private|slave|shared] [optional]`
     public static func parseBind(_ value: String) throws -> BindEntry {
         let fields = value.words
         guard let pathField = fields.first else {
-            throw ValueProblem(problem: "bind needs a path", fix: "write bind = /path [ro] [recursive] [slave] [optional]")
+            throw ValueProblem(problem: "bind needs a path",
+                               fix: "write bind = /path[:/target] [ro|rw] [recursive] [private|slave|shared] [optional]")
         }
         let parts = pathField.split(separator: ":", maxSplits: 1).map(String.init)
         var entry = BindEntry(source: try absolutePath(parts[0], key: "bind"),
@@ -198,7 +195,7 @@ public enum ConfigParser {
         let names = value.split(whereSeparator: { $0 == "," || $0 == " " || $0 == "\t" }).map(String.init)
         for name in names where UserName(validating: Array(name.utf8)) == nil {
             throw ValueProblem(problem: "\(key) entry '\(name)' is not a valid user or group name",
-                               fix: "use names of letters, digits, '_', '-' and '.'")
+                               fix: "use names of letters, digits, '_', '-', '.' and '@'")
         }
         return names
     }

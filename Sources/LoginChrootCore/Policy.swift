@@ -25,8 +25,10 @@ public enum PolicyDecision: Equatable, Sendable {
 
 public enum Policy {
     public static func decide(account: Account, config: Config, insideSessionRoot: Bool) -> PolicyDecision {
-        if account.uid == 0 && config.exemptUsers.contains("root") {
-            return .leaveAlone(reason: "uid 0 is exempt")
+        // uid 0 is always exempt, whatever the list says: an admin must be
+        // able to log in and repair a machine whose image is broken.
+        if account.uid == 0 {
+            return .leaveAlone(reason: "uid 0 is always exempt")
         }
         if config.exemptUsers.contains(account.name.value) {
             return .leaveAlone(reason: "user \(account.name) is exempt")

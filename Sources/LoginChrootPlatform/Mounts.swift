@@ -16,14 +16,10 @@ public enum Mounts {
         try mount(source: source, target: target, type: nil, flags: UInt(MS_BIND) | (recursive ? UInt(MS_REC) : 0))
     }
 
-    /// Read-only needs a remount after the bind; the flags of the source
-    /// mount (nosuid, nodev) are kept, as the kernel requires.
-    public static func makeReadOnly(_ target: String) throws {
-        var fs = statvfs()
-        try sys("statvfs", target) { statvfs(target, &fs) }
-        // statvfs's ST_* flags have the values of the matching MS_* flags.
-        let kept = UInt(fs.f_flag) & (UInt(MS_NOSUID) | UInt(MS_NODEV) | UInt(MS_NOEXEC) | UInt(MS_NOATIME) | UInt(MS_NODIRATIME) | UInt(MS_RELATIME))
-        try mount(source: "none", target: target, type: nil, flags: UInt(MS_REMOUNT) | UInt(MS_BIND) | UInt(MS_RDONLY) | kept)
+    /// Makes a bind read-only after the fact, with every mount below it
+    /// when `recursive` (a remount would only reach the top one).
+    public static func makeReadOnly(_ target: String, recursive: Bool) throws {
+        try sys("mount_setattr", target) { lc_make_readonly(target, recursive ? 1 : 0) }
     }
 
     public static func setPropagation(_ target: String, _ flag: Int, recursive: Bool) throws {

@@ -14,6 +14,7 @@ extern const unsigned long long LC_RESOLVE_NO_SYMLINKS;
 extern const unsigned long long LC_RESOLVE_NO_XDEV;
 extern const int LC_O_PATH;
 
+int lc_make_readonly(const char *path, int recursive);
 int lc_unshare(int flags);
 int lc_setns(int fd, int nstype);
 int lc_pivot_root(const char *new_root, const char *put_old);

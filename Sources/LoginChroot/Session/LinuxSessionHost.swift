@@ -195,7 +195,7 @@ struct RootAssembler {
         try Mounts.bind(bind.source, onto: target.procPath, recursive: bind.recursive)
         // Reopen: the old fd names the directory under the new mount.
         let mounted = try root.openInside(bind.target, Descriptor.pathOnly, noSymlinks: true)
-        if bind.readOnly { try Mounts.makeReadOnly(mounted.procPath) }
+        if bind.readOnly { try Mounts.makeReadOnly(mounted.procPath, recursive: bind.recursive) }
         let flag: Int
         switch bind.propagation {
         case .private: flag = MS_PRIVATE
@@ -238,11 +238,13 @@ struct RootAssembler {
     private func apply(_ edit: RootFileEdit, root: Descriptor) throws {
         switch edit {
         case .copyFromHost(let path):
-            guard let bytes = try? Descriptor.open(path, O_RDONLY).readAll(limit: 1 << 20) else {
+            guard let source = try? Descriptor.open(path, O_RDONLY), let info = try? source.stat(),
+                  let bytes = try? source.readAll(limit: 1 << 20) else {
                 log("host file \(path) not readable; not copied into the root")
                 return
             }
-            try writeFile(root: root, path: path, bytes: bytes, mode: 0o644)
+            // Same permissions as on the host (never setuid/setgid).
+            try writeFile(root: root, path: path, bytes: bytes, mode: info.st_mode & 0o777)
         case .ensureEntry(let file, let name, let line):
             let text = try readFile(root: root, path: file)
             if let updated = ensuringEntry(in: text, name: name, line: line) {

@@ -66,6 +66,12 @@ public final class SessionManager {
         let caller = host.caller()
         let key = try rootKey(for: account, caller: caller.pid)
         var record = state.load(key)
+        if var existing = record, existing.phase == .active {
+            // A root whose sessions all died without close_session is not
+            // joined: the new login gets a fresh root of the current generation.
+            dropDeadMembers(of: &existing)
+            record = existing
+        }
         if let existing = record, existing.phase != .active {
             // Left by a crash (an open holds the lock, so nobody is working on it).
             log("root \(key) was left in phase \(existing.phase.rawValue); tearing it down first")

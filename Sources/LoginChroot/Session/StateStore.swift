@@ -1,5 +1,6 @@
 // The state directory (default /run/loginchroot):
-//   lock          flock taken around every change
+//   lock          flock taken around every change of a root
+//   master.lock   flock held by master run, update and publish
 //   roots/KEY     one RootRecord per session root
 //   pins/KEY      the root's mount namespace, pinned by a bind mount
 //   staging/      the mount point a new root is assembled on (inside the

@@ -18,6 +18,7 @@ struct Check: ParsableCommand {
     }
 
     func run() throws {
+        try requireRoot()
         var findings: [Finding] = []
         func record(_ what: String, _ body: () throws -> Void) {
             do { try body(); findings.append(Finding(ok: true, what: what, fix: "")) } catch let error as SetupError {

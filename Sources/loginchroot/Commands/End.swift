@@ -4,7 +4,11 @@ import LoginChrootCore
 
 struct End: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "End a root as a logout would: kill its processes and destroy its snapshot.")
+        abstract: "End a root: kill every process in it and destroy its snapshot.",
+        discussion: """
+            Every process of the root dies, including the sshd, login or su process that opened \
+            each of its sessions (their connections end). Then the snapshot is destroyed as at logout.
+            """)
 
     @OptionGroup var global: GlobalOptions
     @Argument(help: "A user name (their per-user root) or a root id from 'loginchroot sessions'.")

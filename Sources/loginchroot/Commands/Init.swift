@@ -5,7 +5,7 @@ import LoginChrootPlatform
 
 struct Init: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Create the store and master from a directory, a tarball or debootstrap, and publish generation 1.")
+        abstract: "Create the store and master from a directory, a tarball or debootstrap, and publish the first generation.")
 
     @OptionGroup var global: GlobalOptions
     @Option(help: "Copy master from this directory tree.") var fromDir: String?

@@ -10,9 +10,18 @@ struct Master: ParsableCommand {
 
     struct Run: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Run a command inside master, with /proc, /sys, /dev and the host's resolv.conf, e.g. to install packages.")
+            abstract: "Run a command inside master, e.g. to install packages.",
+            discussion: """
+                The command runs as root in a private mount namespace whose root is master, with \
+                /proc, /sys (read-only), /dev and /dev/pts bound in. The host's /etc/resolv.conf is \
+                copied into master first, so it ends up in the next published generation (sessions \
+                get the host's copy anyway). Give --config before the command: everything after -- \
+                is the command.
+                """)
 
         @OptionGroup var global: GlobalOptions
+        /// Set by `update`, which holds the master lock across run and publish.
+        @Flag(help: .hidden) var lockHeldByParent = false
         @Argument(parsing: .captureForPassthrough, help: "The command and its arguments (after --).")
         var command: [String] = []
 
@@ -29,7 +38,7 @@ struct Master: ParsableCommand {
                 try backend.checkStore()
                 try StateStore(directory: config.stateDir).prepare()
                 // One writer of master at a time; publish takes the same lock.
-                let lock = try MasterLock(config)
+                let lock = lockHeldByParent ? nil : try MasterLock(config)
                 let layout = try backend.masterLayout()
                 let plan = SessionPlan.master(rootMounts: layout.mounts, rootSubpath: layout.rootSubpath)
                 let host = LinuxSessionHost(log: printError)

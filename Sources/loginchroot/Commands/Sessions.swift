@@ -8,6 +8,7 @@ struct Sessions: ParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func run() throws {
+        try requireRoot()
         let config = try global.load()
         let records = global.manager(config).records()
         if output.json {

@@ -9,6 +9,7 @@ struct Status: ParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func run() throws {
+        try requireRoot()
         let config = try global.load()
         let backend = Backends.make(config)
         let (current, generations, usage) = try reporting {

@@ -13,16 +13,17 @@ struct Update: ParsableCommand {
     func run() throws {
         try requireRoot()
         let config = try global.load()
-        // master run moves its own process into master, so it runs as a child.
-        let status = try reporting {
-            try Processes.run(["/proc/self/exe", "master", "run", "--config", global.config, "--",
-                               "/bin/sh", "-c", config.updateCommand])
-        }
-        guard status == 0 else { throw Failure("update command failed with exit status \(status); nothing published") }
+        let backend = Backends.make(config)
         let generation = try reporting {
-            let backend = Backends.make(config)
+            try backend.checkStore()
+            // One lock across the update and the publish: no other writer of
+            // master gets in between.
             let lock = try MasterLock(config)
             defer { withExtendedLifetime(lock) {} }
+            // master run moves its own process into master, so it runs as a child.
+            let status = try Processes.run(["/proc/self/exe", "master", "run", "--config", global.config,
+                                            "--lock-held-by-parent", "--", "/bin/sh", "-c", config.updateCommand])
+            guard status == 0 else { throw Failure("update command failed with exit status \(status); nothing published") }
             return try backend.publish()
         }
         print("updated master and published \(generation)")
