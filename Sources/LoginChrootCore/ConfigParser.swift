@@ -30,7 +30,9 @@ public enum ConfigParser {
         var seen = Set<String>()
         var customBinds: [BindEntry]? = nil
 
-        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        // "\r\n" is one Character in Swift: split on both, so CRLF files parse.
+        let lines = text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" })
+        for (index, rawLine) in lines.enumerated() {
             let lineNumber = index + 1
             func fail(_ problem: String, _ fix: String) -> ConfigError {
                 ConfigError(file: file, line: lineNumber, problem: problem, fix: fix)
@@ -134,7 +136,11 @@ public enum ConfigParser {
             throw ValueProblem(problem: "bind needs a path",
                                fix: "write bind = /path[:/target] [ro|rw] [recursive] [private|slave|shared] [optional]")
         }
-        let parts = pathField.split(separator: ":", maxSplits: 1).map(String.init)
+        let parts = pathField.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+        guard parts.count <= 2, !parts.contains(where: \.isEmpty) else {
+            throw ValueProblem(problem: "bind path '\(pathField)' is not SOURCE or SOURCE:TARGET",
+                               fix: "write one absolute source path, optionally ':' and one absolute target path")
+        }
         var entry = BindEntry(source: try absolutePath(parts[0], key: "bind"),
                               target: try parts.count > 1 ? absolutePath(parts[1], key: "bind") : nil)
         for option in fields.dropFirst() {

@@ -49,7 +49,7 @@ public func transition(_ phase: RootPhase?, _ event: RootEvent) throws -> RootPh
 
 /// One PAM session inside a root.
 public struct Member: Equatable, Sendable {
-    /// Unique per open_session: "pid.starttime.serial".
+    /// Unique within the root: "pid.starttime.serial".
     public var id: String
     /// The process that called pam_open_session, and its start time, so a
     /// recycled pid is never mistaken for a live login.
@@ -77,6 +77,9 @@ public struct RootRecord: Equatable, Sendable {
     public var namespaceInode: UInt64 = 0
     public var rootDevice: UInt64 = 0
     public var members: [Member] = []
+    /// Serial of the next member: member ids and cgroup names never repeat
+    /// within a root, even for one process that opens several sessions.
+    public var nextMember: UInt64 = 0
     public var note = ""
 
     public init(key: RootKey, user: UserName, uid: UInt32, backend: BackendKind, generation: Generation, phase: RootPhase) {
@@ -88,7 +91,7 @@ public struct RootRecord: Equatable, Sendable {
         var lines = [
             "version=1", "key=\(key)", "user=\(user)", "uid=\(uid)", "backend=\(backend.rawValue)",
             "generation=\(generation)", "phase=\(phase.rawValue)",
-            "namespace_inode=\(namespaceInode)", "root_device=\(rootDevice)",
+            "namespace_inode=\(namespaceInode)", "root_device=\(rootDevice)", "next_member=\(nextMember)",
         ]
         for member in members {
             lines.append("member=\(member.id) \(member.pid) \(member.startTime) \(member.cgroup.isEmpty ? "-" : member.cgroup) \(member.parentCgroup.isEmpty ? "-" : member.parentCgroup)")
@@ -124,6 +127,7 @@ public struct RootRecord: Equatable, Sendable {
         record.namespaceInode = fields["namespace_inode"].flatMap { UInt64($0) } ?? 0
         record.rootDevice = fields["root_device"].flatMap { UInt64($0) } ?? 0
         record.members = members
+        record.nextMember = fields["next_member"].flatMap { UInt64($0) } ?? UInt64(members.count)
         record.note = fields["note"] ?? ""
         return record
     }

@@ -109,12 +109,8 @@ public func loginchrootCloseSession(_ handle: OpaquePointer?, _ flags: Int32, _ 
     let reference = String(decoding: bytes(pointer, limit: 256), as: UTF8.self)
     guard let name = pam.userName().name else { return PAM_SUCCESS }
     // Out of the root first: the config and the state live on the host.
-    if geteuid() != 0 {
-        pam.log(LOG_NOTICE, "close_session of root \(reference) without root privileges; 'loginchroot gc' will reclaim it")
-        return PAM_SUCCESS
-    }
-    do { try LinuxSessionHost(log: { _ in }).returnToHost(hostNamespace) } catch {
-        pam.log(LOG_WARNING, "close_session cannot leave root \(reference) (\(error)); 'loginchroot gc' will reclaim it")
+    if let reason = SessionManager.leaveRoot(host: LinuxSessionHost(log: { _ in }), hostNamespace: hostNamespace) {
+        pam.log(LOG_WARNING, "root \(reference): \(reason)")
         return PAM_SUCCESS
     }
     let config: Config
@@ -122,7 +118,7 @@ public func loginchrootCloseSession(_ handle: OpaquePointer?, _ flags: Int32, _ 
         pam.log(LOG_ERR, "close_session of root \(reference): \(error); leaving it for 'loginchroot gc'")
         return PAM_SUCCESS
     }
-    switch pam.manager(config).close(user: name, reference: reference, hostNamespace: -1) {
+    switch pam.manager(config).close(user: name, reference: reference) {
     case .closed(let destroyed):
         pam.log(LOG_DEBUG, "closed session in root \(reference)\(destroyed ? "; root destroyed" : "")")
     case .nothingToDo(let reason):

@@ -86,9 +86,9 @@ final class SessionManagerTests: XCTestCase {
         XCTAssertEqual(host.joined.map(\.home), ["/home/alice"])
 
         // The caller went into its own cgroup before the namespace changed.
-        XCTAssertEqual(host.placements, [CgroupPlacement(cgroup: "/user.slice/loginchroot-alice-1000", parent: "/user.slice")])
+        XCTAssertEqual(host.placements, [CgroupPlacement(cgroup: "/user.slice/loginchroot-alice-0", parent: "/user.slice")])
         let order = host.calls.filter { ["placeCaller", "openHostNamespace", "buildRoot", "joinRoot"].contains(String($0.prefix { $0 != " " })) }
-        XCTAssertEqual(order, ["placeCaller loginchroot-alice-1000", "openHostNamespace", "buildRoot alice",
+        XCTAssertEqual(order, ["placeCaller loginchroot-alice-0", "openHostNamespace", "buildRoot alice",
                                "joinRoot \(state.pinPath(alice))"])
         XCTAssertEqual(host.closedFDs, [], "the host namespace fd goes to close_session")
         XCTAssertEqual(host.removedCgroups, [])
@@ -102,7 +102,7 @@ final class SessionManagerTests: XCTestCase {
         XCTAssertEqual(record.namespaceInode, 4026532001)
         XCTAssertEqual(record.rootDevice, 77)
         XCTAssertEqual(record.members, [Member(id: "1000.10000.0", pid: 1000, startTime: 10000,
-                                               cgroup: "/user.slice/loginchroot-alice-1000", parentCgroup: "/user.slice")])
+                                               cgroup: "/user.slice/loginchroot-alice-0", parentCgroup: "/user.slice")])
         XCTAssertEqual(recordFiles(), ["alice"], "no temporary files left behind")
     }
 
@@ -117,7 +117,24 @@ final class SessionManagerTests: XCTestCase {
         let record = try XCTUnwrap(state.load(alice))
         XCTAssertEqual(record.phase, .active)
         XCTAssertEqual(record.members.map(\.pid), [1000, 1001])
-        XCTAssertEqual(record.members.map(\.cgroup), ["/user.slice/loginchroot-alice-1000", "/user.slice/loginchroot-alice-1001"])
+        XCTAssertEqual(record.members.map(\.cgroup), ["/user.slice/loginchroot-alice-0", "/user.slice/loginchroot-alice-1"])
+    }
+
+    func testRootWhoseSessionsAllDiedIsReplacedNotJoined() throws {
+        let manager = makeManager()
+        enter(manager)
+        host.deadPids = [1000]
+        backend.current = Generation(number: 2)
+        backend.allGenerations.append(Generation(number: 2))
+        let session = enter(manager)
+        XCTAssertEqual(session.reference, "alice 1001.10010.0")
+        XCTAssertEqual(backend.prepared.map(\.generation.number), [1, 2], "a fresh root of the current generation")
+        XCTAssertEqual(backend.removed, [alice], "the dead root is torn down first")
+        XCTAssertEqual(host.builtPlans.count, 2)
+        let record = try XCTUnwrap(state.load(alice))
+        XCTAssertEqual(record.generation, Generation(number: 2))
+        XCTAssertEqual(record.members.map(\.pid), [1001])
+        XCTAssertEqual(record.phase, .active)
     }
 
     func testJoinUsesTheRootsGenerationNotTheCurrentOne() throws {
@@ -245,7 +262,7 @@ final class SessionManagerTests: XCTestCase {
         let manager = makeManager()
         assertFailed(manager.open(user: user("alice")), reasonContains: "no fds")
         XCTAssertEqual(host.movedTo, ["/user.slice"])
-        XCTAssertEqual(host.removedCgroups, ["/user.slice/loginchroot-alice-1000"])
+        XCTAssertEqual(host.removedCgroups, ["/user.slice/loginchroot-alice-0"])
         XCTAssertEqual(backend.prepared.count, 0)
         XCTAssertEqual(recordFiles(), [])
     }
@@ -259,7 +276,7 @@ final class SessionManagerTests: XCTestCase {
         XCTAssertEqual(host.builtPlans.count, 0)
         // Cgroup placement undone, host namespace fd closed.
         XCTAssertEqual(host.movedTo, ["/user.slice"])
-        XCTAssertTrue(host.removedCgroups.contains("/user.slice/loginchroot-alice-1000"))
+        XCTAssertTrue(host.removedCgroups.contains("/user.slice/loginchroot-alice-0"))
         XCTAssertEqual(host.closedFDs, [51])
         XCTAssertEqual(backend.removed, [alice], "a half-made snapshot is removed")
     }
@@ -274,7 +291,7 @@ final class SessionManagerTests: XCTestCase {
         XCTAssertTrue(host.returnedToHost.contains(51), "out of the half-built root before removing it")
         XCTAssertEqual(host.closedFDs, [51])
         XCTAssertEqual(host.movedTo, ["/user.slice"])
-        XCTAssertTrue(host.removedCgroups.contains("/user.slice/loginchroot-alice-1000"))
+        XCTAssertTrue(host.removedCgroups.contains("/user.slice/loginchroot-alice-0"))
         XCTAssertFalse(FileManager.default.fileExists(atPath: state.pinPath(alice)))
         // The next login starts cleanly.
         host.buildError = nil
@@ -323,12 +340,14 @@ final class SessionManagerTests: XCTestCase {
         XCTAssertEqual(record.phase, .active)
         XCTAssertEqual(host.closedFDs, [52])
         XCTAssertEqual(host.movedTo, ["/user.slice"])
-        XCTAssertEqual(host.removedCgroups, ["/user.slice/loginchroot-alice-1001"])
+        XCTAssertEqual(host.removedCgroups, ["/user.slice/loginchroot-alice-1"])
         XCTAssertEqual(backend.removed, [], "the other session's root stays")
     }
 
     func testLeftoverRecordsAreTornDownByTheNextOpen() throws {
         for phase in [RootPhase.preparing, .closing, .quarantined] {
+            // A fresh fixture per phase (XCTest's own tearDown removes the last one).
+            try tearDownWithError()
             try setUpWithError()
             let manager = makeManager()
             try host.prepareStateDirectory(state)
@@ -348,7 +367,6 @@ final class SessionManagerTests: XCTestCase {
             XCTAssertEqual(record.phase, .active, "\(phase)")
             XCTAssertEqual(record.members.map(\.pid), [1000], "\(phase)")
             XCTAssertTrue(logs.contains { $0.containsLiteral("left in phase \(phase.rawValue)") }, "\(phase)")
-            try tearDownWithError()
         }
     }
 
@@ -374,9 +392,9 @@ final class SessionManagerTests: XCTestCase {
         XCTAssertEqual(outcome, .closed(destroyed: false))
         XCTAssertEqual(host.returnedToHost, [first.fd])
         XCTAssertEqual(host.movedTo, ["/user.slice"], "the caller leaves its session cgroup before it is killed")
-        XCTAssertEqual(host.killCalls.map(\.cgroups), [["/user.slice/loginchroot-alice-1000"]])
+        XCTAssertEqual(host.killCalls.map(\.cgroups), [["/user.slice/loginchroot-alice-0"]])
         XCTAssertNil(host.killCalls.first?.identity, "only that session's processes are killed")
-        XCTAssertEqual(host.removedCgroups, ["/user.slice/loginchroot-alice-1000"])
+        XCTAssertEqual(host.removedCgroups, ["/user.slice/loginchroot-alice-0"])
         XCTAssertEqual(backend.removed, [])
         XCTAssertEqual(host.unpinned, [])
         let record = try XCTUnwrap(state.load(alice))
@@ -391,7 +409,7 @@ final class SessionManagerTests: XCTestCase {
         XCTAssertEqual(manager.close(user: user("alice"), reference: first.reference, hostNamespace: first.fd), .closed(destroyed: false))
         host.killCalls = []
         XCTAssertEqual(manager.close(user: user("alice"), reference: second.reference, hostNamespace: second.fd), .closed(destroyed: true))
-        XCTAssertEqual(host.killCalls.map(\.cgroups), [["/user.slice/loginchroot-alice-1001"], []])
+        XCTAssertEqual(host.killCalls.map(\.cgroups), [["/user.slice/loginchroot-alice-1"], []])
         XCTAssertEqual(host.killCalls.last?.identity, RootIdentity(namespaceInode: 4026532001, rootDevice: 77),
                        "the teardown scans /proc for anything still using the root")
         XCTAssertEqual(host.unpinned, [state.pinPath(alice)])
@@ -414,9 +432,7 @@ final class SessionManagerTests: XCTestCase {
         XCTAssertEqual(manager.close(user: user("alice"), reference: first.reference, hostNamespace: -1), .closed(destroyed: false))
         let third = enter(manager)
         let ids = try XCTUnwrap(state.load(alice)).members.map(\.id)
-        if Set(ids).count != ids.count {
-            throw XCTSkip("known bug (reported): duplicate member ids \(ids); sessions \(second.reference) and \(third.reference) collide")
-        }
+        XCTAssertEqual(Set(ids).count, ids.count, "member ids \(ids) must be unique; \(second.reference) vs \(third.reference)")
         XCTAssertEqual(manager.close(user: user("alice"), reference: third.reference, hostNamespace: -1), .closed(destroyed: false),
                        "the second session is still open")
         XCTAssertEqual(state.load(alice)?.members.map(\.id), [second.reference.words[1]])
@@ -552,8 +568,8 @@ final class SessionManagerTests: XCTestCase {
         XCTAssertEqual(report.actions, ["root alice: dropped 1 dead session(s)"])
         XCTAssertEqual(report.failures, [])
         XCTAssertEqual(state.load(alice)?.members.map(\.pid), [1001])
-        XCTAssertEqual(host.killCalls.map(\.cgroups), [["/user.slice/loginchroot-alice-1000"]])
-        XCTAssertEqual(host.removedCgroups, ["/user.slice/loginchroot-alice-1000"])
+        XCTAssertEqual(host.killCalls.map(\.cgroups), [["/user.slice/loginchroot-alice-0"]])
+        XCTAssertEqual(host.removedCgroups, ["/user.slice/loginchroot-alice-0"])
         XCTAssertEqual(host.movedTo, [], "gc is not a member; it never moves itself")
         XCTAssertEqual(backend.removed, [])
 
@@ -598,7 +614,7 @@ final class SessionManagerTests: XCTestCase {
         enter(manager)
         let ghostPin = joinPath(state.pinsDir, "ghost")
         XCTAssertTrue(FileManager.default.createFile(atPath: ghostPin, contents: nil))
-        let live = "/user.slice/loginchroot-alice-1000"
+        let live = "/user.slice/loginchroot-alice-0"
         host.leftover = ["/user.slice/loginchroot-ghost-7", live]
         let report = try manager.gc()
         XCTAssertTrue(report.actions.contains("namespace pin ghost: removed (no record)"), "\(report)")
@@ -656,5 +672,14 @@ final class SessionManagerTests: XCTestCase {
         let removed = try manager.collectGenerations(inUse: [Generation(number: 2)])
         XCTAssertEqual(removed, ["generation gen-1: removed (unused)", "generation gen-3: removed (unused)"])
         XCTAssertEqual(backend.allGenerations.map(\.number), [2, 4, 5])
+    }
+}
+
+extension SessionManager {
+    /// What close_session does (Sources/PamModule/Entry.swift): leave the
+    /// root, then close on the host.
+    func close(user: UserName, reference: String?, hostNamespace: Int32) -> CloseOutcome {
+        if let reason = SessionManager.leaveRoot(host: host, hostNamespace: hostNamespace) { return .deferred(reason: reason) }
+        return close(user: user, reference: reference)
     }
 }

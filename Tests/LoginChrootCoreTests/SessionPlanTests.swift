@@ -142,15 +142,19 @@ final class PolicyTests: XCTestCase {
         XCTAssertEqual(Policy.decide(account: testAccount(), config: Config(), insideSessionRoot: false), .enterRoot)
     }
 
-    func testUidZeroExemptWhileRootIsListed() {
+    func testUidZeroIsAlwaysExempt() {
         let toor = testAccount("toor", uid: 0, groups: ["root"])
         guard case .leaveAlone = Policy.decide(account: toor, config: Config(), insideSessionRoot: false) else {
             return XCTFail("uid 0 must be exempt by default")
         }
         var config = Config()
         config.exemptUsers = []
-        XCTAssertEqual(Policy.decide(account: toor, config: config, insideSessionRoot: false), .enterRoot,
-                       "removing root from exempt_users puts uid 0 in a root too")
+        guard case .leaveAlone = Policy.decide(account: toor, config: config, insideSessionRoot: false) else {
+            return XCTFail("uid 0 must stay exempt even when root is not listed, so an admin can repair a broken image")
+        }
+        // Only uid 0: a user merely named like an exempt user's group is not.
+        XCTAssertEqual(Policy.decide(account: testAccount("rooty", uid: 1, groups: ["root"]), config: config,
+                                     insideSessionRoot: false), .enterRoot)
     }
 
     func testExemptUserAndGroup() {

@@ -81,7 +81,12 @@ public struct LinuxSessionHost: SessionHost {
     // MARK: cgroups and killing
 
     public func placeCaller(inCgroupNamed name: String) -> CgroupPlacement? {
-        guard let cgroups = Cgroups.find(), let parent = cgroups.current() else { return nil }
+        guard let cgroups = Cgroups.find(), var parent = cgroups.current() else { return nil }
+        // A process that opens a second session sits in its first one's
+        // cgroup: make the new one a sibling, so killing one spares the other.
+        if let slash = parent.lastIndex(of: "/"), parent[parent.index(after: slash)...].hasPrefix("loginchroot-") {
+            parent = slash == parent.startIndex ? "/" : String(parent[..<slash])
+        }
         guard !parent.unicodeScalars.contains(where: { $0 == " " || $0 == "\n" || $0 == "\t" }) else { return nil }
         let child = joinPath(parent == "/" ? "/" : parent, name)
         do {

@@ -83,8 +83,9 @@ public final class SessionManager {
             record = nil
         }
 
-        let memberID = "\(caller.pid).\(caller.startTime).\(record?.members.count ?? 0)"
-        let placement = host.placeCaller(inCgroupNamed: "loginchroot-\(key)-\(caller.pid)")
+        let serial = record?.nextMember ?? 0
+        let memberID = "\(caller.pid).\(caller.startTime).\(serial)"
+        let placement = host.placeCaller(inCgroupNamed: "loginchroot-\(key)-\(serial)")
         let member = Member(id: memberID, pid: caller.pid, startTime: caller.startTime,
                             cgroup: placement?.cgroup ?? "", parentCgroup: placement?.parent ?? "")
         let hostNamespace: Int32
@@ -97,6 +98,7 @@ public final class SessionManager {
         do {
             if var existing = record {
                 existing.members.append(member)
+                existing.nextMember = serial + 1
                 _ = try existing.apply(.memberJoined)
                 try state.save(existing)
                 do {
@@ -123,6 +125,7 @@ public final class SessionManager {
         var record = RootRecord(key: key, user: account.name, uid: account.uid, backend: backend.kind,
                                 generation: generation, phase: .preparing)
         record.members = [member]
+        record.nextMember = 1
         try state.save(record)
         do {
             let layout = try backend.prepare(key, from: generation)
@@ -164,19 +167,26 @@ public final class SessionManager {
 
     // MARK: close
 
-    /// `reference` and `hostNamespace` come from pam_get_data; without them
-    /// (another process closes) the root is only reconciled.
-    public func close(user name: UserName, reference: String?, hostNamespace: Int32) -> CloseOutcome {
+    /// Step one of close_session, before any host file (the config, the
+    /// state) is read: moves the calling thread back to the host namespace
+    /// saved at open. Returns why the close has to be left to gc, or nil.
+    public static func leaveRoot(host: SessionHost, hostNamespace: Int32) -> String? {
         guard host.isRoot() else {
-            return .deferred(reason: "close_session without root privileges; 'loginchroot gc' will reclaim the root")
+            return "close_session without root privileges; 'loginchroot gc' will reclaim the root"
         }
         if hostNamespace >= 0 {
             do { try host.returnToHost(hostNamespace) } catch {
-                return .deferred(reason: "cannot leave the session namespace (\(error)); 'loginchroot gc' will reclaim the root")
+                return "cannot leave the session namespace (\(error)); 'loginchroot gc' will reclaim the root"
             }
         } else if host.insideSessionRoot() {
-            return .deferred(reason: "close_session inside a root without a way out; 'loginchroot gc' will reclaim it")
+            return "close_session inside a root without a way out; 'loginchroot gc' will reclaim it"
         }
+        return nil
+    }
+
+    /// Step two, on the host: `reference` comes from pam_get_data; without
+    /// one this PAM handle opened no root.
+    public func close(user name: UserName, reference: String?) -> CloseOutcome {
         // Without a reference this PAM handle opened no root (exempt, nested,
         // or another process opened it); gc reconciles the rest.
         let parts = reference?.split(separator: " ").map(String.init) ?? []
