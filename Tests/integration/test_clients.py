@@ -5,7 +5,8 @@ shows the same things:
   not bound from the host) is gone after logout and never reached the image
   or master;
 - writes to /tmp and the home directory stay on the host;
-- processes left running (nohup, setsid, double fork) are dead after logout;
+- processes left running (nohup, setsid, double fork, in their own user and
+  mount namespaces, or forking all the time) are dead after logout;
 - a second concurrent login of the same user sees the first one's files,
   another user does not;
 - nothing is left behind.
@@ -34,10 +35,13 @@ echo home > $HOME/lc-home-{t}
 nohup sleep 3001 >/dev/null 2>&1 </dev/null &
 setsid sleep 3002 >/dev/null 2>&1 </dev/null &
 ( sleep 3003 >/dev/null 2>&1 </dev/null & ) &
+unshare -Urm sleep 3006 >/dev/null 2>&1 </dev/null &
+sh -c 'while :; do sleep 3007 & sleep 0.05; done' >/dev/null 2>&1 </dev/null &
 cat /srv/scratch/rootfile-{t}
 cat /etc/loginchroot-image
 echo marker=$(cat /run/loginchroot-session)
 echo cwd=$(pwd)
+echo group=$(id -gn)
 """
 
 
@@ -46,6 +50,7 @@ def check_inside(output, user):
     assert "golden image built" in output, output
     assert f"marker={user}" in output, output
     assert f"cwd=/home/{user}" in output, output
+    assert f"group={user}" in output, output  # passwd and group resolve inside
 
 
 def check_after_logout(store, user, t):

@@ -41,6 +41,8 @@ echo root > /srv/scratch/rootfile-{t}; echo tmp > /tmp/lc-tmp-{t}; echo home > $
 nohup sleep 3001 >/dev/null 2>&1 </dev/null &
 setsid sleep 3002 >/dev/null 2>&1 </dev/null &
 ( sleep 3003 >/dev/null 2>&1 </dev/null & ) &
+unshare -Urm sleep 3006 >/dev/null 2>&1 </dev/null &
+sh -c 'while :; do sleep 3007 & sleep 0.05; done' >/dev/null 2>&1 </dev/null &
 cat /srv/scratch/rootfile-{t}; cat /run/loginchroot-session""").stdout
     assert out.split() == ["root", "lctest1"]
     try:
@@ -157,4 +159,34 @@ def test_publish_gives_new_logins_the_new_generation(store):
     finally:
         store.cli("end", "lctest1", check=False)
         store.cli("end", "lctest2", check=False)
+    assert_no_residue(store)
+
+
+def test_per_session_mode_gives_each_session_its_own_root(image_dir):
+    from conftest import destroy_store, make_store
+    store = make_store("btrfs", image_dir, extra="mode = per-session")
+    try:
+        pamtester(store, "lctest1", "open_session")
+        pamtester(store, "lctest1", "open_session")
+        keys = sorted(r["key"] for r in json.loads(store.cli("sessions", "--json").stdout))
+        assert len(keys) == 2 and all(k.startswith("lctest1+") for k in keys), keys
+        in_root(store, keys[0], "lctest1", "echo mine > /srv/scratch/private")
+        other = in_root(store, keys[1], "lctest1", "cat /srv/scratch/private 2>/dev/null || echo MISSING").stdout
+        assert other.strip() == "MISSING"
+        gc = store.cli("gc").stdout
+        assert gc.count("destroyed") == 2, gc
+        assert_no_residue(store)
+    finally:
+        destroy_store(store)
+
+
+def test_group_writable_state_directory_is_refused(store):
+    pamtester(store, "lctest1", "open_session", "close_session")  # creates the state directory
+    os.chmod(store.state, 0o775)
+    try:
+        denied = pamtester(store, "lctest1", "open_session", check=False)
+        assert denied.returncode != 0
+        assert os.listdir(f"{store.state}/roots") == []
+    finally:
+        os.chmod(store.state, 0o700)
     assert_no_residue(store)

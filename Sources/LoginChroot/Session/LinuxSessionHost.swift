@@ -35,6 +35,15 @@ public struct LinuxSessionHost: SessionHost {
         try Namespaces.unshareMountNamespace()
         do {
             let session = try Namespaces.openCurrentMountNamespace()
+            if let pin {
+                // Pin from the host namespace, and before pivot_root: once the
+                // new namespace has pivoted, the kernel refuses (EINVAL) to
+                // bind its nsfs file when the caller's namespace is itself not
+                // the initial one (seen on Linux 6.18).
+                try Namespaces.enter(host, what: "host namespace")
+                try Namespaces.pin(session, at: pin)
+                try Namespaces.enter(session, what: "session namespace")
+            }
             // From here on nothing we mount can propagate back to the host.
             try Mounts.setPropagation("/", MS_SLAVE, recursive: true)
             try RootAssembler(plan: plan, staging: staging, log: log).assemble()
@@ -42,11 +51,10 @@ public struct LinuxSessionHost: SessionHost {
             var rootInfo = Glibc.stat()
             try sys("stat", "/") { stat("/", &rootInfo) }
             let identity = RootIdentity(namespaceInode: UInt64(try session.stat().st_ino), rootDevice: UInt64(rootInfo.st_dev))
-            if let pin {
-                // Pinning happens in the host namespace, and the caller stays
-                // there: the state directory is not visible from inside.
+            if pin != nil {
+                // The caller goes back to the host: the state directory is not
+                // visible from inside. joinRoot enters the root.
                 try Namespaces.enter(host, what: "host namespace")
-                try Namespaces.pin(session, at: pin)
             } else {
                 enterHome(plan.home)
             }
