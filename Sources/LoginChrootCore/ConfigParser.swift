@@ -38,7 +38,9 @@ public enum ConfigParser {
                 ConfigError(file: file, line: lineNumber, problem: problem, fix: fix)
             }
             guard rawLine.utf8.count <= maxLineBytes else { throw fail("line longer than 4096 bytes", "shorten it") }
-            guard !rawLine.unicodeScalars.contains(where: { $0.value < 0x20 && $0 != "\t" && $0 != "\r" }) else {
+            // A carriage return may only end a line (a CRLF file missing its last LF).
+            let body = rawLine.unicodeScalars.last == "\r" ? rawLine.unicodeScalars.dropLast() : rawLine.unicodeScalars[...]
+            guard !body.contains(where: { $0.value < 0x20 && $0 != "\t" }) else {
                 throw fail("control character in line", "remove it")
             }
             // '#' starts a comment only at the start of a line, so values
@@ -166,6 +168,10 @@ public enum ConfigParser {
     static func absolutePath(_ value: String, key: String) throws -> String {
         guard value.hasPrefix("/") else {
             throw ValueProblem(problem: "\(key) must be an absolute path, got '\(value)'", fix: "start it with /")
+        }
+        guard !value.unicodeScalars.contains(where: { $0 == " " || $0 == "\t" || $0 == "#" }) else {
+            throw ValueProblem(problem: "\(key) path '\(value)' contains a blank or '#'",
+                               fix: "use a path without blanks or '#' (comments go on their own line)")
         }
         let components = value.split(separator: "/")
         guard !components.contains(where: { $0 == ".." || $0 == "." }) else {

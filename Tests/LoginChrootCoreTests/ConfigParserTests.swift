@@ -247,11 +247,19 @@ final class ConfigParserTests: XCTestCase {
         assertConfigError("[overlay]\ntmpfs_size = 2G\nupper = /var/lib/upper", line: 0, problemContains: "tmpfs_size is set but upper is a directory")
     }
 
+    func testPathsWithBlanksOrHashAreRejected() {
+        // A trailing comment must not silently become part of a path.
+        assertConfigError("[store]\npath = /var/lib/x # old store", line: 2, problemContains: "blank or '#'")
+        assertConfigError("[session]\nstate_dir = /run/a#b", line: 2, problemContains: "blank or '#'")
+        XCTAssertEqual(parseConfig("[master]\nupdate_command = apt-get update # nightly")?.updateCommand, "apt-get update # nightly")
+    }
+
     func testControlCharacters() {
         assertConfigError("[store]\nbackend = btrfs\u{07}", line: 2, problemContains: "control character")
         assertConfigError("[store]\n\n# a NUL \u{00} even in a comment", line: 3, problemContains: "control character")
         assertConfigError("[store]\u{1B}", line: 1, problemContains: "control character")
-        // Tabs and a carriage return at the end of the file are whitespace, not control characters.
+        // Tabs and a carriage return at the end of a line are whitespace; one inside a value is not.
+        assertConfigError("[store]\nbackend = over\rlay", line: 2, problemContains: "control character")
         XCTAssertEqual(parseConfig("[store]\nbackend\t=\toverlay\r")?.backend, .overlay)
     }
 

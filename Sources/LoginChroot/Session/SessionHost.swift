@@ -42,8 +42,9 @@ public protocol SessionHost {
     func returnToHost(_ fd: Int32) throws
     func unpin(_ pin: String) throws
 
-    /// Moves the caller into a new cgroup below its own; nil when cgroup2 is
-    /// unusable here (the /proc scan still finds the processes).
+    /// Moves the caller into a new cgroup below its own (next to it when its
+    /// own is a loginchroot- cgroup); nil when cgroup2 is unusable here (the
+    /// /proc scan still finds the processes).
     func placeCaller(inCgroupNamed name: String) -> CgroupPlacement?
     func moveCaller(toCgroup parent: String)
     /// Kills every process in `cgroups` and every process still using the

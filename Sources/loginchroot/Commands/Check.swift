@@ -24,7 +24,9 @@ struct Check: ParsableCommand {
             do { try body(); findings.append(Finding(ok: true, what: what, fix: "")) } catch let error as SetupError {
                 findings.append(Finding(ok: false, what: "\(what): \(error.problem)", fix: error.fix))
             } catch let error as ConfigError {
-                findings.append(Finding(ok: false, what: "\(what): \(error.file):\(error.line): \(error.problem)", fix: error.fix))
+                var where_ = error.file
+                if error.line > 0 { where_ += ":\(error.line)" }
+                findings.append(Finding(ok: false, what: "\(what): \(where_): \(error.problem)", fix: error.fix))
             } catch {
                 findings.append(Finding(ok: false, what: "\(what): \(error)", fix: "see the message"))
             }
@@ -51,13 +53,14 @@ struct Check: ParsableCommand {
                 }
             }
         }
-        record("cgroup2 with cgroup.kill") {
-            guard let cgroups = Cgroups.find() else {
-                throw SetupError("no cgroup2 mount", fix: "mount cgroup2 (the /proc scan still works, less reliably)")
+        record("kernel 5.14 or newer (cgroup.kill, mount_setattr, openat2)") {
+            guard let (major, minor) = Kernel.version(), (major, minor) >= (5, 14) else {
+                throw SetupError("the kernel is older than 5.14", fix: "run loginchroot on Linux 5.14 or newer")
             }
-            guard Files.exists(joinPath(cgroups.mountPoint, "init.scope/cgroup.kill")) || Files.exists(joinPath(cgroups.mountPoint, "cgroup.kill"))
-                || cgroups.find(prefix: "").isEmpty || kernelHasCgroupKill() else {
-                throw SetupError("the kernel has no cgroup.kill", fix: "use Linux 5.14 or newer")
+        }
+        record("cgroup2 mounted") {
+            guard Cgroups.find() != nil else {
+                throw SetupError("no cgroup2 mount", fix: "mount cgroup2 (without it only the /proc scan finds a session's processes)")
             }
         }
         let failed = findings.filter { !$0.ok }
@@ -71,11 +74,5 @@ struct Check: ParsableCommand {
             }
         }
         if !failed.isEmpty { throw ExitCode(1) }
-    }
-
-    /// cgroup.kill exists in every non-root cgroup on Linux 5.14+.
-    private func kernelHasCgroupKill() -> Bool {
-        guard let cgroups = Cgroups.find() else { return false }
-        return cgroups.find(prefix: "").contains { Files.exists(joinPath(joinPath(cgroups.mountPoint, $0), "cgroup.kill")) }
     }
 }

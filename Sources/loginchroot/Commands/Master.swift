@@ -26,6 +26,7 @@ struct Master: ParsableCommand {
         var command: [String] = []
 
         mutating func validate() throws {
+            if command.first == "--help" || command.first == "-h" { throw CleanExit.helpRequest(Self.self) }
             if command.first == "--" { command.removeFirst() }
             guard !command.isEmpty else { throw ValidationError("give the command after --, e.g. master run -- apt-get install vim") }
         }

@@ -16,6 +16,7 @@ struct Update: ParsableCommand {
         let backend = Backends.make(config)
         let generation = try reporting {
             try backend.checkStore()
+            try StateStore(directory: config.stateDir).prepare()
             // One lock across the update and the publish: no other writer of
             // master gets in between.
             let lock = try MasterLock(config)
