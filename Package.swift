@@ -59,7 +59,7 @@ let package = Package(
                 "LoginChroot",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
-        .testTarget(name: "LoginChrootCoreTests", dependencies: ["LoginChrootCore", "LoginChroot"]),
+        .testTarget(name: "LoginChrootCoreTests", dependencies: ["LoginChrootCore", "LoginChroot", "LoginChrootPlatform"]),
     ],
     swiftLanguageModes: [.v5]
 )

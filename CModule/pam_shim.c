@@ -62,12 +62,16 @@ static void lc_saved_cleanup(pam_handle_t *pamh, void *data, int error_status)
 
 int lc_pam_save_session(pam_handle_t *pamh, const char *session_ref, int host_ns_fd)
 {
+    /* On every failure the fd is closed here: the caller has given it up. */
     struct lc_saved *saved = calloc(1, sizeof(*saved));
-    if (saved == NULL)
+    if (saved == NULL) {
+        close(host_ns_fd);
         return PAM_BUF_ERR;
+    }
     saved->session_ref = strdup(session_ref);
     saved->host_ns_fd = host_ns_fd;
     if (saved->session_ref == NULL) {
+        close(host_ns_fd);
         free(saved);
         return PAM_BUF_ERR;
     }

@@ -26,7 +26,6 @@ const int LC_CLONE_FS = CLONE_FS;
 const unsigned long long LC_RESOLVE_IN_ROOT = RESOLVE_IN_ROOT;
 const unsigned long long LC_RESOLVE_NO_MAGICLINKS = RESOLVE_NO_MAGICLINKS;
 const unsigned long long LC_RESOLVE_NO_SYMLINKS = RESOLVE_NO_SYMLINKS;
-const unsigned long long LC_RESOLVE_NO_XDEV = RESOLVE_NO_XDEV;
 const int LC_O_PATH = O_PATH;
 
 /* Makes the mount at `path` (and, when `recursive`, every mount below it)
@@ -45,7 +44,6 @@ int lc_pivot_root(const char *new_root, const char *put_old)
 {
     return (int)syscall(SYS_pivot_root, new_root, put_old);
 }
-pid_t lc_gettid(void) { return (pid_t)syscall(SYS_gettid); }
 
 /* openat2(2): resolve `path` below `dirfd` with the given RESOLVE_* flags. */
 int lc_openat2(int dirfd, const char *path, int flags, mode_t mode, unsigned long long resolve)

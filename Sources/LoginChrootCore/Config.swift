@@ -108,7 +108,7 @@ public struct Config: Equatable, Sendable {
         BindEntry(source: "/dev/shm"),
         BindEntry(source: "/tmp"),
         BindEntry(source: "/var/tmp"),
-        BindEntry(source: "/home"),
+        BindEntry(source: "/home", recursive: true),  // automounted and NFS homes below it
         BindEntry(source: "/run/user/%u", optional: true),
     ]
 

@@ -101,7 +101,11 @@ public enum ConfigParser {
             config.backend = kind
         case ("store", "path"): config.storePath = try absolutePath(value, key: key)
         case ("store", "image"): config.storeImage = value.isEmpty ? "" : try absolutePath(value, key: key)
-        case ("store", "image_size"): config.storeImageSize = try size(value, key: key)
+        case ("store", "image_size"):
+            config.storeImageSize = try size(value, key: key)
+            guard config.storeImageSize <= 1 << 50 else {
+                throw ValueProblem(problem: "image_size '\(value)' is larger than 1 PiB", fix: "give a smaller size")
+            }
         case ("store", "keep_generations"): config.keepGenerations = try integer(value, key: key, in: 1...1000)
         case ("session", "mode"):
             guard let mode = SessionMode(rawValue: value) else {

@@ -2,11 +2,13 @@
 // validated from raw bytes, before anything else sees them.
 
 /// A user name that is safe to use as a single path component.
-/// Accepted: 1...32 bytes of [A-Za-z0-9_.@-], not starting with '.', '-' or
+/// Accepted: 1...64 bytes of [A-Za-z0-9_.@-], not starting with '.', '-' or
 /// '@' ('@' for sssd's user@domain names).
 public struct UserName: Hashable, Sendable, CustomStringConvertible {
     public let value: String
-    public static let maxLength = 32
+    /// Longer than useradd allows, for sssd's user@domain names; short
+    /// enough for device-mapper and cgroup names built from it.
+    public static let maxLength = 64
 
     public init?(validating bytes: [UInt8]) {
         guard (1...UserName.maxLength).contains(bytes.count),
@@ -47,11 +49,10 @@ public struct RootKey: Hashable, Sendable, Comparable, CustomStringConvertible {
     /// Parses a key read back from disk (state files, snapshot names).
     public init?(_ text: String) {
         let parts = text.split(separator: "+", omittingEmptySubsequences: false)
-        guard parts.count <= 2, let user = UserName(String(parts[0])) else { return nil }
+        guard parts.count <= 2, UserName(String(parts[0])) != nil else { return nil }
         if parts.count == 2 {
             guard !parts[1].isEmpty, parts[1].count <= 20, parts[1].allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
         }
-        _ = user
         value = text
     }
 

@@ -87,6 +87,13 @@ public struct RootRecord: Equatable, Sendable {
         self.generation = generation; self.phase = phase
     }
 
+    /// A new record, in the phase the state machine gives a first member.
+    public static func opening(key: RootKey, user: UserName, uid: UInt32, backend: BackendKind,
+                               generation: Generation) throws -> RootRecord {
+        guard let phase = try transition(nil, .memberJoined) else { throw InvalidTransition(from: nil, event: .memberJoined) }
+        return RootRecord(key: key, user: user, uid: uid, backend: backend, generation: generation, phase: phase)
+    }
+
     public func serialized() -> String {
         var lines = [
             "version=1", "key=\(key)", "user=\(user)", "uid=\(uid)", "backend=\(backend.rawValue)",

@@ -60,8 +60,7 @@ public struct SessionPlan: Equatable, Sendable {
 
 /// Appends `line` to a colon-separated database text unless `name` has an entry.
 public func ensuringEntry(in text: String, name: String, line: String) -> String? {
-    for existing in text.split(separator: "\n") where existing.split(separator: ":", maxSplits: 1).first.map(String.init) == name {
-        _ = existing
+    if text.split(separator: "\n").contains(where: { $0.split(separator: ":", maxSplits: 1).first.map(String.init) == name }) {
         return nil
     }
     return (text.isEmpty || text.hasSuffix("\n") ? text : text + "\n") + line + "\n"

@@ -3,40 +3,72 @@ import Glibc
 import LoginChrootCore
 
 public enum Accounts {
-    public static func lookup(_ name: UserName) throws -> Account? {
-        var entry = passwd()
-        var result: UnsafeMutablePointer<passwd>?
-        var buffer = [CChar](repeating: 0, count: 16384)
-        let rc = getpwnam_r(name.value, &entry, &buffer, buffer.count, &result)
-        if rc != 0 { throw SystemError(call: "getpwnam_r", path: name.value, errno: rc) }
-        guard result != nil else { return nil }
-        let home = String(cString: entry.pw_dir), shell = String(cString: entry.pw_shell)
-        let gecos = String(cString: entry.pw_gecos).filter { $0 != ":" && $0 != "\n" }
-        let line = "\(name.value):x:\(entry.pw_uid):\(entry.pw_gid):\(gecos):\(home):\(shell)"
-        var groups: [String] = []
-        var gids = [gid_t](repeating: 0, count: 256)
-        var count = Int32(gids.count)
-        if getgrouplist(name.value, entry.pw_gid, &gids, &count) >= 0 {
-            groups = gids.prefix(Int(count)).compactMap(groupName)
+    /// Calls a *_r lookup with a buffer that grows on ERANGE (large LDAP
+    /// groups do not fit a fixed one). Returns nil when there is no entry.
+    static func withBuffer<Entry>(_ call: String, _ key: String, _ lookup: (UnsafeMutablePointer<CChar>, Int) -> (Int32, Entry?)) throws -> Entry? {
+        var size = 16384
+        while true {
+            var buffer = [CChar](repeating: 0, count: size)
+            let (rc, entry) = buffer.withUnsafeMutableBufferPointer { lookup($0.baseAddress!, size) }
+            if rc == ERANGE && size < 64 << 20 { size *= 4; continue }
+            if rc != 0 { throw SystemError(call: call, path: key, errno: rc) }
+            return entry
         }
-        return Account(name: name, uid: entry.pw_uid, gid: entry.pw_gid, home: home, shell: shell,
+    }
+
+    public static func lookup(_ name: UserName) throws -> Account? {
+        let found: (uid: uid_t, gid: gid_t, gecos: String, home: String, shell: String)? = try withBuffer("getpwnam_r", name.value) { buffer, size in
+            var entry = passwd()
+            var result: UnsafeMutablePointer<passwd>?
+            let rc = getpwnam_r(name.value, &entry, buffer, size, &result)
+            guard rc == 0, result != nil else { return (rc, nil) }
+            return (0, (entry.pw_uid, entry.pw_gid, String(cString: entry.pw_gecos), String(cString: entry.pw_dir), String(cString: entry.pw_shell)))
+        }
+        guard let found else { return nil }
+        // These fields go into the root's /etc/passwd: a ':' or newline in a
+        // user-editable field (an LDAP loginShell) must not add a line.
+        for (field, value) in [("home", found.home), ("shell", found.shell)] where value.unicodeScalars.contains(where: { $0 == ":" || $0 == "\n" }) {
+            throw SetupError("the passwd entry of \(name) has a ':' or newline in its \(field)", fix: "correct the account's \(field)")
+        }
+        let gecos = found.gecos.filter { $0 != ":" && $0 != "\n" }
+        let line = "\(name.value):x:\(found.uid):\(found.gid):\(gecos):\(found.home):\(found.shell)"
+        var count: Int32 = 64
+        var gids: [gid_t] = []
+        while true {
+            gids = [gid_t](repeating: 0, count: Int(count))
+            let wanted = count
+            if getgrouplist(name.value, found.gid, &gids, &count) >= 0 { break }
+            if count <= wanted { count = wanted * 2 }  // glibc reports the size it needs
+            guard count < 65536 else { throw SetupError("\(name) is in too many groups", fix: "check the account's groups") }
+        }
+        var groups: [String] = []
+        for gid in gids.prefix(Int(count)) {
+            guard let group = try groupName(gid) else { continue }
+            guard UserName(group) != nil else {
+                throw SetupError("group \(gid) of \(name) has the unusable name '\(group)'", fix: "rename the group")
+            }
+            groups.append(group)
+        }
+        return Account(name: name, uid: found.uid, gid: found.gid, home: found.home, shell: found.shell,
                        passwdLine: line, groupNames: groups)
     }
 
-    public static func groupName(_ gid: gid_t) -> String? {
-        var entry = group()
-        var result: UnsafeMutablePointer<group>?
-        var buffer = [CChar](repeating: 0, count: 65536)
-        guard getgrgid_r(gid, &entry, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
-        return String(cString: entry.gr_name)
+    public static func groupName(_ gid: gid_t) throws -> String? {
+        try withBuffer("getgrgid_r", String(gid)) { buffer, size in
+            var entry = group()
+            var result: UnsafeMutablePointer<group>?
+            let rc = getgrgid_r(gid, &entry, buffer, size, &result)
+            return rc == 0 && result != nil ? (0, String(cString: entry.gr_name)) : (rc, nil)
+        }
     }
 
     public static func groupID(_ name: String) -> UInt32? {
-        var entry = group()
-        var result: UnsafeMutablePointer<group>?
-        var buffer = [CChar](repeating: 0, count: 65536)
-        guard getgrnam_r(name, &entry, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
-        return entry.gr_gid
+        try? withBuffer("getgrnam_r", name) { buffer, size in
+            var entry = group()
+            var result: UnsafeMutablePointer<group>?
+            let rc = getgrnam_r(name, &entry, buffer, size, &result)
+            return rc == 0 && result != nil ? (0, entry.gr_gid) : (rc, nil)
+        }
     }
 }
 
@@ -44,8 +76,30 @@ public enum Accounts {
 public final class FileLock {
     let fd: Descriptor
 
-    public init(path: String) throws {
+    /// Waits at most `timeoutSeconds` (nil: forever). A login must never
+    /// hang because another process holds the lock (stopped, or stuck).
+    public init(path: String, timeoutSeconds: Int? = nil) throws {
         fd = try Descriptor.open(path, O_RDWR | O_CREAT | O_NOFOLLOW, mode: 0o600)
-        try sys("flock", path) { flock(fd.raw, LOCK_EX) }
+        guard let timeoutSeconds else {
+            try sys("flock", path) { flock(fd.raw, LOCK_EX) }
+            return
+        }
+        let deadline = Clock.monotonicSeconds() + Double(timeoutSeconds)
+        while flock(fd.raw, LOCK_EX | LOCK_NB) != 0 {
+            guard errno == EWOULDBLOCK || errno == EINTR else { throw SystemError(call: "flock", path: path, errno: errno) }
+            guard Clock.monotonicSeconds() < deadline else {
+                throw SetupError("\(path) has been locked by another process for \(timeoutSeconds)s",
+                                 fix: "find the stuck loginchroot process (fuser \(path)) and end it")
+            }
+            Processes.sleep(milliseconds: 20)
+        }
+    }
+}
+
+public enum Clock {
+    public static func monotonicSeconds() -> Double {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
     }
 }

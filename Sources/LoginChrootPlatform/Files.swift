@@ -91,7 +91,9 @@ public enum Files {
     /// Writes through a temporary file and rename, so a crash leaves either
     /// the old or the new content, never half of it.
     public static func writeAtomically(_ path: String, _ text: String, mode: mode_t = 0o600) throws {
-        let temporary = path + ".tmp"
+        // ".NAME.tmp": a leading dot is never a valid record or generation name.
+        let slash = path.lastIndex(of: "/").map { path.index(after: $0) } ?? path.startIndex
+        let temporary = String(path[..<slash]) + "." + String(path[slash...]) + ".tmp"
         let fd = try Descriptor.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode: mode)
         try fd.writeAll(Array(text.utf8))
         try sys("fsync", temporary) { fsync(fd.raw) }

@@ -30,15 +30,6 @@ public enum Mounts {
         try sys("umount2", target) { umount2(target, detach ? Int32(MNT_DETACH) : 0) }
     }
 
-    /// Mount points (second field of each mountinfo line) of this thread's namespace.
-    public static func mountPoints() -> [String] {
-        guard let text = try? Files.read("/proc/thread-self/mountinfo") else { return [] }
-        return text.split(separator: "\n").compactMap { line in
-            let fields = line.split(separator: " ")
-            return fields.count > 4 ? unescapeMountinfo(String(fields[4])) : nil
-        }
-    }
-
     /// The filesystem type mounted at exactly `path`, if any.
     public static func filesystemType(at path: String) -> String? {
         guard let text = try? Files.read("/proc/thread-self/mountinfo") else { return nil }
@@ -98,13 +89,6 @@ public enum Namespaces {
         // The old root is now stacked on "/"; detach it so no host path stays reachable.
         try Mounts.unmount(".", detach: true)
         try sys("chdir", "/") { chdir("/") }
-    }
-
-    /// The nsfs inode of the calling thread's mount namespace.
-    public static func currentMountNamespaceInode() throws -> UInt64 {
-        var info = Glibc.stat()
-        try sys("stat", "/proc/thread-self/ns/mnt") { stat("/proc/thread-self/ns/mnt", &info) }
-        return UInt64(info.st_ino)
     }
 
     /// Keeps the namespace alive after its processes are gone by binding its

@@ -9,20 +9,21 @@ public struct ProcessInfo: Equatable {
 }
 
 public enum Processes {
-    /// The start time (clock ticks since boot) of `pid`, from /proc/PID/stat.
-    public static func startTime(of pid: Int32) -> UInt64? {
-        guard let text = try? Files.read("/proc/\(pid)/stat"),
-              let close = text.lastIndex(of: ")") else { return nil }
-        // Fields after "comm)": state is field 3, starttime is field 22.
+    /// State and start time (clock ticks since boot) of `pid`, from /proc/PID/stat.
+    static func procStat(of pid: Int32) -> (state: String, startTime: UInt64)? {
+        guard let text = try? Files.read("/proc/\(pid)/stat"), let close = text.lastIndex(of: ")") else { return nil }
+        // After "comm)": state is field 3 of the line, starttime field 22.
         let fields = text[text.index(after: close)...].words
-        return fields.count > 19 ? UInt64(fields[19]) : nil
+        guard fields.count > 19, let start = UInt64(fields[19]) else { return nil }
+        return (fields[0], start)
     }
 
+    public static func startTime(of pid: Int32) -> UInt64? { procStat(of: pid)?.startTime }
+
+    /// True while `pid` is the same process (not a recycled pid) and not a zombie.
     public static func isAlive(pid: Int32, startTime: UInt64) -> Bool {
-        guard let current = self.startTime(of: pid) else { return false }
-        if current != startTime { return false }
-        guard let text = try? Files.read("/proc/\(pid)/stat"), let close = text.lastIndex(of: ")") else { return false }
-        return text[text.index(after: close)...].words.first != "Z"
+        guard let current = procStat(of: pid) else { return false }
+        return current.startTime == startTime && current.state != "Z"
     }
 
     public static func allPids() -> [Int32] {

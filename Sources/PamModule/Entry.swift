@@ -64,6 +64,12 @@ public func loginchrootOpenSession(_ handle: OpaquePointer?, _ flags: Int32, _ a
         pam.tellUser("Your user name cannot be used for a session root.")
         return PAM_SESSION_ERR
     }
+    // Inside a root already (an image whose own PAM stack has this module):
+    // nothing to do, and the config may not even exist in here.
+    if LinuxSessionHost(log: { _ in }).insideSessionRoot() {
+        pam.log(LOG_DEBUG, "session of \(name) stays in the root it is in: roots never nest")
+        return PAM_SUCCESS
+    }
     let config: Config
     do {
         config = try ConfigLoader.load(pam.arguments.configPath)
@@ -107,7 +113,6 @@ public func loginchrootCloseSession(_ handle: OpaquePointer?, _ flags: Int32, _ 
         return PAM_SUCCESS
     }
     let reference = String(decoding: bytes(pointer, limit: 256), as: UTF8.self)
-    guard let name = pam.userName().name else { return PAM_SUCCESS }
     // Out of the root first: the config and the state live on the host.
     if let reason = SessionManager.leaveRoot(host: LinuxSessionHost(log: { _ in }), hostNamespace: hostNamespace) {
         pam.log(LOG_WARNING, "root \(reference): \(reason)")
@@ -118,7 +123,7 @@ public func loginchrootCloseSession(_ handle: OpaquePointer?, _ flags: Int32, _ 
         pam.log(LOG_ERR, "close_session of root \(reference): \(error); leaving it for 'loginchroot gc'")
         return PAM_SUCCESS
     }
-    switch pam.manager(config).close(user: name, reference: reference) {
+    switch pam.manager(config).close(reference: reference) {
     case .closed(let destroyed):
         pam.log(LOG_DEBUG, "closed session in root \(reference)\(destroyed ? "; root destroyed" : "")")
     case .nothingToDo(let reason):

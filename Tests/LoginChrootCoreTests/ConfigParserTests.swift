@@ -228,7 +228,7 @@ final class ConfigParserTests: XCTestCase {
         assertConfigError("[session]\nexempt_users = -rf", line: 2, problemContains: "not a valid user or group name")
         assertConfigError("[session]\nexempt_groups = wheel, ..", line: 2, problemContains: "entry '..'")
         assertConfigError("[session]\nexempt_groups = a:b", line: 2, problemContains: "not a valid")
-        assertConfigError("[session]\nexempt_users = \(String(repeating: "a", count: 33))", line: 2, problemContains: "not a valid")
+        assertConfigError("[session]\nexempt_users = \(String(repeating: "a", count: 65))", line: 2, problemContains: "not a valid")
     }
 
     func testEmptyUpdateCommand() {

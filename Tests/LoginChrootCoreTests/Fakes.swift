@@ -95,10 +95,15 @@ final class FakeHost: SessionHost {
         return RootIdentity(namespaceInode: nextInode, rootDevice: 77)
     }
 
-    func joinRoot(pin: String, home: String) throws {
+    func joinRoot(pin: String) throws {
         calls.append("joinRoot \(pin)")
-        joined.append((pin, home))
+        joined.append((pin, ""))
         if let joinError { throw joinError }
+    }
+
+    func enterHome(_ home: String) {
+        calls.append("enterHome \(home)")
+        homes.append(home)
     }
 
     func returnToHost(_ fd: Int32) throws {
@@ -122,7 +127,14 @@ final class FakeHost: SessionHost {
         return placement
     }
 
-    func moveCaller(toCgroup parent: String) { calls.append("moveCaller \(parent)"); movedTo.append(parent) }
+    var moveSucceeds = true
+    var homes: [String] = []
+
+    func moveCaller(toCgroup parent: String) -> Bool {
+        calls.append("moveCaller \(parent)")
+        movedTo.append(parent)
+        return moveSucceeds
+    }
 
     func killAll(cgroups: [String], identity: RootIdentity?, timeoutSeconds: Int) -> Bool {
         calls.append("killAll \(cgroups)")

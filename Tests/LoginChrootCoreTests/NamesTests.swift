@@ -3,8 +3,8 @@ import XCTest
 
 final class UserNameTests: XCTestCase {
     func testAcceptsTypicalNames() {
-        let thirtyTwo = String(repeating: "a", count: 32)
-        for name in ["alice", "a_b", "a.b", "a-b", "user@domain", "Bob42", "_svc", "a", "9lives", thirtyTwo] {
+        let longest = String(repeating: "a", count: UserName.maxLength)
+        for name in ["alice", "a_b", "a.b", "a-b", "user@domain", "Bob42", "_svc", "a", "9lives", longest] {
             let parsed = UserName(name)
             XCTAssertNotNil(parsed, name)
             XCTAssertEqual(parsed?.value, name)
@@ -14,7 +14,7 @@ final class UserNameTests: XCTestCase {
     }
 
     func testRejectsBadNames() {
-        let bad = ["", String(repeating: "a", count: 33), String(repeating: "b", count: 256), String(repeating: "c", count: 300),
+        let bad = ["", String(repeating: "a", count: 65), String(repeating: "b", count: 256), String(repeating: "c", count: 300),
                    "a/b", "/", "..", ".", "-rf", ".hidden", "@domain", "a b", " alice", "alice\n", "a\0b",
                    "a+b", "a:b", "ali\tce", "é", "a*", "a\\b"]
         for name in bad {

@@ -83,7 +83,7 @@ final class SessionManagerTests: XCTestCase {
         XCTAssertTrue(built.plan.binds.contains(BindEntry(source: "/run/user/1000", optional: true)))
         // buildRoot pins the namespace and returns to the host; joinRoot enters it.
         XCTAssertEqual(host.joined.map(\.pin), [state.pinPath(alice)])
-        XCTAssertEqual(host.joined.map(\.home), ["/home/alice"])
+        XCTAssertEqual(host.homes, ["/home/alice"], "the caller starts in the user's home (after the lock is released)")
 
         // The caller went into its own cgroup before the namespace changed.
         XCTAssertEqual(host.placements, [CgroupPlacement(cgroup: "/user.slice/loginchroot-alice-0", parent: "/user.slice")])
@@ -429,11 +429,11 @@ final class SessionManagerTests: XCTestCase {
         let manager = makeManager()
         let first = enter(manager)
         let second = enter(manager)
-        XCTAssertEqual(manager.close(user: user("alice"), reference: first.reference, hostNamespace: -1), .closed(destroyed: false))
+        XCTAssertEqual(manager.close(user: user("alice"), reference: first.reference, hostNamespace: first.fd), .closed(destroyed: false))
         let third = enter(manager)
         let ids = try XCTUnwrap(state.load(alice)).members.map(\.id)
         XCTAssertEqual(Set(ids).count, ids.count, "member ids \(ids) must be unique; \(second.reference) vs \(third.reference)")
-        XCTAssertEqual(manager.close(user: user("alice"), reference: third.reference, hostNamespace: -1), .closed(destroyed: false),
+        XCTAssertEqual(manager.close(user: user("alice"), reference: third.reference, hostNamespace: third.fd), .closed(destroyed: false),
                        "the second session is still open")
         XCTAssertEqual(state.load(alice)?.members.map(\.id), [second.reference.words[1]])
     }
@@ -442,11 +442,11 @@ final class SessionManagerTests: XCTestCase {
         let manager = makeManager()
         enter(manager)
         for reference in [nil, "", "garbage", "alice", "../x 1.2.0", "alice 1 2"] as [String?] {
-            guard case .nothingToDo = manager.close(user: user("alice"), reference: reference, hostNamespace: -1) else {
+            guard case .nothingToDo = manager.close(user: user("alice"), reference: reference, hostNamespace: 51) else {
                 return XCTFail("\(String(describing: reference)) must be ignored")
             }
         }
-        XCTAssertEqual(manager.close(user: user("bob"), reference: "bob 1.2.0", hostNamespace: -1),
+        XCTAssertEqual(manager.close(user: user("bob"), reference: "bob 1.2.0", hostNamespace: 51),
                        .nothingToDo(reason: "root bob is already gone"))
         XCTAssertEqual(backend.removed, [])
         XCTAssertEqual(host.killCalls.count, 0)
@@ -456,7 +456,7 @@ final class SessionManagerTests: XCTestCase {
     func testCloseWithUnknownMemberOnlyReconciles() throws {
         let manager = makeManager()
         enter(manager)
-        XCTAssertEqual(manager.close(user: user("alice"), reference: "alice 9.9.9", hostNamespace: -1), .closed(destroyed: false))
+        XCTAssertEqual(manager.close(user: user("alice"), reference: "alice 9.9.9", hostNamespace: 51), .closed(destroyed: false))
         XCTAssertEqual(state.load(alice)?.members.count, 1)
         XCTAssertEqual(host.killCalls.count, 0)
     }
@@ -679,7 +679,8 @@ extension SessionManager {
     /// What close_session does (Sources/PamModule/Entry.swift): leave the
     /// root, then close on the host.
     func close(user: UserName, reference: String?, hostNamespace: Int32) -> CloseOutcome {
+        guard let reference else { return .nothingToDo(reason: "this PAM handle opened no root") }
         if let reason = SessionManager.leaveRoot(host: host, hostNamespace: hostNamespace) { return .deferred(reason: reason) }
-        return close(user: user, reference: reference)
+        return close(reference: reference)
     }
 }

@@ -1,6 +1,7 @@
 /* A multithreaded PAM client shaped like gdm's session worker: busy threads
  * run while one thread opens the session, forks and execs the session child,
- * waits for it, and closes the session.
+ * waits for it, and closes the session (after dropping root when
+ * MTCLIENT_CLOSE_UNPRIVILEGED is set, as systemd's user manager does).
  * Usage: mtclient SERVICE USER COMMAND */
 #include <pthread.h>
 #include <security/pam_appl.h>
@@ -64,8 +65,13 @@ static void *session(void *arg)
     }
     int status = 0;
     waitpid(pid, &status, 0);
+    /* systemd's user manager closes its PAM session after dropping root. */
+    if (getenv("MTCLIENT_CLOSE_UNPRIVILEGED") && pw && (setgid(pw->pw_gid) || setuid(pw->pw_uid)))
+        job->status = 106;
     rc = pam_close_session(pamh, 0);
     pam_end(pamh, rc);
+    if (job->status == 106)
+        return NULL;
     job->status = WIFEXITED(status) ? WEXITSTATUS(status) : 104;
     if (rc != PAM_SUCCESS)
         job->status = 105;

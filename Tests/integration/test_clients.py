@@ -42,6 +42,7 @@ cat /etc/loginchroot-image
 echo marker=$(cat /run/loginchroot-session)
 echo cwd=$(pwd)
 echo group=$(id -gn)
+echo fds: $(ls -l /proc/$$/fd/ | grep -c -e 'mnt:' -e loginchroot -e '/var/lib/lc-')
 """
 
 
@@ -51,6 +52,7 @@ def check_inside(output, user):
     assert f"marker={user}" in output, output
     assert f"cwd=/home/{user}" in output, output
     assert f"group={user}" in output, output  # passwd and group resolve inside
+    assert "fds: 0" in output, output  # no namespace, state or store fd leaked into the shell
 
 
 def check_after_logout(store, user, t):
@@ -276,3 +278,15 @@ while [ ! -e /tmp/lc-release-{t} ]; do sleep 0.1; done
     assert status == 0, output
     assert_no_residue(store)
     assert not any(os.path.exists(f"{tree}/srv/scratch/shared-{t}") for tree in [store.master()] + store.generations())
+
+
+def test_close_without_root_privileges_never_fails_and_gc_reclaims(store):
+    """systemd's user manager closes its PAM session without root: the close
+    succeeds (PAM is never failed), the root stays, and gc reclaims it."""
+    mt = MultithreadedClient.build()
+    result = run([mt, store.service, "lctest1", "setsid sleep 3008 >/dev/null 2>&1 </dev/null &"],
+                 env={**os.environ, "MTCLIENT_CLOSE_UNPRIVILEGED": "1"}, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [r["key"] for r in json.loads(store.cli("sessions", "--json").stdout)] == ["lctest1"]
+    assert "root lctest1: destroyed" in store.cli("gc").stdout
+    assert_no_residue(store)

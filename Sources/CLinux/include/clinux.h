@@ -11,14 +11,12 @@ extern const int LC_CLONE_FS;
 extern const unsigned long long LC_RESOLVE_IN_ROOT;
 extern const unsigned long long LC_RESOLVE_NO_MAGICLINKS;
 extern const unsigned long long LC_RESOLVE_NO_SYMLINKS;
-extern const unsigned long long LC_RESOLVE_NO_XDEV;
 extern const int LC_O_PATH;
 
 int lc_make_readonly(const char *path, int recursive);
 int lc_unshare(int flags);
 int lc_setns(int fd, int nstype);
 int lc_pivot_root(const char *new_root, const char *put_old);
-pid_t lc_gettid(void);
 
 /* openat2(2): resolve `path` below `dirfd` with the given RESOLVE_* flags. */
 int lc_openat2(int dirfd, const char *path, int flags, mode_t mode, unsigned long long resolve);

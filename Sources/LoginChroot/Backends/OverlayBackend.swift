@@ -39,7 +39,7 @@ public final class OverlayBackend: SnapshotBackend {
                 .overlay(lower: lower, upper: "upper", work: "work", target: "root"),
             ], rootSubpath: "root")
         case .directory(let base):
-            let directory = joinPath(base, key.value)
+            let directory = joinPath(base, OverlayBackend.upperPrefix + key.value)
             try sys("mkdir", directory) { mkdir(directory, 0o700) }
             for sub in ["upper", "work"] {
                 let path = joinPath(directory, sub)
@@ -55,12 +55,18 @@ public final class OverlayBackend: SnapshotBackend {
         // A tmpfs upper died with the namespace; a directory upper is deleted
         // without following symlinks or crossing mounts.
         guard case .directory(let base) = upper, Files.isDirectory(base) else { return }
-        try Files.removeTree(parent: try Descriptor.openDirectory(base), name: key.value)
+        try Files.removeTree(parent: try Descriptor.openDirectory(base), name: OverlayBackend.upperPrefix + key.value)
     }
+
+    /// Upper directories carry a prefix, so gc never mistakes anything else
+    /// in the configured directory for one of ours.
+    static let upperPrefix = "loginchroot-"
 
     public func sessions() throws -> [RootKey] {
         guard case .directory(let base) = upper, Files.isDirectory(base) else { return [] }
-        return try Files.listDirectory(base).compactMap(RootKey.init)
+        return try Files.listDirectory(base).compactMap { name in
+            name.hasPrefix(OverlayBackend.upperPrefix) ? RootKey(String(name.dropFirst(OverlayBackend.upperPrefix.count))) : nil
+        }
     }
 
     public func createMaster() throws -> String {
@@ -76,9 +82,10 @@ public final class OverlayBackend: SnapshotBackend {
     }
 
     public func publish() throws -> Generation {
+        _ = try removeTemporaries()  // an interrupted publish of the same number
         let generation = try store.nextGeneration()
         let temporary = store.generation(generation) + ".tmp"
-        let status = try Processes.run(["cp", "-a", "--reflink=auto", store.master, temporary])
+        let status = try Processes.run(["cp", "-a", "-T", "--reflink=auto", store.master, temporary])
         guard status == 0 else {
             if let stable = try? Descriptor.openDirectory(store.stable) {
                 try? Files.removeTree(parent: stable, name: generation.name + ".tmp")

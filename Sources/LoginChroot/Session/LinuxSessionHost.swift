@@ -55,8 +55,6 @@ public struct LinuxSessionHost: SessionHost {
                 // The caller goes back to the host: the state directory is not
                 // visible from inside. joinRoot enters the root.
                 try Namespaces.enter(host, what: "host namespace")
-            } else {
-                enterHome(plan.home)
             }
             return identity
         } catch {
@@ -67,19 +65,21 @@ public struct LinuxSessionHost: SessionHost {
         }
     }
 
-    public func joinRoot(pin: String, home: String) throws {
+    public func joinRoot(pin: String) throws {
         let namespace = try Descriptor.open(pin, O_RDONLY)
         try Namespaces.enter(namespace, what: pin)
-        enterHome(home)
     }
 
     public func returnToHost(_ fd: Int32) throws {
-        try Namespaces.enter(Descriptor(adopting: dup(fd)), what: "host namespace")
+        // A CLOEXEC duplicate: the saved fd stays with PAM, and no thread of
+        // a multithreaded caller can fork-exec a copy of ours.
+        let copy = try sys("fcntl", "F_DUPFD_CLOEXEC") { fcntl(fd, F_DUPFD_CLOEXEC, 0) }
+        try Namespaces.enter(Descriptor(adopting: copy), what: "host namespace")
     }
 
     public func unpin(_ pin: String) throws { try Namespaces.unpin(pin) }
 
-    private func enterHome(_ home: String) {
+    public func enterHome(_ home: String) {
         if chdir(home) != 0 {
             log("cannot chdir to \(home) inside the root (errno \(errno)); starting in /")
             _ = chdir("/")
@@ -108,27 +108,32 @@ public struct LinuxSessionHost: SessionHost {
         }
     }
 
-    public func moveCaller(toCgroup parent: String) {
-        guard let cgroups = Cgroups.find(), !parent.isEmpty else { return }
+    public func moveCaller(toCgroup parent: String) -> Bool {
+        guard let cgroups = Cgroups.find(), !parent.isEmpty else { return true }
         do { try cgroups.move(pid: getpid(), to: parent) } catch {
             log("cannot move back to cgroup \(parent): \(error)")
+            return false
         }
+        return true
     }
 
     public func killAll(cgroups names: [String], identity: RootIdentity?, timeoutSeconds: Int) -> Bool {
         let cgroups = Cgroups.find()
         let own = getpid()
-        let rounds = max(1, timeoutSeconds * 100)
-        for _ in 0..<rounds {
+        let ownCgroup = cgroups?.current()
+        let deadline = Clock.monotonicSeconds() + Double(timeoutSeconds)
+        while true {
             var remaining = false
             for name in names {
                 guard let cgroups, cgroups.exists(name) else { continue }
-                if cgroups.isPopulated(name) {
+                let others = cgroups.pids(name).filter { $0 > 0 && $0 != own }
+                if name == ownCgroup {
+                    // The caller could not leave: cgroup.kill would take it too.
+                    if !others.isEmpty { remaining = true; others.forEach(Processes.kill) }
+                } else if cgroups.isPopulated(name) {
                     remaining = true
-                    if !cgroups.kill(name) {
-                        // No cgroup.kill (before Linux 5.14): kill member by member.
-                        cgroups.pids(name).filter { $0 != own }.forEach(Processes.kill)
-                    }
+                    // No cgroup.kill before Linux 5.14: one by one then.
+                    if !cgroups.kill(name) { others.forEach(Processes.kill) }
                 }
             }
             if let identity {
@@ -139,9 +144,9 @@ public struct LinuxSessionHost: SessionHost {
                 }
             }
             if !remaining { return true }
+            if Clock.monotonicSeconds() > deadline { return false }
             Processes.sleep(milliseconds: 10)
         }
-        return false
     }
 
     public func removeCgroup(_ cgroup: String) {
@@ -171,11 +176,13 @@ struct RootAssembler {
     func assemble() throws {
         for mount in plan.rootMounts { try perform(mount) }
         let root = try Descriptor.openDirectory(joinPath(staging, plan.rootSubpath))
-        for bind in plan.binds { try bindIn(bind, root: root) }
+        // Edits first, while the snapshot is the only filesystem in the root:
+        // no write can land on a bound host path.
         for edit in plan.edits { try apply(edit, root: root) }
         if !plan.markerPath.isEmpty {
             try writeFile(root: root, path: plan.markerPath, bytes: Array((plan.key.value + "\n").utf8), mode: 0o644)
         }
+        for bind in plan.binds { try bindIn(bind, root: root) }
     }
 
     private func stagingPath(_ path: String) -> String { path.hasPrefix("/") ? path : joinPath(staging, path) }

@@ -36,8 +36,10 @@ public protocol SessionHost {
     /// pinned there and the calling thread returns to the host (joinRoot
     /// enters it); without one, the calling thread stays inside.
     func buildRoot(_ plan: SessionPlan, staging: String, pin: String?) throws -> RootIdentity
-    /// Moves the calling thread into the pinned root and into `home`.
-    func joinRoot(pin: String, home: String) throws
+    /// Moves the calling thread into the pinned root.
+    func joinRoot(pin: String) throws
+    /// Changes the calling thread's directory to `home` (or / when it cannot).
+    func enterHome(_ home: String)
     /// Moves the calling thread back to the namespace `fd`.
     func returnToHost(_ fd: Int32) throws
     func unpin(_ pin: String) throws
@@ -46,9 +48,11 @@ public protocol SessionHost {
     /// own is a loginchroot- cgroup); nil when cgroup2 is unusable here (the
     /// /proc scan still finds the processes).
     func placeCaller(inCgroupNamed name: String) -> CgroupPlacement?
-    func moveCaller(toCgroup parent: String)
+    /// False when the caller could not be moved (it is then still in its
+    /// session cgroup, and killAll spares it).
+    func moveCaller(toCgroup parent: String) -> Bool
     /// Kills every process in `cgroups` and every process still using the
-    /// root; true when none is left before the timeout.
+    /// root, never the caller itself; true when none is left before the timeout.
     func killAll(cgroups: [String], identity: RootIdentity?, timeoutSeconds: Int) -> Bool
     func removeCgroup(_ cgroup: String)
     /// Cgroups left by earlier sessions (their names start with "loginchroot-").

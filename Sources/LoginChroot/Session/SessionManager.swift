@@ -50,26 +50,39 @@ public final class SessionManager {
         if case .leaveAlone(let reason) = Policy.decide(account: account, config: config, insideSessionRoot: host.insideSessionRoot()) {
             return .leftAlone(reason: reason)
         }
+        let outcome: OpenOutcome
         do {
             try backend.checkStore()
-            try host.prepareStateDirectory(state)
-            let lock = try state.lock()
+            let lock = try state.lock(timeoutSeconds: SessionManager.lockTimeoutSeconds)
             defer { withExtendedLifetime(lock) {} }
-            return try openLocked(account)
+            try host.prepareStateDirectory(state)
+            outcome = try openLocked(account)
         } catch {
             return .failed(userMessage: "Your session root could not be prepared; please contact the administrator.",
                            reason: "opening a root for \(name): \(error)")
         }
+        // Outside the lock: a home on a hung NFS server may block here, and
+        // must not block every other login with it.
+        if case .entered = outcome { host.enterHome(account.home) }
+        return outcome
     }
+
+    /// How long the module waits for the state lock before giving up (the
+    /// login follows on_error; a close is left to gc).
+    public static let lockTimeoutSeconds = 15
 
     private func openLocked(_ account: Account) throws -> OpenOutcome {
         let caller = host.caller()
+        guard caller.startTime != 0 else {
+            // Without it a live session could later be taken for a dead one.
+            throw SetupError("cannot read the start time of process \(caller.pid)", fix: "check that /proc is mounted")
+        }
         let key = try rootKey(for: account, caller: caller.pid)
         var record = state.load(key)
         if var existing = record, existing.phase == .active {
             // A root whose sessions all died without close_session is not
             // joined: the new login gets a fresh root of the current generation.
-            dropDeadMembers(of: &existing)
+            try dropDeadMembers(of: &existing)
             record = existing
         }
         if let existing = record, existing.phase != .active {
@@ -98,11 +111,11 @@ public final class SessionManager {
         do {
             if var existing = record {
                 existing.members.append(member)
-                existing.nextMember = serial + 1
+                existing.nextMember = serial &+ 1
                 _ = try existing.apply(.memberJoined)
                 try state.save(existing)
                 do {
-                    try host.joinRoot(pin: state.pinPath(key), home: account.home)
+                    try host.joinRoot(pin: state.pinPath(key))
                 } catch {
                     existing.members.removeAll { $0.id == member.id }
                     try? state.save(existing)
@@ -122,8 +135,8 @@ public final class SessionManager {
 
     private func create(key: RootKey, account: Account, member: Member, hostNamespace: Int32) throws {
         let generation = try backend.currentGeneration()
-        var record = RootRecord(key: key, user: account.name, uid: account.uid, backend: backend.kind,
-                                generation: generation, phase: .preparing)
+        var record = try RootRecord.opening(key: key, user: account.name, uid: account.uid, backend: backend.kind,
+                                            generation: generation)
         record.members = [member]
         record.nextMember = 1
         try state.save(record)
@@ -136,7 +149,7 @@ public final class SessionManager {
             record.rootDevice = identity.rootDevice
             _ = try record.apply(.prepared)
             try state.save(record)
-            try host.joinRoot(pin: state.pinPath(key), home: account.home)
+            try host.joinRoot(pin: state.pinPath(key))
             log("user \(account.name) entered new root \(key) (\(backend.kind.rawValue), generation \(generation))")
         } catch {
             // Out of the root first (if we got in), or the snapshot stays busy.
@@ -174,34 +187,30 @@ public final class SessionManager {
         guard host.isRoot() else {
             return "close_session without root privileges; 'loginchroot gc' will reclaim the root"
         }
-        if hostNamespace >= 0 {
-            do { try host.returnToHost(hostNamespace) } catch {
-                return "cannot leave the session namespace (\(error)); 'loginchroot gc' will reclaim the root"
-            }
-        } else if host.insideSessionRoot() {
-            return "close_session inside a root without a way out; 'loginchroot gc' will reclaim it"
+        guard hostNamespace >= 0 else {
+            return "close_session without the host namespace saved at open; 'loginchroot gc' will reclaim the root"
+        }
+        do { try host.returnToHost(hostNamespace) } catch {
+            return "cannot leave the session namespace (\(error)); 'loginchroot gc' will reclaim the root"
         }
         return nil
     }
 
-    /// Step two, on the host: `reference` comes from pam_get_data; without
-    /// one this PAM handle opened no root.
-    public func close(user name: UserName, reference: String?) -> CloseOutcome {
-        // Without a reference this PAM handle opened no root (exempt, nested,
-        // or another process opened it); gc reconciles the rest.
-        let parts = reference?.split(separator: " ").map(String.init) ?? []
+    /// Step two, on the host: `reference` is what open handed over through
+    /// pam_set_data ("KEY MEMBER-ID").
+    public func close(reference: String) -> CloseOutcome {
+        let parts = reference.split(separator: " ").map(String.init)
         guard parts.count == 2, let key = RootKey(parts[0]) else {
-            return .nothingToDo(reason: "this PAM handle opened no root")
+            return .nothingToDo(reason: "unusable session reference '\(reference)'")
         }
         do {
-            let lock = try state.lock()
+            let lock = try state.lock(timeoutSeconds: SessionManager.lockTimeoutSeconds)
             defer { withExtendedLifetime(lock) {} }
             guard var record = state.load(key) else { return .nothingToDo(reason: "root \(key) is already gone") }
             if let member = record.members.first(where: { $0.id == parts[1] }) {
-                leave(member, of: &record, callerInside: true)
+                try leave(member, of: &record, callerInside: true)
             }
-            dropDeadMembers(of: &record)
-            if record.phase == .active && record.members.isEmpty { _ = try record.apply(.memberLeft(remaining: 0)) }
+            try dropDeadMembers(of: &record)
             guard record.phase != .active else {
                 try state.save(record)
                 return .closed(destroyed: false)
@@ -214,8 +223,10 @@ public final class SessionManager {
     }
 
     /// Kills one member's processes and forgets it.
-    private func leave(_ member: Member, of record: inout RootRecord, callerInside: Bool) {
-        if callerInside { host.moveCaller(toCgroup: member.parentCgroup) }
+    private func leave(_ member: Member, of record: inout RootRecord, callerInside: Bool) throws {
+        if callerInside && !host.moveCaller(toCgroup: member.parentCgroup) {
+            log("could not move out of \(member.cgroup); its processes are killed one by one, sparing this one")
+        }
         if !member.cgroup.isEmpty {
             if !host.killAll(cgroups: [member.cgroup], identity: nil, timeoutSeconds: config.killTimeoutSeconds) {
                 log("processes of session \(member.id) in \(record.key) survived the kill; the root teardown will retry")
@@ -223,13 +234,13 @@ public final class SessionManager {
             host.removeCgroup(member.cgroup)
         }
         record.members.removeAll { $0.id == member.id }
-        if record.phase == .active { _ = try? record.apply(.memberLeft(remaining: record.members.count)) }
+        if record.phase == .active { _ = try record.apply(.memberLeft(remaining: record.members.count)) }
     }
 
-    private func dropDeadMembers(of record: inout RootRecord) {
+    private func dropDeadMembers(of record: inout RootRecord) throws {
         for member in record.members where !host.isAlive(member) {
             log("session \(member.id) of root \(record.key) is gone without close_session; reclaiming it")
-            leave(member, of: &record, callerInside: false)
+            try leave(member, of: &record, callerInside: false)
         }
     }
 
@@ -237,9 +248,16 @@ public final class SessionManager {
     /// snapshot. On failure the record is quarantined with the reason.
     @discardableResult
     func teardown(_ record: inout RootRecord) -> Bool {
-        if record.phase == .quarantined { _ = try? record.apply(.teardownRetried) }
-        if record.phase == .active { record.phase = .closing }
-        try? state.save(record)
+        do {
+            switch record.phase {
+            case .active: _ = try record.apply(.memberLeft(remaining: 0))
+            case .quarantined: _ = try record.apply(.teardownRetried)
+            case .preparing, .closing: break
+            }
+            try state.save(record)
+        } catch {
+            log("root \(record.key): \(error)")
+        }
         let cgroups = record.members.map(\.cgroup).filter { !$0.isEmpty }
         let identity = RootIdentity(namespaceInode: record.namespaceInode, rootDevice: record.rootDevice)
         var failure: String?
@@ -247,21 +265,36 @@ public final class SessionManager {
             failure = "processes survived SIGKILL for \(config.killTimeoutSeconds)s"
         }
         if failure == nil {
-            do { try host.unpin(state.pinPath(record.key)) } catch { failure = "unpinning the namespace: \(error)" }
+            do {
+                try host.unpin(state.pinPath(record.key))
+                // The namespace and the root's device number are gone now;
+                // the kernel may hand them to the next login. Forget them
+                // before anything else can fail, so no later retry kills
+                // whoever got them.
+                record.namespaceInode = 0
+                record.rootDevice = 0
+                try state.save(record)
+            } catch { failure = "unpinning the namespace: \(error)" }
         }
         if failure == nil {
             failure = removeSnapshot(record.key)
         }
         if let failure {
             record.note = failure
-            _ = try? record.apply(.teardownFailed(reason: failure))
-            record.phase = .quarantined
-            try? state.save(record)
+            do {
+                _ = try record.apply(.teardownFailed(reason: failure))
+                try state.save(record)
+            } catch {
+                log("root \(record.key): recording the quarantine failed: \(error)")
+            }
             log("root \(record.key) quarantined: \(failure)")
             return false
         }
         cgroups.forEach(host.removeCgroup)
-        do { try state.delete(record.key) } catch { log("removing record of \(record.key): \(error)") }
+        do {
+            _ = try record.apply(.destroyed)
+            try state.delete(record.key)
+        } catch { log("removing record of \(record.key): \(error)") }
         log("root \(record.key) destroyed")
         return true
     }
@@ -286,10 +319,9 @@ public final class SessionManager {
 
     /// Ends root `key` as the logout of all its sessions would.
     public func end(_ key: RootKey) throws -> Bool {
-        let lock = try state.lock()
+        let lock = try state.lock(timeoutSeconds: SessionManager.lockTimeoutSeconds)
         defer { withExtendedLifetime(lock) {} }
         guard var record = state.load(key) else { return false }
-        if record.phase == .active { _ = try record.apply(.memberLeft(remaining: 0)) }
         guard teardown(&record) else { throw SetupError("root \(key) is quarantined: \(record.note)", fix: "see 'loginchroot status'") }
         return true
     }
@@ -304,9 +336,9 @@ public final class SessionManager {
     /// only removes what no live session uses.
     public func gc() throws -> GCReport {
         var report = GCReport()
-        try host.prepareStateDirectory(state)
-        let lock = try state.lock()
+        let lock = try state.lock(timeoutSeconds: SessionManager.lockTimeoutSeconds)
         defer { withExtendedLifetime(lock) {} }
+        try host.prepareStateDirectory(state)
 
         for bad in state.unreadableRecords() {
             report.failures.append("state file \(joinPath(state.rootsDir, bad)) is unreadable; inspect and remove it")
@@ -314,11 +346,12 @@ public final class SessionManager {
         var live: [RootRecord] = []
         for var record in state.loadAll() {
             let before = record.members.count
-            dropDeadMembers(of: &record)
+            try dropDeadMembers(of: &record)
             if record.members.count != before {
                 report.actions.append("root \(record.key): dropped \(before - record.members.count) dead session(s)")
             }
             if record.phase == .active && !record.members.isEmpty {
+                // Still in use: leave it alone.
                 try state.save(record)
                 live.append(record)
                 continue
@@ -350,6 +383,9 @@ public final class SessionManager {
             report.actions.append("cgroup \(cgroup): removed (no session)")
         }
         do {
+            // Not while a publish is writing a generation.
+            let masterLock = try state.masterLock()
+            defer { withExtendedLifetime(masterLock) {} }
             for name in try backend.removeTemporaries() { report.actions.append("generation \(name): removed unfinished publish") }
             report.actions += try collectGenerations(inUse: Set(live.map(\.generation)))
         } catch {

@@ -19,25 +19,43 @@ public struct StateStore {
     public func pinPath(_ key: RootKey) -> String { joinPath(pinsDir, key.value) }
     func recordPath(_ key: RootKey) -> String { joinPath(rootsDir, key.value) }
 
-    /// Creates the directories (root-only) and makes pins/ a private mount,
-    /// so a pinned namespace never propagates into another namespace.
+    /// Creates the subdirectories (root-only) and makes pins/ a private
+    /// mount, so a pinned namespace never propagates into another namespace.
+    /// Called with the lock held; safe to repeat.
     public func prepare() throws {
+        try createDirectory()
+        for sub in [rootsDir, pinsDir, stagingDir] { try Files.ensurePrivateDirectory(sub) }
+        if Mounts.filesystemType(at: pinsDir) == nil {
+            try Mounts.bind(pinsDir, onto: pinsDir, recursive: false)
+        }
+        try Mounts.setPropagation(pinsDir, MS_PRIVATE, recursive: false)
+    }
+
+    /// The lock around every change of a root (created with the directory).
+    /// The module passes a timeout; the CLI waits.
+    public func lock(timeoutSeconds: Int? = nil) throws -> FileLock {
+        try createDirectory()
+        return try FileLock(path: joinPath(directory, "lock"), timeoutSeconds: timeoutSeconds)
+    }
+
+    /// The lock held by whatever writes master or the generations (master
+    /// run, update, publish, and gc while it collects generations).
+    public func masterLock() throws -> FileLock {
+        try createDirectory()
+        return try FileLock(path: joinPath(directory, "master.lock"))
+    }
+
+    private func createDirectory() throws {
         if let slash = directory.lastIndex(of: "/"), slash != directory.startIndex {
             try Files.makeDirectories(String(directory[..<slash]))
         }
         try Files.ensurePrivateDirectory(directory)
-        for sub in [rootsDir, pinsDir, stagingDir] { try Files.ensurePrivateDirectory(sub) }
-        if Mounts.filesystemType(at: pinsDir) == nil {
-            try Mounts.bind(pinsDir, onto: pinsDir, recursive: false)
-            try Mounts.setPropagation(pinsDir, MS_PRIVATE, recursive: false)
-        }
     }
 
-    public func lock() throws -> FileLock { try FileLock(path: joinPath(directory, "lock")) }
-
     public func load(_ key: RootKey) -> RootRecord? {
-        guard let text = try? Files.read(recordPath(key)) else { return nil }
-        return RootRecord.parse(text)
+        guard let text = try? Files.read(recordPath(key)), let record = RootRecord.parse(text),
+              record.key == key else { return nil }
+        return record
     }
 
     public func loadAll() -> [RootRecord] {
@@ -46,10 +64,11 @@ public struct StateStore {
         }
     }
 
-    /// Keys of record files that exist but do not parse (reported by gc and check).
+    /// Record files that do not parse, or are not named after their key
+    /// (gc reports them; it never acts on them).
     public func unreadableRecords() -> [String] {
         ((try? Files.listDirectory(rootsDir)) ?? []).filter { name in
-            !name.hasSuffix(".tmp") && (RootKey(name).flatMap(load) == nil)
+            !name.hasPrefix(".") && (RootKey(name).flatMap(load) == nil)
         }
     }
 

@@ -39,7 +39,7 @@ struct Master: ParsableCommand {
                 try backend.checkStore()
                 try StateStore(directory: config.stateDir).prepare()
                 // One writer of master at a time; publish takes the same lock.
-                let lock = lockHeldByParent ? nil : try MasterLock(config)
+                let lock = lockHeldByParent ? nil : try StateStore(directory: config.stateDir).masterLock()
                 let layout = try backend.masterLayout()
                 let plan = SessionPlan.master(rootMounts: layout.mounts, rootSubpath: layout.rootSubpath)
                 let host = LinuxSessionHost(log: printError)
@@ -52,13 +52,5 @@ struct Master: ParsableCommand {
             }
             if status != 0 { throw ExitCode(status) }
         }
-    }
-}
-
-/// Serialises writers of master (master run, update, publish).
-final class MasterLock {
-    let lock: FileLock
-    init(_ config: Config) throws {
-        lock = try FileLock(path: joinPath(config.stateDir, "master.lock"))
     }
 }

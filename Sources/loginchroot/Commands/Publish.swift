@@ -15,8 +15,7 @@ struct Publish: ParsableCommand {
         let generation = try reporting {
             let backend = Backends.make(config)
             try backend.checkStore()
-            try StateStore(directory: config.stateDir).prepare()
-            let lock = try MasterLock(config)
+            let lock = try StateStore(directory: config.stateDir).masterLock()
             defer { withExtendedLifetime(lock) {} }
             return try backend.publish()
         }

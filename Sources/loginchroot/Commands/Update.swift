@@ -16,10 +16,9 @@ struct Update: ParsableCommand {
         let backend = Backends.make(config)
         let generation = try reporting {
             try backend.checkStore()
-            try StateStore(directory: config.stateDir).prepare()
             // One lock across the update and the publish: no other writer of
             // master gets in between.
-            let lock = try MasterLock(config)
+            let lock = try StateStore(directory: config.stateDir).masterLock()
             defer { withExtendedLifetime(lock) {} }
             // master run moves its own process into master, so it runs as a child.
             let status = try Processes.run(["/proc/self/exe", "master", "run", "--config", global.config,

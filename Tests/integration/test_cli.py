@@ -1,0 +1,80 @@
+"""The admin verbs that the client tests do not already drive: init from a
+tarball, update, gc of generations, check naming problems, and module
+arguments."""
+import json
+import os
+import tarfile
+import tempfile
+
+from conftest import CLI, Store, assert_no_residue, destroy_store, run, write_config
+
+
+def test_init_from_a_tarball_and_update_publishes(image_dir):
+    base = tempfile.mkdtemp(prefix="lc-tar-", dir="/var/lib")
+    os.chmod(base, 0o755)
+    store = Store("overlay", base)
+    try:
+        tarball = os.path.join(base, "image.tar")
+        with tarfile.open(tarball, "w") as tar:
+            tar.add(image_dir, arcname=".")
+        write_config(store, "")
+        with open(store.config, "a") as f:
+            f.write("[master]\nupdate_command = echo updated > /etc/update-stamp\n")
+        assert "published gen-1" in store.cli("init", "--from-tar", tarball).stdout
+        assert os.path.exists(f"{store.path}/stable/gen-1/etc/loginchroot-image")
+        assert "published gen-2" in store.cli("update").stdout
+        assert open(f"{store.path}/stable/gen-2/etc/update-stamp").read() == "updated\n"
+        assert not os.path.exists(f"{store.path}/stable/gen-1/etc/update-stamp"), "generations are immutable"
+        # A failing update publishes nothing.
+        write_config(store, "")
+        with open(store.config, "a") as f:
+            f.write("[master]\nupdate_command = false\n")
+        failed = store.cli("update", check=False)
+        assert failed.returncode != 0 and "nothing published" in failed.stderr
+        assert json.loads(store.cli("status", "--json").stdout)["current"] == "gen-2"
+    finally:
+        destroy_store(store)
+
+
+def test_gc_collects_generations_nobody_uses(store):
+    for _ in range(3):
+        store.cli("publish")
+    # gen-1 is in use by an open root; keep_generations = 2 keeps gen-3, gen-4.
+    run(["pamtester", store.service, "lctest1", "open_session"])  # opened on gen-4
+    status = json.loads(store.cli("status", "--json").stdout)
+    assert [g["name"] for g in status["generations"]] == ["gen-1", "gen-2", "gen-3", "gen-4"]
+    gc = store.cli("gc").stdout
+    assert "generation gen-1: removed" in gc and "generation gen-2: removed" in gc, gc
+    assert [g["name"] for g in json.loads(store.cli("status", "--json").stdout)["generations"]] == ["gen-3", "gen-4"]
+    assert_no_residue(store)
+
+
+def test_check_names_each_problem_and_its_fix(store):
+    assert store.cli("check").returncode == 0
+    os.rename(f"{store.path}/current", f"{store.path}/current.saved")
+    try:
+        result = store.cli("check", check=False)
+        assert result.returncode == 1
+        assert "FAIL  current generation" in result.stdout and "fix: run 'loginchroot publish'" in result.stdout
+    finally:
+        os.rename(f"{store.path}/current.saved", f"{store.path}/current")
+    with open(store.config, "a") as f:
+        f.write("[session]\nmode = sometimes\n")
+    result = store.cli("check", check=False)
+    assert result.returncode == 1
+    assert f"{store.config}:" in result.stdout and "unknown mode 'sometimes'" in result.stdout
+    assert "fix: use per-user or per-session" in result.stdout
+
+
+def test_unknown_module_arguments_are_ignored(store):
+    with open(f"/etc/pam.d/{store.service}", "w") as f:
+        f.write("auth required pam_permit.so\naccount required pam_permit.so\n"
+                + store.pam_lines(" bogus_argument config"))
+    run(["pamtester", store.service, "lctest1", "open_session", "close_session"])
+    assert_no_residue(store)
+
+
+def test_commands_refuse_non_root(store):
+    result = run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", CLI, "status", "--config", store.config],
+                 check=False)
+    assert result.returncode != 0 and "needs root" in result.stderr
