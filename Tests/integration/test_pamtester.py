@@ -190,3 +190,17 @@ def test_group_writable_state_directory_is_refused(store):
     finally:
         os.chmod(store.state, 0o700)
     assert_no_residue(store)
+
+
+def test_subvolumes_made_inside_a_btrfs_root_do_not_block_its_removal(image_dir):
+    from conftest import destroy_store, make_store
+    store = make_store("btrfs", image_dir)
+    try:
+        pamtester(store, "lctest1", "open_session")
+        scratch = f"{store.path}/sessions/lctest1/srv/scratch"
+        run(["btrfs", "-q", "subvolume", "create", f"{scratch}/nested"])
+        run(["btrfs", "-q", "subvolume", "create", f"{scratch}/nested/deeper"])
+        assert "ended root lctest1" in store.cli("end", "lctest1").stdout
+        assert_no_residue(store)
+    finally:
+        destroy_store(store)
