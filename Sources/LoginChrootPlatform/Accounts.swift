@@ -30,7 +30,9 @@ public enum Accounts {
         for (field, value) in [("home", found.home), ("shell", found.shell)] where value.unicodeScalars.contains(where: { $0 == ":" || $0 == "\n" }) {
             throw SetupError("the passwd entry of \(name) has a ':' or newline in its \(field)", fix: "correct the account's \(field)")
         }
-        let gecos = found.gecos.filter { $0 != ":" && $0 != "\n" }
+        // By scalar: "\r\n" is one Character and would slip past a Character filter.
+        var gecos = ""
+        gecos.unicodeScalars.append(contentsOf: found.gecos.unicodeScalars.filter { $0 != ":" && $0 != "\n" && $0 != "\r" })
         let line = "\(name.value):x:\(found.uid):\(found.gid):\(gecos):\(found.home):\(found.shell)"
         var count: Int32 = 64
         var gids: [gid_t] = []
@@ -41,13 +43,12 @@ public enum Accounts {
             if count <= wanted { count = wanted * 2 }  // glibc reports the size it needs
             guard count < 65536 else { throw SetupError("\(name) is in too many groups", fix: "check the account's groups") }
         }
+        // Groups whose names could not be written safely into the root's
+        // /etc/group (an AD "domain users" has a blank) are left out of it;
+        // they cannot be exempt groups either (those names are validated).
         var groups: [String] = []
         for gid in gids.prefix(Int(count)) {
-            guard let group = try groupName(gid) else { continue }
-            guard UserName(group) != nil else {
-                throw SetupError("group \(gid) of \(name) has the unusable name '\(group)'", fix: "rename the group")
-            }
-            groups.append(group)
+            if let group = try groupName(gid), UserName(group) != nil { groups.append(group) }
         }
         return Account(name: name, uid: found.uid, gid: found.gid, home: found.home, shell: found.shell,
                        passwdLine: line, groupNames: groups)

@@ -47,7 +47,7 @@ public final class BtrfsBackend: SnapshotBackend {
     }
 
     public func publish() throws -> Generation {
-        _ = try removeTemporaries()  // an interrupted publish of the same number
+        _ = try removeTemporaries()  // what interrupted publishes left (the caller holds master.lock)
         let generation = try store.nextGeneration()
         let stable = try Descriptor.openDirectory(store.stable)
         // Snapshot under a temporary name, then rename: a crash never leaves

@@ -82,7 +82,7 @@ public final class OverlayBackend: SnapshotBackend {
     }
 
     public func publish() throws -> Generation {
-        _ = try removeTemporaries()  // an interrupted publish of the same number
+        _ = try removeTemporaries()  // what interrupted publishes left (the caller holds master.lock)
         let generation = try store.nextGeneration()
         let temporary = store.generation(generation) + ".tmp"
         let status = try Processes.run(["cp", "-a", "-T", "--reflink=auto", store.master, temporary])

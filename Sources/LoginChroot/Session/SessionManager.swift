@@ -382,10 +382,15 @@ public final class SessionManager {
             host.removeCgroup(cgroup)
             report.actions.append("cgroup \(cgroup): removed (no session)")
         }
+        // Generations only when no publish or update holds master.lock:
+        // gc at boot or from cron never waits behind a long update while it
+        // holds the state lock that logins need.
+        guard let masterLock = try? state.masterLock(wait: false) else {
+            report.actions.append("generations: skipped, a publish or update is running")
+            return report
+        }
+        defer { withExtendedLifetime(masterLock) {} }
         do {
-            // Not while a publish is writing a generation.
-            let masterLock = try state.masterLock()
-            defer { withExtendedLifetime(masterLock) {} }
             for name in try backend.removeTemporaries() { report.actions.append("generation \(name): removed unfinished publish") }
             report.actions += try collectGenerations(inUse: Set(live.map(\.generation)))
         } catch {

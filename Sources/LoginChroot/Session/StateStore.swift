@@ -1,6 +1,7 @@
 // The state directory (default /run/loginchroot):
 //   lock          flock taken around every change of a root
-//   master.lock   flock held by master run, update and publish
+//   master.lock   flock held by master run, update, publish and init, and by
+//                 gc while it collects generations
 //   roots/KEY     one RootRecord per session root
 //   pins/KEY      the root's mount namespace, pinned by a bind mount
 //   staging/      the mount point a new root is assembled on (inside the
@@ -32,7 +33,7 @@ public struct StateStore {
     }
 
     /// The lock around every change of a root (created with the directory).
-    /// The module passes a timeout; the CLI waits.
+    /// nil timeout: wait as long as it takes.
     public func lock(timeoutSeconds: Int? = nil) throws -> FileLock {
         try createDirectory()
         return try FileLock(path: joinPath(directory, "lock"), timeoutSeconds: timeoutSeconds)
@@ -40,9 +41,10 @@ public struct StateStore {
 
     /// The lock held by whatever writes master or the generations (master
     /// run, update, publish, and gc while it collects generations).
-    public func masterLock() throws -> FileLock {
+    /// With `wait: false` it fails at once when someone else holds it.
+    public func masterLock(wait: Bool = true) throws -> FileLock {
         try createDirectory()
-        return try FileLock(path: joinPath(directory, "master.lock"))
+        return try FileLock(path: joinPath(directory, "master.lock"), timeoutSeconds: wait ? nil : 0)
     }
 
     private func createDirectory() throws {

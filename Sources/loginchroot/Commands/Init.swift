@@ -23,6 +23,8 @@ struct Init: ParsableCommand {
         let config = try global.load()
         let backend = Backends.make(config)
         try reporting {
+            let lock = try StateStore(directory: config.stateDir).masterLock()
+            defer { withExtendedLifetime(lock) {} }
             try StoreMount.createImage(config)
             try StoreMount.ensureMounted(config)
             let master = try backend.createMaster()

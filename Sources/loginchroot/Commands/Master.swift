@@ -46,6 +46,7 @@ struct Master: ParsableCommand {
                 // This process moves into master in its own namespace; the
                 // mounts vanish with it.
                 _ = try host.buildRoot(plan, staging: StateStore(directory: config.stateDir).stagingDir, pin: nil)
+                host.enterHome(plan.home)
                 let result = try Processes.run(command)
                 withExtendedLifetime(lock) {}
                 return result
