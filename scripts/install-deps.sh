@@ -2,7 +2,7 @@
 # Installs what building, the demo and the tests need on a fresh Debian 12.
 set -eu
 packages="libpam0g-dev libdevmapper-dev libselinux1-dev pamtester openssh-server openssh-client
-          btrfs-progs busybox-static util-linux login passwd gcc make"
+          btrfs-progs busybox-static util-linux login passwd procps gcc make"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -8,10 +8,9 @@ public enum ConfigLoader {
             throw ConfigError(file: path, line: 0, problem: "config file does not exist",
                               fix: "create it; see loginchroot.conf(5) and doc/loginchroot.conf.example")
         }
-        let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
         do {
             try Files.checkOwnedByRoot(path, kind: "config file")
-            try Files.checkOwnedByRoot(directory.isEmpty ? "/" : directory, kind: "config directory")
+            try Files.checkOwnedByRoot(parentDirectory(of: path), kind: "config directory")
         } catch let error as SetupError {
             throw ConfigError(file: path, line: 0, problem: error.problem, fix: error.fix)
         }

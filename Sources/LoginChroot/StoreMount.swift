@@ -26,8 +26,7 @@ public enum StoreMount {
     /// Creates the loop file and its btrfs filesystem (for `init`).
     public static func createImage(_ config: Config) throws {
         guard config.backend == .btrfs, !config.storeImage.isEmpty, !Files.exists(config.storeImage) else { return }
-        let directory = String(config.storeImage[..<(config.storeImage.lastIndex(of: "/") ?? config.storeImage.startIndex)])
-        if !directory.isEmpty { try Files.makeDirectories(directory) }
+        try Files.makeDirectories(parentDirectory(of: config.storeImage))
         let file = try Descriptor.open(config.storeImage, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, mode: 0o600)
         try sys("ftruncate", config.storeImage) { ftruncate(file.raw, off_t(config.storeImageSize)) }
         let status = try Processes.run(["mkfs.btrfs", "-q", config.storeImage])

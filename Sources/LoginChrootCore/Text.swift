@@ -59,6 +59,12 @@ public func joinPath(_ base: String, _ path: String) -> String {
     return base.hasSuffix("/") ? base + tail : base + "/" + tail
 }
 
+/// The directory part of `path` ("" for a bare name, "/" for "/x").
+public func parentDirectory(of path: String) -> String {
+    guard let slash = path.lastIndex(of: "/") else { return "" }
+    return slash == path.startIndex ? "/" : String(path[..<slash])
+}
+
 /// Parses "4G", "512M", "100K" or a plain byte count.
 public func parseSize(_ text: String) -> UInt64? {
     var digits = text.trimmed

@@ -30,20 +30,23 @@ public enum Mounts {
         try sys("umount2", target) { umount2(target, detach ? Int32(MNT_DETACH) : 0) }
     }
 
-    /// The filesystem type mounted at exactly `path`, if any.
-    public static func filesystemType(at path: String) -> String? {
-        guard let text = try? Files.read("/proc/thread-self/mountinfo") else { return nil }
-        var found: String?
-        for line in text.split(separator: "\n") {
+    /// (mount point, filesystem type) of every mount in the calling
+    /// thread's namespace, in mountinfo order (later mounts stack on earlier).
+    public static func table() -> [(mountPoint: String, type: String)] {
+        guard let text = try? Files.read("/proc/thread-self/mountinfo") else { return [] }
+        return text.split(separator: "\n").compactMap { line in
             let fields = line.split(separator: " ")
-            guard fields.count > 4, unescapeMountinfo(String(fields[4])) == path,
-                  let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count else { continue }
-            found = String(fields[dash + 1])
+            guard fields.count > 4, let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count else { return nil }
+            return (unescapeMountinfo(String(fields[4])), String(fields[dash + 1]))
         }
-        return found
     }
 
-    static func unescapeMountinfo(_ field: String) -> String {
+    /// The filesystem type mounted at exactly `path` (the topmost), if any.
+    public static func filesystemType(at path: String) -> String? {
+        table().last(where: { $0.mountPoint == path })?.type
+    }
+
+    private static func unescapeMountinfo(_ field: String) -> String {
         // mountinfo escapes space, tab, newline and backslash as \ooo.
         var bytes: [UInt8] = []
         var utf8 = Array(field.utf8)[...]

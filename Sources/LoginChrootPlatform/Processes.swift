@@ -82,14 +82,7 @@ public struct Cgroups {
     /// Finds the cgroup2 mount (/sys/fs/cgroup on unified systems,
     /// /sys/fs/cgroup/unified on hybrid ones).
     public static func find() -> Cgroups? {
-        guard let text = try? Files.read("/proc/self/mountinfo") else { return nil }
-        for line in text.split(separator: "\n") {
-            let fields = line.split(separator: " ")
-            if let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count, fields[dash + 1] == "cgroup2" {
-                return Cgroups(mountPoint: Mounts.unescapeMountinfo(String(fields[4])))
-            }
-        }
-        return nil
+        Mounts.table().first(where: { $0.type == "cgroup2" }).map { Cgroups(mountPoint: $0.mountPoint) }
     }
 
     /// The caller's own cgroup ("0::/path" in /proc/self/cgroup).

@@ -6,29 +6,7 @@ import XCTest
 @testable import LoginChrootCore
 import LoginChrootPlatform
 
-final class HardeningTests: XCTestCase {
-    var temp = ""
-    var host = FakeHost()
-    var backend = FakeBackend()
-    let alice = RootKey.perUser(UserName("alice")!)
-
-    override func setUpWithError() throws {
-        temp = FileManager.default.temporaryDirectory.appendingPathComponent("loginchroot-hard-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: temp, withIntermediateDirectories: true)
-        host = FakeHost()
-        backend = FakeBackend()
-        host.add(testAccount("alice", uid: 1000, groups: ["alice"]))
-        host.gids = ["alice": 1000]
-    }
-
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: temp) }
-
-    func makeManager() -> SessionManager {
-        var config = Config()
-        config.stateDir = temp + "/state"
-        return SessionManager(config: config, backend: backend, host: host, log: { _ in })
-    }
-
+final class HardeningTests: ManagerTestCase {
     /// Once the namespace is unpinned its inode and the root's device number
     /// may be reused by the next login: a quarantined root must not keep them,
     /// or a later gc would kill whoever got them.
@@ -39,7 +17,7 @@ final class HardeningTests: XCTestCase {
         guard case .deferred = manager.close(user: UserName("alice")!, reference: reference, hostNamespace: fd) else {
             return XCTFail("expected deferred")
         }
-        let record = try XCTUnwrap(StateStore(directory: temp + "/state").load(alice))
+        let record = try XCTUnwrap(state.load(alice))
         XCTAssertEqual(record.phase, .quarantined)
         XCTAssertEqual(record.namespaceInode, 0)
         XCTAssertEqual(record.rootDevice, 0)
@@ -78,7 +56,6 @@ final class HardeningTests: XCTestCase {
     /// Record files must be named after their key; a stray temporary file is
     /// never taken for a record.
     func testRecordsAreOnlyReadUnderTheirOwnName() throws {
-        let state = StateStore(directory: temp + "/state")
         try FileManager.default.createDirectory(atPath: state.rootsDir, withIntermediateDirectories: true)
         let record = try RootRecord.opening(key: alice, user: UserName("alice")!, uid: 1000, backend: .btrfs,
                                             generation: Generation(number: 1))

@@ -5,7 +5,9 @@ import XCTest
 @testable import LoginChroot
 @testable import LoginChrootCore
 
-final class SessionManagerTests: XCTestCase {
+/// What every manager test starts from: a fake host with alice, bob and
+/// root, a fake backend, and a state directory of its own.
+class ManagerTestCase: XCTestCase {
     var temp = ""
     var host = FakeHost()
     var backend = FakeBackend()
@@ -36,6 +38,9 @@ final class SessionManagerTests: XCTestCase {
         adjust(&config)
         return SessionManager(config: config, backend: backend, host: host, log: { [unowned self] in self.logs.append($0) })
     }
+}
+
+final class SessionManagerTests: ManagerTestCase {
 
     /// Opens a session that must enter a root; returns what close_session gets.
     @discardableResult

@@ -42,9 +42,7 @@ public final class BtrfsBackend: SnapshotBackend {
         return store.master
     }
 
-    public func masterLayout() throws -> RootLayout {
-        RootLayout(mounts: [.bind(source: store.master, target: "")], rootSubpath: "")
-    }
+    public func masterLayout() throws -> RootLayout { store.masterLayout }
 
     public func publish() throws -> Generation {
         _ = try removeTemporaries()  // what interrupted publishes left (the caller holds master.lock)
@@ -65,12 +63,7 @@ public final class BtrfsBackend: SnapshotBackend {
 
     /// Removes leftovers of interrupted publishes.
     public func removeTemporaries() throws -> [String] {
-        var removed: [String] = []
-        for name in try Files.listDirectory(store.stable) where name.hasSuffix(".tmp") {
-            try destroy(in: store.stable, name: name)
-            removed.append(name)
-        }
-        return removed
+        try store.removeTemporaries { try destroy(in: store.stable, name: $0) }
     }
 
     public func usage() throws -> SpaceUsage { try store.usage() }

@@ -77,9 +77,7 @@ public final class OverlayBackend: SnapshotBackend {
         return store.master
     }
 
-    public func masterLayout() throws -> RootLayout {
-        RootLayout(mounts: [.bind(source: store.master, target: "")], rootSubpath: "")
-    }
+    public func masterLayout() throws -> RootLayout { store.masterLayout }
 
     public func publish() throws -> Generation {
         _ = try removeTemporaries()  // what interrupted publishes left (the caller holds master.lock)
@@ -87,9 +85,7 @@ public final class OverlayBackend: SnapshotBackend {
         let temporary = store.generation(generation) + ".tmp"
         let status = try Processes.run(["cp", "-a", "-T", "--reflink=auto", store.master, temporary])
         guard status == 0 else {
-            if let stable = try? Descriptor.openDirectory(store.stable) {
-                try? Files.removeTree(parent: stable, name: generation.name + ".tmp")
-            }
+            _ = try? removeTemporaries()
             throw SetupError("copying master to \(temporary) failed (cp exit \(status))", fix: "check free space in \(store.path)")
         }
         try sys("rename", temporary) { rename(temporary, store.generation(generation)) }
@@ -103,12 +99,7 @@ public final class OverlayBackend: SnapshotBackend {
 
     public func removeTemporaries() throws -> [String] {
         let stable = try Descriptor.openDirectory(store.stable)
-        var removed: [String] = []
-        for name in try Files.listDirectory(store.stable) where name.hasSuffix(".tmp") {
-            try Files.removeTree(parent: stable, name: name)
-            removed.append(name)
-        }
-        return removed
+        return try store.removeTemporaries { try Files.removeTree(parent: stable, name: $0) }
     }
 
     public func usage() throws -> SpaceUsage { try store.usage() }

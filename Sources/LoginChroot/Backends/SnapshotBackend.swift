@@ -94,6 +94,17 @@ public struct StoreLayout {
         try Files.writeAtomically(currentFile, generation.name + "\n", mode: 0o644)
     }
 
+    /// master, bound writable, is the root of `loginchroot master run`.
+    public var masterLayout: RootLayout { RootLayout(mounts: [.bind(source: master, target: "")], rootSubpath: "") }
+
+    /// Removes the `gen-N.tmp` entries interrupted publishes left, with the
+    /// backend's own way of removing an entry of stable/.
+    public func removeTemporaries(_ remove: (String) throws -> Void) throws -> [String] {
+        let names = try Files.listDirectory(stable).filter { $0.hasSuffix(".tmp") }
+        try names.forEach(remove)
+        return names
+    }
+
     public func sessionKeys() throws -> [RootKey] {
         try Files.listDirectory(sessionsDir).compactMap(RootKey.init)
     }

@@ -48,9 +48,7 @@ public struct StateStore {
     }
 
     private func createDirectory() throws {
-        if let slash = directory.lastIndex(of: "/"), slash != directory.startIndex {
-            try Files.makeDirectories(String(directory[..<slash]))
-        }
+        try Files.makeDirectories(parentDirectory(of: directory))
         try Files.ensurePrivateDirectory(directory)
     }
 
