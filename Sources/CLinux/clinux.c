@@ -45,6 +45,29 @@ int lc_pivot_root(const char *new_root, const char *put_old)
     return (int)syscall(SYS_pivot_root, new_root, put_old);
 }
 
+int lc_thread_cpus(int *cpus, int max)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) != 0)
+        return -1;
+    int count = 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE && count < max; cpu++)
+        if (CPU_ISSET(cpu, &set))
+            cpus[count++] = cpu;
+    return count;
+}
+
+int lc_set_thread_cpus(const int *cpus, int count)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (int i = 0; i < count; i++)
+        if (cpus[i] >= 0 && cpus[i] < CPU_SETSIZE)
+            CPU_SET(cpus[i], &set);
+    return sched_setaffinity(0, sizeof(set), &set);
+}
+
 /* openat2(2): resolve `path` below `dirfd` with the given RESOLVE_* flags. */
 int lc_openat2(int dirfd, const char *path, int flags, mode_t mode, unsigned long long resolve)
 {

@@ -94,6 +94,50 @@ public enum Namespaces {
         try sys("chdir", "/") { chdir("/") }
     }
 
+    /// Gives the calling thread a new mount namespace, pinned at `path` by a
+    /// bind made from `host`, and leaves the thread in the new namespace.
+    ///
+    /// The kernel refuses (EINVAL) to bind a mount namespace's nsfs file
+    /// unless that namespace's id is greater than the binder's (its guard
+    /// against reference loops), and since Linux 6.18 the ids come from
+    /// per-CPU batches: a namespace made on one CPU can get a smaller id than
+    /// an older one made on another. So a refused namespace is dropped and
+    /// made again on each CPU in turn; the CPU that made `host` always hands
+    /// out greater ids. The thread's CPU affinity is restored afterwards.
+    public static func unshareAndPin(at path: String, from host: Descriptor) throws -> Descriptor {
+        let original = threadCPUs()
+        var moved = false
+        defer { if moved { _ = lc_set_thread_cpus(original, Int32(original.count)) } }
+        var refusal: Error?
+        // First where the thread is; then on each configured CPU. Moving
+        // fails (and is skipped) for CPUs that are offline or outside the
+        // caller's cpuset.
+        for cpu in [nil] + (0..<max(1, Int32(sysconf(Int32(_SC_NPROCESSORS_CONF))))).map(Optional.some) {
+            if var cpu {
+                guard !original.isEmpty, lc_set_thread_cpus(&cpu, 1) == 0 else { continue }
+                moved = true
+            }
+            try unshareMountNamespace()
+            let session = try openCurrentMountNamespace()
+            try enter(host, what: "host namespace")
+            do {
+                try pin(session, at: path)
+            } catch let error as SystemError where error.call == "mount" && error.errno == EINVAL {
+                refusal = error
+                continue
+            }
+            try enter(session, what: "session namespace")
+            return session
+        }
+        throw refusal ?? SystemError(call: "mount", path: path, errno: EINVAL)
+    }
+
+    private static func threadCPUs() -> [Int32] {
+        var cpus = [Int32](repeating: 0, count: 4096)
+        let count = lc_thread_cpus(&cpus, Int32(cpus.count))
+        return count > 0 ? Array(cpus.prefix(Int(count))) : []
+    }
+
     /// Keeps the namespace alive after its processes are gone by binding its
     /// nsfs file onto `path` (as `ip netns` does).
     public static func pin(_ namespace: Descriptor, at path: String) throws {

@@ -36,6 +36,9 @@ def run(cmd, check=True, **kw):
     return result
 
 
+SYSLOG_FILE = None
+
+
 def pytest_configure(config):
     if os.geteuid() != 0:
         pytest.exit("the integration tests need root (run them through `make test` as root)", returncode=2)
@@ -47,7 +50,8 @@ def syslog():
     if os.path.exists("/dev/log"):
         yield None
         return
-    log = tempfile.NamedTemporaryFile(prefix="lc-syslog-", suffix=".log", delete=False).name
+    global SYSLOG_FILE
+    log = SYSLOG_FILE = tempfile.NamedTemporaryFile(prefix="lc-syslog-", suffix=".log", delete=False).name
     proc = subprocess.Popen(["busybox", "syslogd", "-n", "-O", log])
     for _ in range(50):
         if os.path.exists("/dev/log"):
@@ -58,6 +62,17 @@ def syslog():
     proc.wait()
     if os.path.exists("/dev/log"):
         os.unlink("/dev/log")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing test's report ends with the module's latest syslog lines:
+    the user only sees "contact the administrator", the reason is there."""
+    report = (yield).get_result()
+    if report.failed and SYSLOG_FILE and os.path.exists(SYSLOG_FILE):
+        with open(SYSLOG_FILE, errors="replace") as log:
+            lines = [line for line in log if "loginchroot" in line][-15:]
+        report.sections.append(("module syslog (last lines)", "".join(lines)))
 
 
 @pytest.fixture(scope="session", autouse=True)

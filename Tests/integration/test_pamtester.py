@@ -144,6 +144,24 @@ pamtester {store.service} lctest1 open_session close_session
     assert_no_residue(store)
 
 
+def test_callers_in_their_own_namespace_on_any_cpu_can_log_in(store):
+    """Mount namespace ids come from per-CPU batches (Linux 6.18), and the
+    kernel refuses to pin a namespace whose id is below the caller's. A
+    caller whose namespace was made on one CPU, logging in from another,
+    hits that in one of these two orders; the module must still pin."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs to make namespaces from two per-CPU id batches")
+    first, second = cpus[0], cpus[-1]
+    for made_on, login_on in ((first, second), (second, first)):
+        script = f"taskset -c {login_on} pamtester {store.service} lctest1 open_session close_session"
+        result = run(["taskset", "-c", str(made_on), "unshare", "--mount", "--propagation", "private",
+                      "sh", "-c", script], check=False)
+        assert result.returncode == 0, f"namespace made on CPU {made_on}, login on CPU {login_on}: " \
+                                       + result.stdout + result.stderr
+        assert_no_residue(store)
+
+
 def test_publish_gives_new_logins_the_new_generation(store):
     pamtester(store, "lctest1", "open_session")
     try:

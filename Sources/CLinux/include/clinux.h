@@ -18,6 +18,12 @@ int lc_unshare(int flags);
 int lc_setns(int fd, int nstype);
 int lc_pivot_root(const char *new_root, const char *put_old);
 
+/* The CPUs the calling thread may run on (at most `max` of them, in
+ * `cpus`); returns how many, or -1. */
+int lc_thread_cpus(int *cpus, int max);
+/* Restricts the calling thread to the `count` CPUs in `cpus`. */
+int lc_set_thread_cpus(const int *cpus, int count);
+
 /* openat2(2): resolve `path` below `dirfd` with the given RESOLVE_* flags. */
 int lc_openat2(int dirfd, const char *path, int flags, mode_t mode, unsigned long long resolve);
 

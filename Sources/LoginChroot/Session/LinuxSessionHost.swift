@@ -32,17 +32,13 @@ public struct LinuxSessionHost: SessionHost {
 
     public func buildRoot(_ plan: SessionPlan, staging: String, pin: String?) throws -> RootIdentity {
         let host = try Namespaces.openCurrentMountNamespace()
-        try Namespaces.unshareMountNamespace()
         do {
-            let session = try Namespaces.openCurrentMountNamespace()
+            let session: Descriptor
             if let pin {
-                // Pin from the host namespace, and before pivot_root: once the
-                // new namespace has pivoted, the kernel refuses (EINVAL) to
-                // bind its nsfs file when the caller's namespace is itself not
-                // the initial one (seen on Linux 6.18).
-                try Namespaces.enter(host, what: "host namespace")
-                try Namespaces.pin(session, at: pin)
-                try Namespaces.enter(session, what: "session namespace")
+                session = try Namespaces.unshareAndPin(at: pin, from: host)
+            } else {
+                try Namespaces.unshareMountNamespace()
+                session = try Namespaces.openCurrentMountNamespace()
             }
             // From here on nothing we mount can propagate back to the host.
             try Mounts.setPropagation("/", MS_SLAVE, recursive: true)
