@@ -5,6 +5,7 @@
 // Layering (each layer only imports the ones above it):
 //   LoginChrootCore      pure logic: config, names, policy, plan, state machine
 //   CLinux               C wrappers for what Swift cannot call (unshare, ioctls)
+//   CDeviceMapper        libdevmapper calls, its logging captured (never printed)
 //   LoginChrootPlatform  the only place where syscalls happen; typed errors
 //   LoginChroot          backends behind one protocol, and the session manager
 //   CPamShim + PamModule pam_loginchroot.so (C shim + Swift entry points)
@@ -42,7 +43,8 @@ let package = Package(
     targets: [
         .target(name: "LoginChrootCore", swiftSettings: staticStdlib),
         .target(name: "CLinux"),
-        .target(name: "LoginChrootPlatform", dependencies: ["CLinux", "LoginChrootCore"], swiftSettings: staticStdlib),
+        .target(name: "CDeviceMapper", linkerSettings: [.linkedLibrary("devmapper")]),
+        .target(name: "LoginChrootPlatform", dependencies: ["CLinux", "CDeviceMapper", "LoginChrootCore"], swiftSettings: staticStdlib),
         .target(
             name: "LoginChroot",
             dependencies: ["LoginChrootCore", "LoginChrootPlatform"],

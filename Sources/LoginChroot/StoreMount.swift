@@ -1,5 +1,6 @@
 // Bringing the store online: the btrfs store is a filesystem (by default on
-// a loop file) mounted at [store] path; the overlay store is a directory.
+// a loop file) mounted at [store] path; the overlay store is a directory;
+// the dm-thin store is a directory plus a thin pool assembled after boot.
 import Glibc
 import LoginChrootCore
 import LoginChrootPlatform
@@ -7,6 +8,10 @@ import LoginChrootPlatform
 public enum StoreMount {
     /// Mounts the store if it is not mounted yet. Safe to run at any time.
     public static func ensureMounted(_ config: Config) throws {
+        if config.backend == .dmThin {
+            try DmThinBackend(config: config).assemblePool()
+            return
+        }
         guard config.backend == .btrfs else {
             try Files.makeDirectories(config.storePath)
             return

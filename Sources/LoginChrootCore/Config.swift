@@ -4,6 +4,18 @@
 public enum BackendKind: String, CaseIterable, Sendable {
     case btrfs
     case overlay
+    case dmThin = "dm-thin"
+}
+
+/// The filesystem made on dm-thin volumes. Never btrfs: its snapshots
+/// would share a filesystem id, which confuses the kernel.
+public enum ThinFilesystem: String, Sendable {
+    case ext4
+    case xfs
+
+    /// xfs refuses to mount a second filesystem with the same UUID, and
+    /// every snapshot of master has master's UUID.
+    public var mountOptions: String { self == .xfs ? "nouuid" : "" }
 }
 
 public enum SessionMode: String, Sendable {
@@ -91,6 +103,23 @@ public struct Config: Equatable, Sendable {
     public var overlayUpper: OverlayUpper {
         overlayUpperDirectory.map { .directory($0) } ?? .tmpfs(sizeBytes: overlayTmpfsSize)
     }
+
+    // [dm-thin]
+    /// Prefix of every device-mapper name this store uses.
+    public var poolName = "loginchroot"
+    /// Block devices for the pool; empty means loop files in the store directory.
+    public var dataDevice = ""
+    public var metadataDevice = ""
+    /// Sizes of the loop files made by `init` when no devices are named.
+    public var dataSize: UInt64 = 8 << 30
+    public var metadataSize: UInt64 = 128 << 20
+    /// Virtual size of master, and so of every generation and session.
+    public var volumeSize: UInt64 = 8 << 30
+    public var thinBlockSize: UInt64 = 64 << 10
+    public var filesystem: ThinFilesystem = .ext4
+    /// New sessions are refused while less than this share of the pool's
+    /// data or metadata space is free.
+    public var minFreePercent = 10
 
     // [binds]
     public var binds: [BindEntry] = Config.defaultBinds

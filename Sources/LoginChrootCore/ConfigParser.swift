@@ -78,6 +78,10 @@ public enum ConfigParser {
             }
         }
         if let customBinds { config.binds = customBinds }
+        if config.dataDevice.isEmpty != config.metadataDevice.isEmpty {
+            throw ConfigError(file: file, line: 0, problem: "[dm-thin] names only one of data_device and metadata_device",
+                              fix: "name both devices, or neither (loop files in the store)")
+        }
         if config.overlayUpperDirectory != nil && seen.contains("overlay.tmpfs_size") {
             throw ConfigError(file: file, line: 0, problem: "[overlay] tmpfs_size is set but upper is a directory",
                               fix: "remove tmpfs_size, or set upper = tmpfs")
@@ -90,13 +94,13 @@ public enum ConfigParser {
         var fix: String
     }
 
-    static let knownSections: Set<String> = ["store", "session", "overlay", "binds", "master"]
+    static let knownSections: Set<String> = ["store", "session", "overlay", "dm-thin", "binds", "master"]
 
     static func apply(section: String, key: String, value: String, to config: inout Config) throws {
         switch (section, key) {
         case ("store", "backend"):
             guard let kind = BackendKind(rawValue: value) else {
-                throw ValueProblem(problem: "unknown backend '\(value)'", fix: "use btrfs or overlay")
+                throw ValueProblem(problem: "unknown backend '\(value)'", fix: "use dm-thin, btrfs or overlay")
             }
             config.backend = kind
         case ("store", "path"): config.storePath = try absolutePath(value, key: key)
@@ -127,6 +131,34 @@ public enum ConfigParser {
             config.overlayUpperDirectory = value == "tmpfs" ? nil : try absolutePath(value, key: key)
         case ("overlay", "tmpfs_size"):
             config.overlayTmpfsSize = try size(value, key: key)
+        case ("dm-thin", "pool_name"):
+            guard ThinNames.isValidPoolName(value) else {
+                throw ValueProblem(problem: "pool_name '\(value)' is not 1-\(ThinNames.maxPoolNameLength) of [A-Za-z0-9_-]",
+                                   fix: "use a short name of letters, digits, '_' and '-'")
+            }
+            config.poolName = value
+        case ("dm-thin", "data_device"): config.dataDevice = value.isEmpty ? "" : try absolutePath(value, key: key)
+        case ("dm-thin", "metadata_device"): config.metadataDevice = value.isEmpty ? "" : try absolutePath(value, key: key)
+        case ("dm-thin", "data_size"): config.dataSize = try size(value, key: key)
+        case ("dm-thin", "metadata_size"):
+            config.metadataSize = try size(value, key: key)
+            guard (2 << 20...16 << 30).contains(config.metadataSize) else {
+                throw ValueProblem(problem: "metadata_size '\(value)' is outside 2M...16G", fix: "give a size in that range")
+            }
+        case ("dm-thin", "volume_size"): config.volumeSize = try size(value, key: key)
+        case ("dm-thin", "block_size"):
+            config.thinBlockSize = try size(value, key: key)
+            guard config.thinBlockSize % (64 << 10) == 0, config.thinBlockSize <= 1 << 30 else {
+                throw ValueProblem(problem: "block_size '\(value)' is not a multiple of 64K up to 1G", fix: "use 64K (the default) or a multiple")
+            }
+        case ("dm-thin", "filesystem"):
+            guard let filesystem = ThinFilesystem(rawValue: value) else {
+                throw ValueProblem(problem: "unknown filesystem '\(value)'", fix: "use ext4 or xfs")
+            }
+            config.filesystem = filesystem
+        case ("dm-thin", "min_free"):
+            let digits = value.hasSuffix("%") ? String(value.dropLast()) : value
+            config.minFreePercent = try integer(digits, key: key, in: 0...90)
         case ("master", "update_command"):
             guard !value.isEmpty else { throw ValueProblem(problem: "update_command is empty", fix: "name the command that updates master") }
             config.updateCommand = value

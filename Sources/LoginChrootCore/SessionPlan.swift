@@ -8,6 +8,8 @@ public enum MountSpec: Equatable, Sendable {
     case tmpfs(target: String, sizeBytes: UInt64)
     case directory(String)
     case overlay(lower: String, upper: String, work: String, target: String)
+    /// A block device's filesystem (a dm-thin volume).
+    case device(source: String, type: String, options: String, target: String)
 }
 
 /// A file written into the root, resolved inside it (never through its symlinks).

@@ -29,6 +29,15 @@ public enum Btrfs {
 }
 
 public enum Loop {
+    /// Attaches `file` to a free loop device that detaches itself once its
+    /// last user (the returned fd, then a device-mapper table) lets go.
+    public static func attach(_ file: String) throws -> (path: String, holder: Descriptor) {
+        let backing = try Descriptor.open(file, O_RDWR | O_NOFOLLOW)
+        var number: Int32 = -1
+        let loop = Descriptor(adopting: try sys("LOOP_CONFIGURE", file) { lc_loop_attach(backing.raw, 0, &number) })
+        return ("/dev/loop\(number)", loop)
+    }
+
     /// Mounts the filesystem image `file` at `target` through a loop device
     /// that detaches itself when the filesystem is unmounted.
     public static func mountImage(_ file: String, at target: String, type: String, options: String? = nil) throws {

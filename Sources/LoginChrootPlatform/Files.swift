@@ -98,6 +98,10 @@ public enum Files {
         try fd.writeAll(Array(text.utf8))
         try sys("fsync", temporary) { fsync(fd.raw) }
         try sys("rename", path) { rename(temporary, path) }
+        // The rename itself is durable only once the directory is synced.
+        if let directory = try? Descriptor.open(slash == path.startIndex ? "." : String(path[..<path.index(before: slash)]), O_RDONLY | O_DIRECTORY) {
+            _ = fsync(directory.raw)
+        }
     }
 
     public static func remove(_ path: String) throws {

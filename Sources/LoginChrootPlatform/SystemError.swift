@@ -8,14 +8,16 @@ public struct SystemError: Error, Equatable, CustomStringConvertible {
     public var call: String
     public var path: String
     public var errno: Int32
+    /// What a library said besides errno (libdevmapper's message).
+    public var detail: String
 
-    public init(call: String, path: String = "", errno: Int32) {
-        self.call = call; self.path = path; self.errno = errno
+    public init(call: String, path: String = "", errno: Int32, detail: String = "") {
+        self.call = call; self.path = path; self.errno = errno; self.detail = detail
     }
 
     public var description: String {
         let what = path.isEmpty ? call : "\(call)(\(path))"
-        return "\(what): \(String(cString: strerror(errno)))"
+        return "\(what): \(String(cString: strerror(errno)))" + (detail.isEmpty ? "" : " (\(detail))")
     }
 }
 

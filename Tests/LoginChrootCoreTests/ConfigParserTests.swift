@@ -187,6 +187,39 @@ final class ConfigParserTests: XCTestCase {
         assertConfigError("[session]\non_error = maybe", line: 2, problemContains: "unknown on_error")
     }
 
+    func testDmThinSection() throws {
+        let config = try ConfigParser.parse("""
+            [store]
+            backend = dm-thin
+            [dm-thin]
+            pool_name = lab_1
+            data_device = /dev/vg0/lcdata
+            metadata_device = /dev/vg0/lcmeta
+            volume_size = 20G
+            block_size = 128K
+            filesystem = xfs
+            min_free = 15%
+            """, file: "/etc/test.conf")
+        XCTAssertEqual(config.backend, .dmThin)
+        XCTAssertEqual(config.poolName, "lab_1")
+        XCTAssertEqual(config.dataDevice, "/dev/vg0/lcdata")
+        XCTAssertEqual(config.metadataDevice, "/dev/vg0/lcmeta")
+        XCTAssertEqual(config.volumeSize, 20 << 30)
+        XCTAssertEqual(config.thinBlockSize, 128 << 10)
+        XCTAssertEqual(config.filesystem, .xfs)
+        XCTAssertEqual(config.filesystem.mountOptions, "nouuid")
+        XCTAssertEqual(config.minFreePercent, 15)
+        XCTAssertEqual(Config().poolName, "loginchroot")
+        XCTAssertEqual(Config().filesystem.mountOptions, "")
+
+        assertConfigError("[dm-thin]\npool_name = a/b", line: 2, problemContains: "pool_name 'a/b'")
+        assertConfigError("[dm-thin]\nblock_size = 96K", line: 2, problemContains: "not a multiple of 64K")
+        assertConfigError("[dm-thin]\nfilesystem = btrfs", line: 2, problemContains: "unknown filesystem")
+        assertConfigError("[dm-thin]\nmin_free = 95%", line: 2, problemContains: "0...90")
+        assertConfigError("[dm-thin]\nmetadata_size = 1M", line: 2, problemContains: "outside 2M...16G")
+        assertConfigError("[dm-thin]\ndata_device = /dev/sdb", line: 0, problemContains: "only one of data_device and metadata_device")
+    }
+
     func testRelativePaths() {
         assertConfigError("[store]\npath = var/lib/loginchroot", line: 2, problemContains: "must be an absolute path")
         assertConfigError("[session]\nstate_dir = run", line: 2, problemContains: "must be an absolute path")

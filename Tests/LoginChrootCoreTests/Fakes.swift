@@ -149,6 +149,7 @@ final class FakeHost: SessionHost {
 
 final class FakeBackend: SnapshotBackend {
     var kind: BackendKind = .btrfs
+    var sessionsOutliveTheirGeneration = false
     var current: Generation? = Generation(number: 1)
     var allGenerations: [Generation] = [Generation(number: 1)]
     var snapshots: Set<RootKey> = []
@@ -195,7 +196,7 @@ final class FakeBackend: SnapshotBackend {
     }
 
     func sessions() throws -> [RootKey] { snapshots.sorted() }
-    func createMaster() throws -> String { calls.append("createMaster"); return "/store/master" }
+    func createMaster() throws { calls.append("createMaster") }
     func masterLayout() throws -> RootLayout { RootLayout(mounts: [], rootSubpath: "master") }
 
     func publish() throws -> Generation {

@@ -655,8 +655,19 @@ final class SessionManagerTests: ManagerTestCase {
         XCTAssertEqual(backend.allGenerations.map(\.number), [3, 4, 5, 6])
         XCTAssertTrue(report.actions.contains("root bob: destroyed"), "\(report)")
         XCTAssertTrue(report.actions.contains("generation gen-7.tmp: removed unfinished publish"), "\(report)")
-        XCTAssertTrue(report.actions.contains("generation gen-1: removed (unused)"), "\(report)")
-        XCTAssertTrue(report.actions.contains("generation gen-2: removed (unused)"), "\(report)")
+        XCTAssertTrue(report.actions.contains("generation gen-1: removed"), "\(report)")
+        XCTAssertTrue(report.actions.contains("generation gen-2: removed"), "\(report)")
+    }
+
+    func testGCRemovesGenerationsOpenRootsNoLongerNeed() throws {
+        let manager = makeManager { $0.keepGenerations = 1 }
+        backend.sessionsOutliveTheirGeneration = true  // dm-thin, btrfs
+        backend.allGenerations = (1...3).map(Generation.init(number:))
+        enter(manager, "alice")                // gen-1, alive
+        backend.current = Generation(number: 3)
+        _ = try manager.gc()
+        XCTAssertEqual(backend.removedGenerations.map(\.number), [1, 2])
+        XCTAssertEqual(manager.records().map(\.key.value), ["alice"], "the open root is untouched")
     }
 
     func testGCKeepsGenerationsOfQuarantinedRoots() throws {
@@ -675,7 +686,7 @@ final class SessionManagerTests: ManagerTestCase {
         backend.allGenerations = (1...5).map(Generation.init(number:))
         backend.current = nil
         let removed = try manager.collectGenerations(inUse: [Generation(number: 2)])
-        XCTAssertEqual(removed, ["generation gen-1: removed (unused)", "generation gen-3: removed (unused)"])
+        XCTAssertEqual(removed, ["generation gen-1: removed", "generation gen-3: removed"])
         XCTAssertEqual(backend.allGenerations.map(\.number), [2, 4, 5])
     }
 }

@@ -5,6 +5,7 @@ multithreaded client). Run as root through `make test`.
 Every fixture undoes what it did, even when a test fails; `assert_no_residue`
 is the shared proof that a logout left nothing behind.
 """
+import contextlib
 import os
 import pwd
 import shutil
@@ -20,7 +21,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 MODULE = os.environ.get("LC_MODULE", os.path.join(ROOT, ".build/release/pam_loginchroot.so"))
 CLI = os.environ.get("LC_CLI", os.path.join(ROOT, ".build/release/loginchroot"))
 USERS = ("lctest1", "lctest2")
-BACKENDS = ("btrfs", "overlay")
+# The VM lab (scripts/vmlab.sh) runs the same suite with LC_BACKENDS=dm-thin.
+BACKENDS = tuple(os.environ.get("LC_BACKENDS", "btrfs overlay").split())
 # The PAM services the real clients use; their files are swapped for tests
 # and restored afterwards.
 SYSTEM_SERVICES = ("su-l", "runuser-l", "login")
@@ -107,17 +109,77 @@ class Store:
         at = args.index("--") if "--" in args else len(args)
         return run([CLI, *args[:at], "--config", self.config, *args[at:]], check=check)
 
-    def master(self):
-        return os.path.join(self.path, "master")
+    @property
+    def pool(self):
+        """dm-thin: the prefix of this store's device-mapper names."""
+        return "lct" + os.path.basename(self.base).split("-")[-1].replace("_", "")[:8]
 
-    def generations(self):
-        stable = os.path.join(self.path, "stable")
-        return [os.path.join(stable, g) for g in sorted(os.listdir(stable))]
+    def thin_volumes(self):
+        """dm-thin: the volume lines of the store's own metadata."""
+        path = os.path.join(self.path, "thin-metadata")
+        if not os.path.exists(path):
+            return []
+        with open(path) as f:
+            return [line.split()[1:] for line in f if line.startswith("volume ")]
+
+    def dm_devices(self):
+        names = run(["dmsetup", "ls"], check=False).stdout.split("\n")
+        return sorted(n.split()[0] for n in names if n.startswith(self.pool + "-"))
+
+    @contextlib.contextmanager
+    def image_trees(self):
+        """master and every generation, as directories to look into."""
+        if self.backend != "dm-thin":
+            stable = os.path.join(self.path, "stable")
+            yield [os.path.join(self.path, "master")] + [os.path.join(stable, g) for g in sorted(os.listdir(stable))]
+            return
+        # Read-only views of the thin volumes, through test-only devices.
+        sectors = next(int(l.split()[1]) for l in open(os.path.join(self.path, "thin-metadata")) if l.startswith("sectors "))
+        views = []
+        try:
+            for thin_id, role, state in self.thin_volumes():
+                if role.startswith("session:"):
+                    continue
+                name, mnt = f"{self.pool}-view-{thin_id}", tempfile.mkdtemp(prefix="lc-view-")
+                run(["dmsetup", "create", "--readonly", name, "--table", f"0 {sectors} thin /dev/mapper/{self.pool}-pool {thin_id}"])
+                views.append((name, mnt))
+                run(["mount", "-o", "ro,noload", f"/dev/mapper/{name}", mnt])
+            yield [mnt for _, mnt in views]
+        finally:
+            for name, mnt in views:
+                run(["umount", mnt], check=False)
+                run(["dmsetup", "remove", name], check=False)
+                os.rmdir(mnt)
+
+    @contextlib.contextmanager
+    def unpublished(self):
+        """The store as if no generation had been published."""
+        if self.backend == "dm-thin":
+            path = os.path.join(self.path, "thin-metadata")
+            saved = open(path).read()
+            with open(path, "w") as f:
+                f.write("".join(l for l in saved.splitlines(True) if not l.startswith("current ")))
+            try:
+                yield
+            finally:
+                with open(path, "w") as f:
+                    f.write(saved)
+            return
+        current = os.path.join(self.path, "current")
+        os.rename(current, current + ".saved")
+        try:
+            yield
+        finally:
+            os.rename(current + ".saved", current)
 
     def session_dirs(self):
-        if self.backend != "btrfs":
-            return []
-        return os.listdir(os.path.join(self.path, "sessions"))
+        """Session snapshots that exist on the backend."""
+        if self.backend == "btrfs":
+            return os.listdir(os.path.join(self.path, "sessions"))
+        if self.backend == "dm-thin":
+            return [role for _, role, _ in self.thin_volumes() if role.startswith("session:")] + \
+                   [d for d in self.dm_devices() if "-session-" in d]
+        return []
 
     def pam_lines(self, extra=""):
         return f"session required {MODULE} config={self.config}{extra}\n"
@@ -131,6 +193,12 @@ backend = {store.backend}
 path = {store.path}
 image = {store.base}/store.img
 image_size = 768M
+
+[dm-thin]
+pool_name = {store.pool}
+data_size = 640M
+metadata_size = 16M
+volume_size = 256M
 
 [session]
 state_dir = {store.state}
@@ -166,6 +234,10 @@ def destroy_store(store):
         run(["umount", "-l", os.path.join(store.state, "pins", pin)], check=False)
     for mount in (os.path.join(store.state, "pins"), store.path):
         run(["umount", "-l", mount], check=False)
+    if store.backend == "dm-thin":
+        devices = store.dm_devices()
+        for name in [d for d in devices if not d.endswith("-pool")] + [d for d in devices if d.endswith("-pool")]:
+            run(["dmsetup", "remove", "--retry", name], check=False)
     if os.path.exists(f"/etc/pam.d/{store.service}"):
         os.unlink(f"/etc/pam.d/{store.service}")
     shutil.rmtree(store.base, ignore_errors=True)
@@ -236,7 +308,7 @@ def assert_no_residue(store, users=USERS):
             problems.append(f"mounts left: {leaked}")
         if store.session_dirs():
             problems.append(f"snapshots left: {store.session_dirs()}")
-        cgroups = run(["find", "/sys/fs/cgroup/unified", "-name", "loginchroot-*"], check=False).stdout.split()
+        cgroups = run(["find", CGROUP2, "-name", "loginchroot-*"], check=False).stdout.split()
         if cgroups:
             problems.append(f"cgroups left: {cgroups}")
         for name in users:
@@ -247,6 +319,18 @@ def assert_no_residue(store, users=USERS):
             break
         time.sleep(0.2)
     assert not problems, "\n".join(problems)
+
+
+def cgroup2_mount():
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[fields.index("-") + 1] == "cgroup2":
+                return fields[4]
+    return "/sys/fs/cgroup"
+
+
+CGROUP2 = cgroup2_mount()
 
 
 def token():

@@ -51,13 +51,10 @@ def test_gc_collects_generations_nobody_uses(store):
 
 def test_check_names_each_problem_and_its_fix(store):
     assert store.cli("check").returncode == 0
-    os.rename(f"{store.path}/current", f"{store.path}/current.saved")
-    try:
+    with store.unpublished():
         result = store.cli("check", check=False)
         assert result.returncode == 1
         assert "FAIL  current generation" in result.stdout and "fix: run 'loginchroot publish'" in result.stdout
-    finally:
-        os.rename(f"{store.path}/current.saved", f"{store.path}/current")
     with open(store.config, "a") as f:
         f.write("[session]\nmode = sometimes\n")
     result = store.cli("check", check=False)

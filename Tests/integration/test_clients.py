@@ -61,8 +61,9 @@ def check_after_logout(store, user, t):
         assert os.path.exists(f"/tmp/lc-tmp-{t}"), "a write to /tmp did not reach the host"
         assert os.path.exists(f"{home}/lc-home-{t}"), "a write to $HOME did not reach the host"
         assert not os.path.exists(f"/srv/scratch/rootfile-{t}")
-        for tree in [store.master()] + store.generations():
-            assert not os.path.exists(f"{tree}/srv/scratch/rootfile-{t}"), f"root write reached {tree}"
+        with store.image_trees() as trees:
+            for tree in trees:
+                assert not os.path.exists(f"{tree}/srv/scratch/rootfile-{t}"), f"root write reached {tree}"
         assert_no_residue(store)
     finally:
         for path in (f"/tmp/lc-tmp-{t}", f"{home}/lc-home-{t}"):
@@ -251,8 +252,8 @@ while [ ! -e /tmp/lc-release-{t} ]; do sleep 0.1; done
         while not os.path.exists(f"{store.path}/sessions/lctest1/srv/scratch/shared-{t}") and store.backend == "btrfs":
             assert time.time() < deadline, "first session never wrote its file"
             time.sleep(0.1)
-        if store.backend == "overlay":
-            # The overlay upper layer is only visible inside the namespace.
+        if store.backend in ("overlay", "dm-thin"):
+            # The overlay upper layer and the thin volume are only visible inside the namespace.
             pin = f"{store.state}/pins/lctest1"
             while run(["nsenter", f"--mount={pin}", "test", "-e", f"/srv/scratch/shared-{t}"], check=False).returncode != 0:
                 assert time.time() < deadline, "first session never wrote its file"
@@ -277,7 +278,8 @@ while [ ! -e /tmp/lc-release-{t} ]; do sleep 0.1; done
         os.unlink(f"/tmp/lc-release-{t}")
     assert status == 0, output
     assert_no_residue(store)
-    assert not any(os.path.exists(f"{tree}/srv/scratch/shared-{t}") for tree in [store.master()] + store.generations())
+    with store.image_trees() as trees:
+        assert not any(os.path.exists(f"{tree}/srv/scratch/shared-{t}") for tree in trees)
 
 
 def test_close_without_root_privileges_never_fails_and_gc_reclaims(store):

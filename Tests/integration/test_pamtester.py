@@ -46,7 +46,8 @@ sh -c 'while :; do sleep 3007 & sleep 0.05; done' >/dev/null 2>&1 </dev/null &
 cat /srv/scratch/rootfile-{t}; cat /run/loginchroot-session""").stdout
     assert out.split() == ["root", "lctest1"]
     try:
-        assert not os.path.exists(f"{store.master()}/srv/scratch/rootfile-{t}")
+        with store.image_trees() as trees:
+            assert not os.path.exists(f"{trees[0]}/srv/scratch/rootfile-{t}")
         gc = store.cli("gc").stdout
         assert "root lctest1: destroyed" in gc, gc
         assert os.path.exists(f"/tmp/lc-tmp-{t}") and os.path.exists(f"{home}/lc-home-{t}")
@@ -97,8 +98,7 @@ def test_group_writable_config_is_refused(store):
 
 def test_missing_store_fails_closed_or_allows_when_configured(store):
     # An unpublished store: the login is refused with a message...
-    os.rename(f"{store.path}/current", f"{store.path}/current.saved")
-    try:
+    with store.unpublished():
         denied = pamtester(store, "lctest1", "open_session", check=False)
         assert denied.returncode != 0
         assert "contact the administrator" in denied.stdout + denied.stderr
@@ -107,8 +107,6 @@ def test_missing_store_fails_closed_or_allows_when_configured(store):
         write_config(store, "on_error = allow")
         pamtester(store, "lctest1", "open_session", "close_session")
         assert json.loads(store.cli("sessions", "--json").stdout) == []
-    finally:
-        os.rename(f"{store.path}/current.saved", f"{store.path}/current")
 
 
 def test_logins_never_nest(store):

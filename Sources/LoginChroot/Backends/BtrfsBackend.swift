@@ -6,6 +6,7 @@ import LoginChrootPlatform
 
 public final class BtrfsBackend: SnapshotBackend {
     public let kind = BackendKind.btrfs
+    public let sessionsOutliveTheirGeneration = true
     let store: StoreLayout
 
     public init(config: Config) { store = StoreLayout(path: config.storePath) }
@@ -34,12 +35,11 @@ public final class BtrfsBackend: SnapshotBackend {
 
     public func sessions() throws -> [RootKey] { try store.sessionKeys() }
 
-    public func createMaster() throws -> String {
+    public func createMaster() throws {
         try store.createDirectories()
         if !Files.isDirectory(store.master) {
             try Btrfs.createSubvolume(in: try Descriptor.openDirectory(store.path), name: "master")
         }
-        return store.master
     }
 
     public func masterLayout() throws -> RootLayout { store.masterLayout }

@@ -8,6 +8,7 @@ import LoginChrootPlatform
 
 public final class OverlayBackend: SnapshotBackend {
     public let kind = BackendKind.overlay
+    public let sessionsOutliveTheirGeneration = false
     let store: StoreLayout
     let upper: OverlayUpper
 
@@ -69,12 +70,11 @@ public final class OverlayBackend: SnapshotBackend {
         }
     }
 
-    public func createMaster() throws -> String {
+    public func createMaster() throws {
         try store.createDirectories()
         if !Files.isDirectory(store.master) {
             try sys("mkdir", store.master) { mkdir(store.master, 0o755) }
         }
-        return store.master
     }
 
     public func masterLayout() throws -> RootLayout { store.masterLayout }

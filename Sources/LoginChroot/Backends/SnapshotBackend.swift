@@ -15,10 +15,16 @@ public struct RootLayout: Equatable {
 public struct SpaceUsage: Equatable {
     public var totalBytes: UInt64
     public var freeBytes: UInt64
+    /// dm-thin only: the pool's metadata device.
+    public var metadataTotalBytes: UInt64? = nil
+    public var metadataFreeBytes: UInt64? = nil
 }
 
 public protocol SnapshotBackend: AnyObject {
     var kind: BackendKind { get }
+    /// True when a session snapshot stands on its own, so its generation
+    /// can be removed while the session runs (not so for overlay's lower layer).
+    var sessionsOutliveTheirGeneration: Bool { get }
 
     /// Throws a SetupError naming the fix when the store cannot be used.
     func checkStore() throws
@@ -34,8 +40,9 @@ public protocol SnapshotBackend: AnyObject {
     /// The session snapshots that exist, for gc.
     func sessions() throws -> [RootKey]
 
-    /// Creates an empty master; `loginchroot init` fills it.
-    func createMaster() throws -> String
+    /// Creates an empty master (and the store it needs); `loginchroot init`
+    /// mounts masterLayout() and fills it.
+    func createMaster() throws
     /// How to mount master writable for `loginchroot master run`.
     func masterLayout() throws -> RootLayout
     /// Snapshots master as a new immutable generation and makes it current.
@@ -130,6 +137,7 @@ public enum Backends {
         switch config.backend {
         case .btrfs: return BtrfsBackend(config: config)
         case .overlay: return OverlayBackend(config: config)
+        case .dmThin: return DmThinBackend(config: config)
         }
     }
 }

@@ -61,6 +61,17 @@ public struct LinuxSessionHost: SessionHost {
         }
     }
 
+    /// Mounts `layout` below `staging` in a new private mount namespace of
+    /// the calling thread (for `init`, which fills master from host paths)
+    /// and returns where the root is. The mounts vanish with the process.
+    public func mountPrivately(_ layout: RootLayout, staging: String) throws -> String {
+        try Namespaces.unshareMountNamespace()
+        try Mounts.setPropagation("/", MS_SLAVE, recursive: true)
+        let plan = SessionPlan.master(rootMounts: layout.mounts, rootSubpath: layout.rootSubpath)
+        try RootAssembler(plan: plan, staging: staging, log: log).mountRoot()
+        return joinPath(staging, layout.rootSubpath)
+    }
+
     public func joinRoot(pin: String) throws {
         let namespace = try Descriptor.open(pin, O_RDONLY)
         try Namespaces.enter(namespace, what: pin)
@@ -169,8 +180,12 @@ struct RootAssembler {
     let staging: String
     let log: (String) -> Void
 
-    func assemble() throws {
+    func mountRoot() throws {
         for mount in plan.rootMounts { try perform(mount) }
+    }
+
+    func assemble() throws {
+        try mountRoot()
         let root = try Descriptor.openDirectory(joinPath(staging, plan.rootSubpath))
         // Edits first, while the snapshot is the only filesystem in the root:
         // no write can land on a bound host path.
@@ -196,6 +211,9 @@ struct RootAssembler {
         case .overlay(let lower, let upper, let work, let target):
             try Mounts.mount(source: "loginchroot", target: stagingPath(target), type: "overlay", flags: 0,
                              data: "lowerdir=\(lower),upperdir=\(stagingPath(upper)),workdir=\(stagingPath(work))")
+        case .device(let source, let type, let options, let target):
+            try Mounts.mount(source: source, target: stagingPath(target), type: type, flags: 0,
+                             data: options.isEmpty ? nil : options)
         }
     }
 

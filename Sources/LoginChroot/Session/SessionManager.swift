@@ -392,15 +392,16 @@ public final class SessionManager {
         defer { withExtendedLifetime(masterLock) {} }
         do {
             for name in try backend.removeTemporaries() { report.actions.append("generation \(name): removed unfinished publish") }
-            report.actions += try collectGenerations(inUse: Set(live.map(\.generation)))
+            report.actions += try collectGenerations(
+                inUse: backend.sessionsOutliveTheirGeneration ? [] : Set(live.map(\.generation)))
         } catch {
             report.failures.append("generations: \(error)")
         }
         return report
     }
 
-    /// Keeps the current generation, the newest `keep_generations`, and every
-    /// generation an open root still uses.
+    /// Keeps the current generation, the newest `keep_generations`, and the
+    /// generations in `inUse` (those open roots still stand on).
     func collectGenerations(inUse: Set<Generation>) throws -> [String] {
         let all = try backend.generations()
         let current = try? backend.currentGeneration()
@@ -408,7 +409,7 @@ public final class SessionManager {
         var removed: [String] = []
         for generation in all where generation != current && !newest.contains(generation) && !inUse.contains(generation) {
             try backend.removeGeneration(generation)
-            removed.append("generation \(generation): removed (unused)")
+            removed.append("generation \(generation): removed")
         }
         return removed
     }

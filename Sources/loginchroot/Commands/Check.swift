@@ -35,6 +35,12 @@ struct Check: ParsableCommand {
         record("config \(global.config)") { config = try ConfigLoader.load(global.config) }
         if let config {
             record("kernel supports \(config.backend.rawValue)") {
+                if config.backend == .dmThin {
+                    guard Files.exists("/dev/mapper/control") else {
+                        throw SetupError("no /dev/mapper/control: the kernel has no device-mapper", fix: "modprobe dm-thin-pool")
+                    }
+                    return
+                }
                 let filesystems = (try? Files.read("/proc/filesystems")) ?? ""
                 guard filesystems.split(separator: "\n").contains(where: { $0.words.last == config.backend.rawValue }) else {
                     throw SetupError("\(config.backend.rawValue) is not in /proc/filesystems", fix: "load the \(config.backend.rawValue) module")

@@ -27,8 +27,12 @@ struct Init: ParsableCommand {
             defer { withExtendedLifetime(lock) {} }
             try StoreMount.createImage(config)
             try StoreMount.ensureMounted(config)
-            let master = try backend.createMaster()
-            guard try Files.listDirectory(master).isEmpty else {
+            try backend.createMaster()
+            try StateStore(directory: config.stateDir).prepare()
+            let master = try LinuxSessionHost(log: printError).mountPrivately(
+                try backend.masterLayout(), staging: StateStore(directory: config.stateDir).stagingDir)
+            // A fresh ext4 has lost+found: that is still an empty master.
+            guard try Files.listDirectory(master).allSatisfy({ $0 == "lost+found" }) else {
                 throw Failure("master \(master) is not empty; the store is already initialised (use 'loginchroot update')")
             }
             let command: [String]

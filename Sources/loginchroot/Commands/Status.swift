@@ -25,7 +25,9 @@ struct Status: ParsableCommand {
                     .object([("name", .string(generation.name)),
                              ("roots", .number(UInt64(records.filter { $0.generation == generation }.count)))])
                 })),
-                ("space", .object([("total_bytes", .number(usage.totalBytes)), ("free_bytes", .number(usage.freeBytes))])),
+                ("space", .object([("total_bytes", .number(usage.totalBytes)), ("free_bytes", .number(usage.freeBytes))]
+                                  + (usage.metadataTotalBytes.map { [("metadata_total_bytes", JSON.number($0))] } ?? [])
+                                  + (usage.metadataFreeBytes.map { [("metadata_free_bytes", JSON.number($0))] } ?? []))),
                 ("roots", .array(records.map(\.json))),
             ]).rendered)
             return
@@ -37,6 +39,9 @@ struct Status: ParsableCommand {
             print("generation:  \(generation)\(generation == current ? " (current)" : "")  roots: \(users)")
         }
         print("space:       \(humanBytes(usage.freeBytes)) free of \(humanBytes(usage.totalBytes))")
+        if let total = usage.metadataTotalBytes, let free = usage.metadataFreeBytes {
+            print("metadata:    \(humanBytes(free)) free of \(humanBytes(total)) (thin pool)")
+        }
         print("roots:       \(records.count) (\(records.reduce(0) { $0 + $1.members.count }) sessions)")
         for record in records where record.phase != .active {
             print("  \(record.key): \(record.phase.rawValue) \(record.note)")

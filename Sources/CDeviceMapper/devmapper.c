@@ -1,0 +1,194 @@
+/* Implementation of include/cdevmapper.h over libdevmapper. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <libdevmapper.h>
+
+#include "cdevmapper.h"
+
+static __thread char last_error[512];
+
+static void capture_log(int level, const char *file, int line, int dm_errno_or_class, const char *format, ...)
+{
+    (void)file; (void)line; (void)dm_errno_or_class;
+    if ((level & 7) > 3)
+        return;  /* the low bits are a syslog level: keep errors (3) and worse */
+    va_list args;
+    va_start(args, format);
+    vsnprintf(last_error, sizeof(last_error), format, args);
+    va_end(args);
+}
+
+void lcdm_setup(int udev_running)
+{
+    dm_log_with_errno_init(capture_log);
+    /* Without udev, libdevmapper makes the /dev/mapper nodes itself. */
+    dm_udev_set_sync_support(udev_running);
+}
+
+const char *lcdm_last_error(void) { return last_error; }
+
+/* Runs `task`, waiting for udev (or making nodes) when it changes devices. */
+static int run_task(struct dm_task *task, int with_cookie)
+{
+    uint32_t cookie = 0;
+    last_error[0] = '\0';
+    if (with_cookie && !dm_task_set_cookie(task, &cookie, 0)) {
+        dm_task_destroy(task);
+        errno = EIO;
+        return -1;
+    }
+    int ok = dm_task_run(task);
+    int saved = ok ? 0 : dm_task_get_errno(task);
+    if (with_cookie)
+        (void)dm_udev_wait(cookie);
+    dm_task_destroy(task);
+    if (!ok) {
+        errno = saved ? saved : EIO;
+        return -1;
+    }
+    return 0;
+}
+
+static struct dm_task *named_task(int type, const char *name)
+{
+    struct dm_task *task = dm_task_create(type);
+    if (!task) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (name && !dm_task_set_name(task, name)) {
+        dm_task_destroy(task);
+        errno = EINVAL;
+        return NULL;
+    }
+    return task;
+}
+
+int lcdm_create(const char *name, const char *uuid, const char *target_type,
+                uint64_t sectors, const char *params)
+{
+    struct dm_task *task = named_task(DM_DEVICE_CREATE, name);
+    if (!task)
+        return -1;
+    if ((uuid && !dm_task_set_uuid(task, uuid)) ||
+        !dm_task_add_target(task, 0, sectors, target_type, params)) {
+        dm_task_destroy(task);
+        errno = EINVAL;
+        return -1;
+    }
+    return run_task(task, 1);
+}
+
+int lcdm_remove(const char *name, int deferred)
+{
+    struct dm_task *task = named_task(DM_DEVICE_REMOVE, name);
+    if (!task)
+        return -1;
+    if (deferred)
+        (void)dm_task_deferred_remove(task);
+    return run_task(task, 1);
+}
+
+int lcdm_suspend(const char *name)
+{
+    /* Suspending flushes and freezes a mounted filesystem first (lockfs). */
+    struct dm_task *task = named_task(DM_DEVICE_SUSPEND, name);
+    return task ? run_task(task, 0) : -1;
+}
+
+int lcdm_resume(const char *name)
+{
+    struct dm_task *task = named_task(DM_DEVICE_RESUME, name);
+    return task ? run_task(task, 1) : -1;
+}
+
+int lcdm_message(const char *name, const char *message)
+{
+    struct dm_task *task = named_task(DM_DEVICE_TARGET_MSG, name);
+    if (!task)
+        return -1;
+    if (!dm_task_set_sector(task, 0) || !dm_task_set_message(task, message)) {
+        dm_task_destroy(task);
+        errno = EINVAL;
+        return -1;
+    }
+    return run_task(task, 0);
+}
+
+int lcdm_info(const char *name, struct lcdm_info *out)
+{
+    memset(out, 0, sizeof(*out));
+    struct dm_task *task = named_task(DM_DEVICE_INFO, name);
+    if (!task)
+        return -1;
+    last_error[0] = '\0';
+    struct dm_info info;
+    if (!dm_task_run(task) || !dm_task_get_info(task, &info)) {
+        int saved = dm_task_get_errno(task);
+        dm_task_destroy(task);
+        errno = saved ? saved : EIO;
+        return -1;
+    }
+    out->exists = info.exists;
+    out->suspended = info.suspended;
+    out->open_count = info.open_count;
+    out->deferred_remove = info.deferred_remove;
+    out->major = info.major;
+    out->minor = info.minor;
+    dm_task_destroy(task);
+    return 0;
+}
+
+int lcdm_status(const char *name, char *buffer, size_t size)
+{
+    struct dm_task *task = named_task(DM_DEVICE_STATUS, name);
+    if (!task)
+        return -1;
+    last_error[0] = '\0';
+    if (!dm_task_run(task)) {
+        int saved = dm_task_get_errno(task);
+        dm_task_destroy(task);
+        errno = saved ? saved : EIO;
+        return -1;
+    }
+    uint64_t start, length;
+    char *type = NULL, *params = NULL;
+    (void)dm_get_next_target(task, NULL, &start, &length, &type, &params);
+    snprintf(buffer, size, "%s", params ? params : "");
+    dm_task_destroy(task);
+    return 0;
+}
+
+int lcdm_list(char *buffer, size_t size)
+{
+    struct dm_task *task = named_task(DM_DEVICE_LIST, NULL);
+    if (!task)
+        return -1;
+    last_error[0] = '\0';
+    if (!dm_task_run(task)) {
+        dm_task_destroy(task);
+        errno = EIO;
+        return -1;
+    }
+    size_t used = 0;
+    buffer[0] = '\0';
+    struct dm_names *names = dm_task_get_names(task);
+    if (names && names->dev) {
+        for (;;) {
+            int written = snprintf(buffer + used, size - used, "%s\n", names->name);
+            if (written < 0 || (size_t)written >= size - used) {
+                dm_task_destroy(task);
+                errno = ENOBUFS;
+                return -1;
+            }
+            used += (size_t)written;
+            if (!names->next)
+                break;
+            names = (struct dm_names *)((char *)names + names->next);
+        }
+    }
+    dm_task_destroy(task);
+    return 0;
+}
