@@ -31,7 +31,7 @@ SYSTEM_SERVICES = ("su-l", "runuser-l", "login")
 def run(cmd, check=True, **kw):
     kw.setdefault("capture_output", True)
     kw.setdefault("text", True)
-    kw.setdefault("timeout", 120)
+    kw.setdefault("timeout", 120 * TIME_SCALE)
     result = subprocess.run(cmd, **kw)
     if check and result.returncode != 0:
         raise AssertionError(f"{cmd} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
@@ -39,6 +39,8 @@ def run(cmd, check=True, **kw):
 
 
 SYSLOG_FILE = None
+# The VM lab emulates a CPU (no KVM): everything there takes several times longer.
+TIME_SCALE = int(os.environ.get("LC_TIME_SCALE", "1"))
 
 
 def pytest_configure(config):
@@ -141,9 +143,9 @@ class Store:
                 if role.startswith("session:"):
                     continue
                 name, mnt = f"{self.pool}-view-{thin_id}", tempfile.mkdtemp(prefix="lc-view-")
-                run(["dmsetup", "create", "--readonly", name, "--table", f"0 {sectors} thin /dev/mapper/{self.pool}-pool {thin_id}"])
+                run(["dmsetup", "create", name, "--table", f"0 {sectors} thin /dev/mapper/{self.pool}-pool {thin_id}"])
                 views.append((name, mnt))
-                run(["mount", "-o", "ro,noload", f"/dev/mapper/{name}", mnt])
+                run(["mount", "-t", "ext4", "-o", "ro,noload", f"/dev/mapper/{name}", mnt])
             yield [mnt for _, mnt in views]
         finally:
             for name, mnt in views:
@@ -210,6 +212,9 @@ kill_timeout = 5
 
 @pytest.fixture(scope="session")
 def image_dir():
+    if os.environ.get("LC_IMAGE_DIR"):  # made on the host by the VM lab: process spawns are slow in there
+        yield os.environ["LC_IMAGE_DIR"]
+        return
     path = tempfile.mkdtemp(prefix="lc-image-", dir="/var/lib")
     run(["sh", os.path.join(ROOT, "scripts/make-image.sh"), path])
     yield path

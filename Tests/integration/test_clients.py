@@ -22,7 +22,7 @@ import time
 import pexpect
 import pytest
 
-from conftest import MODULE, ROOT, assert_no_residue, free_port, run, token
+from conftest import MODULE, ROOT, TIME_SCALE, assert_no_residue, free_port, run, token
 
 
 def session_script(t):
@@ -186,7 +186,7 @@ PermitRootLogin no
         os.makedirs("/run/sshd", exist_ok=True)
         self.server = subprocess.Popen([self.sshd, "-D", "-e", "-f", f"{self.dir}/sshd_config"],
                                        stdout=subprocess.DEVNULL, stderr=open(f"{self.dir}/sshd.log", "w"))
-        for _ in range(100):
+        for _ in range(100 * TIME_SCALE):
             if run(["ssh-keyscan", "-p", str(self.port), "127.0.0.1"], check=False).returncode == 0:
                 break
             time.sleep(0.1)

@@ -1,0 +1,275 @@
+"""dm-thin in a real kernel: the VM lab's first boot (scripts/lab-test.sh).
+
+One store for the whole module, its pool on two disks (/dev/sda for data,
+/dev/sdb for metadata) that persist into the second boot, where
+test_dmthin_reboot.py checks what a reboot with open sessions leaves.
+Under emulation every process costs seconds, so the tests share the store
+and each proves several things.
+"""
+import json
+import os
+import re
+import time
+
+import pytest
+
+from conftest import Store, assert_no_residue, run, token
+from test_clients import SshClient, check_after_logout, check_inside, session_script
+from test_pamtester import in_root, pamtester
+
+LAB_DIR = os.environ.get("LC_LAB_DIR", "")
+pytestmark = pytest.mark.skipif(
+    not (LAB_DIR and os.path.exists("/dev/mapper/control")),
+    reason="needs device-mapper: runs in the VM lab (make lab-test, part of make test)")
+
+VOLUME_MB = 256
+
+
+def lab_store():
+    store = Store("dm-thin", os.path.join(LAB_DIR, "store-base"))
+    store.state = "/run/lclab-state"  # tmpfs: gone after a reboot, as on a real machine
+    return store
+
+
+def write_lab_config(store, extra=""):
+    os.makedirs(os.path.dirname(store.config), exist_ok=True)
+    with open(store.config, "w") as f:
+        f.write(f"""[store]
+backend = dm-thin
+path = {store.path}
+keep_generations = 1
+
+[dm-thin]
+pool_name = {store.pool}
+data_device = /dev/sda
+metadata_device = /dev/sdb
+volume_size = {VOLUME_MB}M
+min_free = 10%
+
+[session]
+state_dir = {store.state}
+{extra}
+""")
+    os.chmod(store.config, 0o644)
+    with open(f"/etc/pam.d/{store.service}", "w") as f:
+        f.write("auth required pam_permit.so\naccount required pam_permit.so\n" + store.pam_lines())
+
+
+@pytest.fixture(scope="module")
+def store(image_dir):
+    store = lab_store()
+    write_lab_config(store)
+    assert "published gen-1" in store.cli("init", "--from-dir", image_dir).stdout
+    yield store  # left in place: the second boot takes it over
+
+
+def pool_status(store):
+    fields = run(["dmsetup", "status", f"{store.pool}-pool"]).stdout.split()
+    # "0 SECTORS thin-pool TXID USED/TOTAL(meta) USED/TOTAL(data) HELD MODE ..."
+    data_used, data_total = map(int, fields[5].split("/"))
+    return {"transaction": int(fields[3]), "data_free_percent": 100 * (data_total - data_used) // data_total,
+            "mode": fields[7]}
+
+
+def metadata(store):
+    with open(os.path.join(store.path, "thin-metadata")) as f:
+        text = f.read()
+    return {"transaction": int(re.search(r"^transaction (\d+)$", text, re.M).group(1)),
+            "volumes": {role: (int(thin_id), state) for thin_id, role, state in store.thin_volumes()}}
+
+
+def thin_id_exists(store, thin_id):
+    """Activating a thin id the pool does not have fails in the kernel."""
+    name = f"{store.pool}-probe"
+    result = run(["dmsetup", "create", name, "--table", f"0 2048 thin /dev/mapper/{store.pool}-pool {thin_id}"], check=False)
+    if result.returncode == 0:
+        run(["dmsetup", "remove", name])
+    return result.returncode == 0
+
+
+def assert_pool_agrees(store):
+    meta, pool = metadata(store), pool_status(store)
+    assert meta["transaction"] == pool["transaction"], (meta, pool)
+    for role, (thin_id, state) in meta["volumes"].items():
+        assert state == "live", (role, state)
+        assert thin_id_exists(store, thin_id), f"{role} (thin id {thin_id}) is missing from the pool"
+
+
+def test_pamtester_login_leaves_no_device_behind(store):
+    t = token()
+    pamtester(store, "lctest1", "open_session")
+    assert f"{store.pool}-session-lctest1" in store.dm_devices()
+    out = in_root(store, "lctest1", "lctest1", f"""
+echo root > /srv/scratch/rootfile-{t}; echo tmp > /tmp/lc-tmp-{t}
+nohup sleep 3001 >/dev/null 2>&1 </dev/null &
+setsid sleep 3002 >/dev/null 2>&1 </dev/null &
+cat /srv/scratch/rootfile-{t}; cat /run/loginchroot-session""").stdout
+    assert out.split() == ["root", "lctest1"]
+    assert "ended root lctest1" in store.cli("end", "lctest1").stdout
+    try:
+        assert os.path.exists(f"/tmp/lc-tmp-{t}")
+        assert_no_residue(store)  # records, pins, mounts, session volumes and devices, cgroups, processes
+        assert store.dm_devices() == sorted([f"{store.pool}-master", f"{store.pool}-pool"])
+        assert store.cli("master", "run", "--", "test", "!", "-e", f"/srv/scratch/rootfile-{t}").returncode == 0
+        assert_pool_agrees(store)
+    finally:
+        os.unlink(f"/tmp/lc-tmp-{t}")
+
+
+def test_sshd_login_into_a_thin_session_root(store):
+    client = SshClient()
+    client.setup(store)
+    try:
+        t = token()
+        output = client.run(store, "lctest1", session_script(t))
+        check_inside(output, "lctest1")
+        deadline = time.time() + 60 * 5
+        while json.loads(store.cli("sessions", "--json").stdout) and time.time() < deadline:
+            time.sleep(1)  # sshd closes the PAM session just after the client has its exit status
+        check_after_logout(store, "lctest1", t)
+        assert_pool_agrees(store)
+    finally:
+        client.teardown()
+
+
+def test_a_session_outlives_the_generation_it_was_snapshotted_from(store):
+    t = token()
+    pamtester(store, "lctest1", "open_session")  # a snapshot of gen-1, itself a snapshot of master
+    try:
+        in_root(store, "lctest1", "lctest1", f"echo mine > /srv/scratch/keep-{t}")
+        gen1 = metadata(store)["volumes"]["gen-1"][0]
+        store.cli("master", "run", "--", "sh", "-c", "echo v2 > /etc/image-version")
+        store.cli("publish")
+        store.cli("publish")
+        gc = store.cli("gc").stdout
+        assert "generation gen-1: removed" in gc and "generation gen-2: removed" in gc, gc
+        assert not thin_id_exists(store, gen1), "gen-1's thin volume is still in the pool"
+        assert "gen-1" not in metadata(store)["volumes"]
+        out = in_root(store, "lctest1", "lctest1", f"""
+cat /srv/scratch/keep-{t}
+dd if=/dev/zero of=/srv/scratch/more-{t} bs=1M count=8 conv=fsync 2>/dev/null && echo wrote
+cat /etc/image-version 2>/dev/null || echo gen-1-content""").stdout.split()
+        assert out == ["mine", "wrote", "gen-1-content"], out
+    finally:
+        store.cli("end", "lctest1")
+    assert_no_residue(store)
+    pamtester(store, "lctest2", "open_session")
+    try:
+        assert in_root(store, "lctest2", "lctest2", "cat /etc/image-version").stdout.strip() == "v2"
+    finally:
+        store.cli("end", "lctest2")
+    assert_no_residue(store)
+    assert_pool_agrees(store)
+
+
+def write_intent(store, line):
+    path = os.path.join(store.path, "thin-metadata")
+    with open(path, "a") as f:
+        f.write(line + "\n")
+
+
+def test_interrupted_pool_operations_are_rolled_back_or_forward(store):
+    pool = f"{store.pool}-pool"
+    # A crash after create_thin, before set_transaction_id: rolled back.
+    before = metadata(store)["transaction"]
+    thin_id = 100
+    write_intent(store, f"volume {thin_id} session:lctest2 creating")
+    run(["dmsetup", "message", pool, "0", f"create_thin {thin_id}"])
+    assert thin_id_exists(store, thin_id)
+    store.cli("gc")
+    assert not thin_id_exists(store, thin_id), "the half-made volume was not deleted"
+    assert "session:lctest2" not in metadata(store)["volumes"]
+    assert metadata(store)["transaction"] == pool_status(store)["transaction"] == before
+
+    # A crash after set_transaction_id, before the result was saved: rolled
+    # forward (transaction + 1), then gc deletes the session volume no live
+    # session owns (+ 1 more).
+    write_intent(store, f"volume {thin_id} session:lctest2 creating")
+    run(["dmsetup", "message", pool, "0", f"create_thin {thin_id}"])
+    run(["dmsetup", "message", pool, "0", f"set_transaction_id {before} {before + 1}"])
+    gc = store.cli("gc").stdout
+    assert "lctest2" in gc, gc
+    assert not thin_id_exists(store, thin_id)
+    assert metadata(store)["transaction"] == pool_status(store)["transaction"] == before + 2
+
+    # A pool changed behind loginchroot's back is refused, not "repaired".
+    run(["dmsetup", "message", pool, "0", f"set_transaction_id {before + 2} {before + 7}"])
+    try:
+        denied = pamtester(store, "lctest1", "open_session", check=False)
+        assert denied.returncode != 0
+        status = store.cli("check", check=False).stdout
+        assert f"at transaction {before + 7}" in store.cli("gc", check=False).stderr + status
+    finally:
+        run(["dmsetup", "message", pool, "0", f"set_transaction_id {before + 7} {before + 2}"])
+    assert_no_residue(store)
+    assert_pool_agrees(store)
+
+
+def test_a_session_that_fills_its_root_gets_enospc_and_nobody_else_notices(store):
+    pamtester(store, "lctest1", "open_session")
+    pamtester(store, "lctest2", "open_session")
+    try:
+        out = in_root(store, "lctest1", "lctest1",
+                      f"dd if=/dev/zero of=/srv/scratch/fill bs=1M count={VOLUME_MB * 2} 2>&1; echo rc=$?").stdout
+        assert "No space left on device" in out and "rc=1" in out, out
+        assert pool_status(store)["mode"] == "rw", "the pool itself must not be full"
+        other = in_root(store, "lctest2", "lctest2",
+                        "dd if=/dev/zero of=/srv/scratch/small bs=1M count=4 conv=fsync 2>/dev/null && echo ok").stdout
+        assert other.strip() == "ok"
+    finally:
+        store.cli("end", "lctest1")
+        store.cli("end", "lctest2")
+    assert_no_residue(store)
+    assert_pool_agrees(store)
+
+
+def test_a_full_pool_fails_writes_at_once_and_refuses_new_logins(store):
+    # Two roots that together write more than the pool's data device holds.
+    data_mb = os.path.getsize(os.path.join(LAB_DIR, "data.disk")) >> 20
+    pamtester(store, "lctest1", "open_session")
+    pamtester(store, "lctest2", "open_session")
+    try:
+        in_root(store, "lctest1", "lctest1", f"dd if=/dev/zero of=/srv/scratch/a bs=1M count={VOLUME_MB - 40} conv=fsync 2>/dev/null")
+        started = time.time()
+        out = in_root(store, "lctest2", "lctest2",
+                      f"timeout 600 dd if=/dev/zero of=/srv/scratch/b bs=1M count={data_mb} conv=fsync 2>&1; echo rc=$?").stdout
+        assert "rc=124" not in out, "the write hung instead of failing"
+        assert "rc=0" not in out, out
+        assert re.search(r"No space left on device|Input/output error|Read-only file system", out), out
+        status = pool_status(store)
+        assert status["mode"] == "out_of_data_space" and status["data_free_percent"] < 10, status
+        # The other root still works for reading, and the host's tools answer.
+        assert in_root(store, "lctest1", "lctest1", "head -c 4 /srv/scratch/a | wc -c").stdout.strip() == "4"
+        assert json.loads(store.cli("status", "--json").stdout)["space"]["free_bytes"] < (data_mb << 20) // 10
+        # A new root is refused, with the reason in syslog.
+        write_lab_config(store, "mode = per-session")
+        denied = pamtester(store, "lctest1", "open_session", check=False)
+        assert denied.returncode != 0 and "contact the administrator" in denied.stdout + denied.stderr
+        from conftest import SYSLOG_FILE
+        assert "below min_free 10%" in open(SYSLOG_FILE).read()
+    finally:
+        write_lab_config(store)
+        store.cli("end", "lctest1")
+        store.cli("end", "lctest2")
+    assert_no_residue(store)
+    # The space is back, and so are new logins.
+    pamtester(store, "lctest1", "open_session")
+    try:
+        assert in_root(store, "lctest1", "lctest1",
+                       "dd if=/dev/zero of=/srv/scratch/c bs=1M count=4 conv=fsync 2>/dev/null && echo ok").stdout.strip() == "ok"
+    finally:
+        store.cli("end", "lctest1")
+    assert_no_residue(store)
+    assert_pool_agrees(store)
+
+
+def test_sessions_left_open_for_the_reboot(store):
+    """The last test of the first boot: two roots stay open when the VM
+    powers off. test_dmthin_reboot.py checks the next boot."""
+    pamtester(store, "lctest1", "open_session")
+    pamtester(store, "lctest2", "open_session")
+    in_root(store, "lctest1", "lctest1", "echo before-reboot > /srv/scratch/left")
+    sessions = sorted(role for role in metadata(store)["volumes"] if role.startswith("session:"))
+    assert sessions == ["session:lctest1", "session:lctest2"]
+    with open(os.path.join(LAB_DIR, "before-reboot.json"), "w") as f:
+        json.dump(metadata(store), f)

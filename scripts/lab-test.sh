@@ -1,0 +1,33 @@
+#!/bin/bash
+# The dm-thin tier of `make test`: two boots of the VM lab (scripts/vmlab.sh)
+# on one store whose pool lives on two disk files. The first boot runs
+# Tests/integration/test_dmthin_lab.py and powers off with sessions open;
+# the second runs test_dmthin_reboot.py. Exit status: 0 only if both pass.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+lab=$(mktemp -d /var/tmp/lclab.XXXXXX)
+trap 'rm -rf "$lab"' EXIT
+# Only what the tests run: every file costs under emulation.
+sh scripts/make-image.sh "$lab/image" sh cat echo sleep nohup setsid unshare id ls grep pwd test [ dd \
+    head wc timeout rm mkdir true env >/dev/null
+truncate -s 384M "$lab/data.disk"
+truncate -s 16M "$lab/meta.disk"
+
+python=$(python3 -c 'import sys; print(sys.executable)')
+settings=(LC_LAB_DIR="$lab" LC_IMAGE_DIR="$lab/image" LC_BACKENDS=dm-thin LC_TIME_SCALE=10
+          LC_MODULE="$PWD/.build/release/pam_loginchroot.so" LC_CLI="$PWD/.build/release/loginchroot"
+          PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 PYTHONUNBUFFERED=1 PYTHONPYCACHEPREFIX="$lab/pycache")
+pytest=(env "${settings[@]}" "$python" -m pytest -v -p no:cacheprovider)
+# Compile every module pytest imports here, where it is fast; the guest
+# reads the bytecode from the shared directory.
+"${pytest[@]}" --collect-only -q Tests/integration/test_dmthin_lab.py Tests/integration/test_dmthin_reboot.py >/dev/null
+
+boot() {
+    echo "== VM lab: $1"
+    scripts/vmlab.sh --keep "$lab" --disk "$lab/data.disk" --disk "$lab/meta.disk" -- "${pytest[@]}" "${@:2}"
+}
+status=0
+boot "first boot" Tests/integration/test_dmthin_lab.py || status=$?
+boot "second boot, after powering off with sessions open" Tests/integration/test_dmthin_reboot.py || status=$?
+exit $status

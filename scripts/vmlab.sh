@@ -1,0 +1,74 @@
+#!/bin/bash
+# The VM lab: boots Debian's kernel (which has device-mapper; this machine's
+# kernel has none) on this machine's own filesystem under qemu with virtme-ng,
+# runs a command as root inside, and hands back its output and exit status.
+#
+#   scripts/vmlab.sh [--keep DIR] [--disk FILE]... -- COMMAND...
+#
+# Each --disk FILE becomes a SCSI disk in the guest (/dev/sda, /dev/sdb, ...
+# in order) whose contents persist in FILE across boots.
+# The guest sees the host's files read-only, with writable overlays on /etc,
+# /var, /tmp, /home and a tmpfs on /var/tmp; only DIR (a fresh directory
+# unless --keep names one, for state that must survive a reboot) is written
+# through to the host. KVM does not work here, so qemu emulates (TCG): a boot
+# takes about a minute.
+set -euo pipefail
+
+keep=""
+disks=()
+while [ $# -gt 0 ]; do
+    case $1 in
+        --keep) keep=$2; shift 2 ;;
+        --disk) disks+=(--disk "$2"); shift 2 ;;
+        --) shift; break ;;
+        *) break ;;
+    esac
+done
+[ $# -gt 0 ] || { echo "usage: $0 [--keep DIR] [--disk FILE]... -- COMMAND..." >&2; exit 2; }
+
+kernel=$(ls /boot/vmlinuz-*-amd64 2>/dev/null | sort -V | tail -n 1 || true)
+[ -n "$kernel" ] || { echo "vmlab: no Debian kernel in /boot (apt-get install linux-image-amd64)" >&2; exit 2; }
+vng=$(command -v vng || echo "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/vng")
+[ -x "$vng" ] || { echo "vmlab: vng not found (pip install virtme-ng)" >&2; exit 2; }
+
+shared=${keep:-$(mktemp -d /var/tmp/lclab.XXXXXX)}
+mkdir -p "$shared"
+rm -f "$shared/rc" "$shared/output"
+printf '%q ' "$@" > "$shared/command"
+cat > "$shared/guest.sh" <<EOF
+#!/bin/sh
+# Runs inside the guest.
+# No udev in the guest: load by hand what the lab needs.
+modprobe -a loop dm-thin-pool virtio_scsi sd_mod || { echo "vmlab: modprobe failed" > "$shared/output"; echo 2 > "$shared/rc"; exit 2; }
+want=$(( ${#disks[@]} / 2 ))
+for _ in \$(seq 100); do [ "\$(ls /dev/sd? 2>/dev/null | wc -l)" -ge \$want ] && break; sleep 0.1; done
+# virtme-ng hides the host's /etc/shadow behind an empty bind; useradd needs
+# the real (overlaid, so guest-only) file.
+umount /etc/shadow 2>/dev/null || true
+cd "$PWD"
+sh -c "\$(cat "$shared/command")" > "$shared/output" 2>&1
+echo \$? > "$shared/rc"
+EOF
+chmod +x "$shared/guest.sh"
+
+# virtme-ng-init starts udevd when it finds systemd's, and its coldplug never
+# settles under emulation; systemd-tmpfiles costs ~20 s. Hide both from the
+# guest (in a private mount namespace: the host keeps them).
+set +e
+timeout 1800 unshare --mount --propagation private sh -c '
+    mount -t tmpfs none /usr/lib/systemd && mount -t tmpfs none /usr/lib/tmpfiles.d &&
+    kernel=$1 shared=$2 vng=$3; shift 3
+    exec "$vng" -v -r "$kernel" --disable-kvm --memory 3G --cpus 2 --rwdir "$shared" "$@" --exec "$shared/guest.sh"' \
+    vmlab "$kernel" "$shared" "$vng" "${disks[@]}" > "$shared/console" 2>&1
+vng_status=$?
+set -e
+
+if [ ! -f "$shared/rc" ]; then
+    echo "vmlab: the guest never finished (vng exit $vng_status); its console:" >&2
+    tail -n 40 "$shared/console" >&2
+    exit 2
+fi
+cat "$shared/output"
+rc=$(cat "$shared/rc")
+[ -n "$keep" ] || rm -rf "$shared"
+exit "$rc"
