@@ -7,7 +7,7 @@ RELEASE     := .build/release
 MODULE      := $(RELEASE)/pam_loginchroot.so
 CLI         := $(RELEASE)/loginchroot
 
-.PHONY: all build deps demo test unit-test integration-test install clean
+.PHONY: all build deps demo test unit-test integration-test lab-test install clean
 
 all: build
 
@@ -28,7 +28,11 @@ unit-test:
 integration-test: build
 	LC_MODULE=$(CURDIR)/$(MODULE) LC_CLI=$(CURDIR)/$(CLI) python3 -m pytest -v -p no:cacheprovider Tests/integration
 
-test: deps unit-test integration-test
+# The dm-thin tier, in the VM lab: this kernel has no device-mapper.
+lab-test: build
+	bash scripts/lab-test.sh
+
+test: deps unit-test integration-test lab-test
 
 install: build
 	install -d $(DESTDIR)$(PAMDIR) $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)/etc/loginchroot \

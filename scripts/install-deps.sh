@@ -1,8 +1,11 @@
 #!/bin/sh
 # Installs what building, the demo and the tests need on a fresh Debian 12.
+# The VM lab (the dm-thin tier) needs Debian's kernel, qemu and virtme-ng;
+# dmsetup is for the tests' own checks (loginchroot itself never runs it).
 set -eu
 packages="libpam0g-dev libdevmapper-dev libselinux1-dev pamtester openssh-server openssh-client
-          btrfs-progs busybox-static util-linux login passwd procps gcc make"
+          btrfs-progs busybox-static util-linux login passwd procps gcc make e2fsprogs dmsetup
+          linux-image-amd64 qemu-system-x86"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -13,3 +16,4 @@ if [ -n "$missing" ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 python3 -c 'import pytest, pexpect' 2>/dev/null || python3 -m pip install -q pytest pexpect
+python3 -c 'import virtme_ng' 2>/dev/null || python3 -m pip install -q virtme-ng==1.42

@@ -18,7 +18,7 @@ python=$(python3 -c 'import sys; print(sys.executable)')
 settings=(LC_LAB_DIR="$lab" LC_IMAGE_DIR="$lab/image" LC_BACKENDS=dm-thin LC_TIME_SCALE=10
           LC_MODULE="$PWD/.build/release/pam_loginchroot.so" LC_CLI="$PWD/.build/release/loginchroot"
           PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 PYTHONUNBUFFERED=1 PYTHONPYCACHEPREFIX="$lab/pycache")
-pytest=(env "${settings[@]}" "$python" -m pytest -v -p no:cacheprovider)
+pytest=(env -u PYTHONDONTWRITEBYTECODE "${settings[@]}" "$python" -m pytest -v -p no:cacheprovider)
 # Compile every module pytest imports here, where it is fast; the guest
 # reads the bytecode from the shared directory.
 "${pytest[@]}" --collect-only -q Tests/integration/test_dmthin_lab.py Tests/integration/test_dmthin_reboot.py >/dev/null

@@ -5,7 +5,7 @@
 #
 #   scripts/vmlab.sh [--keep DIR] [--disk FILE]... -- COMMAND...
 #
-# Each --disk FILE becomes a SCSI disk in the guest (/dev/sda, /dev/sdb, ...
+# Each --disk FILE becomes a virtio disk in the guest (/dev/vda, /dev/vdb, ...
 # in order) whose contents persist in FILE across boots.
 # The guest sees the host's files read-only, with writable overlays on /etc,
 # /var, /tmp, /home and a tmpfs on /var/tmp; only DIR (a fresh directory
@@ -39,9 +39,9 @@ cat > "$shared/guest.sh" <<EOF
 #!/bin/sh
 # Runs inside the guest.
 # No udev in the guest: load by hand what the lab needs.
-modprobe -a loop dm-thin-pool virtio_scsi sd_mod || { echo "vmlab: modprobe failed" > "$shared/output"; echo 2 > "$shared/rc"; exit 2; }
+modprobe -a loop dm-thin-pool virtio_blk || { echo "vmlab: modprobe failed" > "$shared/output"; echo 2 > "$shared/rc"; exit 2; }
 want=$(( ${#disks[@]} / 2 ))
-for _ in \$(seq 100); do [ "\$(ls /dev/sd? 2>/dev/null | wc -l)" -ge \$want ] && break; sleep 0.1; done
+for _ in \$(seq 100); do [ "\$(ls /dev/vd? 2>/dev/null | wc -l)" -ge \$want ] && break; sleep 0.1; done
 # virtme-ng hides the host's /etc/shadow behind an empty bind; useradd needs
 # the real (overlaid, so guest-only) file.
 umount /etc/shadow 2>/dev/null || true

@@ -1,7 +1,7 @@
 """dm-thin in a real kernel: the VM lab's first boot (scripts/lab-test.sh).
 
-One store for the whole module, its pool on two disks (/dev/sda for data,
-/dev/sdb for metadata) that persist into the second boot, where
+One store for the whole module, its pool on two disks (/dev/vda for data,
+/dev/vdb for metadata) that persist into the second boot, where
 test_dmthin_reboot.py checks what a reboot with open sessions leaves.
 Under emulation every process costs seconds, so the tests share the store
 and each proves several things.
@@ -41,8 +41,8 @@ keep_generations = 1
 
 [dm-thin]
 pool_name = {store.pool}
-data_device = /dev/sda
-metadata_device = /dev/sdb
+data_device = /dev/vda
+metadata_device = /dev/vdb
 volume_size = {VOLUME_MB}M
 min_free = 10%
 
