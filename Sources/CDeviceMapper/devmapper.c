@@ -29,6 +29,15 @@ void lcdm_setup(int udev_running)
 
 const char *lcdm_last_error(void) { return last_error; }
 
+/* libdevmapper keeps /dev/mapper/control open between calls; the module runs
+ * in sshd and login, whose children must not inherit it. */
+static void release(void)
+{
+    int saved = errno;
+    dm_lib_release();
+    errno = saved;
+}
+
 /* Runs `task`, waiting for udev (or making nodes) when it changes devices. */
 static int run_task(struct dm_task *task, int with_cookie)
 {
@@ -44,6 +53,7 @@ static int run_task(struct dm_task *task, int with_cookie)
     if (with_cookie)
         (void)dm_udev_wait(cookie);
     dm_task_destroy(task);
+    release();
     if (!ok) {
         errno = saved ? saved : EIO;
         return -1;
@@ -128,6 +138,7 @@ int lcdm_info(const char *name, struct lcdm_info *out)
     if (!dm_task_run(task) || !dm_task_get_info(task, &info)) {
         int saved = dm_task_get_errno(task);
         dm_task_destroy(task);
+        release();
         errno = saved ? saved : EIO;
         return -1;
     }
@@ -138,6 +149,7 @@ int lcdm_info(const char *name, struct lcdm_info *out)
     out->major = info.major;
     out->minor = info.minor;
     dm_task_destroy(task);
+    release();
     return 0;
 }
 
@@ -150,6 +162,7 @@ int lcdm_status(const char *name, char *buffer, size_t size)
     if (!dm_task_run(task)) {
         int saved = dm_task_get_errno(task);
         dm_task_destroy(task);
+        release();
         errno = saved ? saved : EIO;
         return -1;
     }
@@ -158,6 +171,7 @@ int lcdm_status(const char *name, char *buffer, size_t size)
     (void)dm_get_next_target(task, NULL, &start, &length, &type, &params);
     snprintf(buffer, size, "%s", params ? params : "");
     dm_task_destroy(task);
+    release();
     return 0;
 }
 
@@ -169,6 +183,7 @@ int lcdm_list(char *buffer, size_t size)
     last_error[0] = '\0';
     if (!dm_task_run(task)) {
         dm_task_destroy(task);
+        release();
         errno = EIO;
         return -1;
     }
@@ -180,6 +195,7 @@ int lcdm_list(char *buffer, size_t size)
             int written = snprintf(buffer + used, size - used, "%s\n", names->name);
             if (written < 0 || (size_t)written >= size - used) {
                 dm_task_destroy(task);
+                release();
                 errno = ENOBUFS;
                 return -1;
             }
@@ -190,5 +206,6 @@ int lcdm_list(char *buffer, size_t size)
         }
     }
     dm_task_destroy(task);
+    release();
     return 0;
 }

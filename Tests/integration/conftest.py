@@ -283,6 +283,9 @@ def processes_of(uid):
             continue
         try:
             if os.stat(f"/proc/{pid}").st_uid == uid:
+                with open(f"/proc/{pid}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        continue  # dead, waiting for a parent that may never reap it (the VM lab's init)
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
                     found.append((int(pid), f.read().replace(b"\0", b" ").decode(errors="replace")))
         except (FileNotFoundError, ProcessLookupError):

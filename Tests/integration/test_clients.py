@@ -42,7 +42,7 @@ cat /etc/loginchroot-image
 echo marker=$(cat /run/loginchroot-session)
 echo cwd=$(pwd)
 echo group=$(id -gn)
-echo fds: $(ls -l /proc/$$/fd/ | grep -c -e 'mnt:' -e loginchroot -e '/var/lib/lc-')
+echo fds: $(ls -l /proc/$$/fd/ | grep -c -e 'mnt:' -e loginchroot -e '/var/lib/lc-' -e /dev/mapper -e /dev/loop)
 """
 
 

@@ -6,9 +6,11 @@ test_dmthin_reboot.py checks what a reboot with open sessions leaves.
 Under emulation every process costs seconds, so the tests share the store
 and each proves several things.
 """
+import contextlib
 import json
 import os
 import re
+import subprocess
 import time
 
 import pytest
@@ -22,7 +24,7 @@ pytestmark = pytest.mark.skipif(
     not (LAB_DIR and os.path.exists("/dev/mapper/control")),
     reason="needs device-mapper: runs in the VM lab (make lab-test, part of make test)")
 
-VOLUME_MB = 256
+VOLUME_MB = 128
 
 
 def lab_store():
@@ -51,8 +53,9 @@ state_dir = {store.state}
 {extra}
 """)
     os.chmod(store.config, 0o644)
-    with open(f"/etc/pam.d/{store.service}", "w") as f:
-        f.write("auth required pam_permit.so\naccount required pam_permit.so\n" + store.pam_lines())
+    for service in (store.service, "runuser-l"):  # the guest's /etc is its own
+        with open(f"/etc/pam.d/{service}", "w") as f:
+            f.write("auth sufficient pam_rootok.so\naccount required pam_permit.so\n" + store.pam_lines())
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +64,22 @@ def store(image_dir):
     write_lab_config(store)
     assert "published gen-1" in store.cli("init", "--from-dir", image_dir).stdout
     yield store  # left in place: the second boot takes it over
+
+
+@contextlib.contextmanager
+def live_session(user):
+    """A login that stays open (runuser, a real PAM client) until the block
+    ends; then runuser closes its PAM session, as at logout."""
+    holder = subprocess.Popen(["runuser", "-l", user, "-c", "sleep 100000"])
+    try:
+        deadline = time.time() + 60 * 10
+        while not os.path.exists(f"/run/lclab-state/pins/{user}"):
+            assert holder.poll() is None and time.time() < deadline, "runuser never opened its session"
+            time.sleep(0.5)
+        yield holder
+    finally:
+        holder.terminate()
+        holder.wait(timeout=600)
 
 
 def pool_status(store):
@@ -134,8 +153,7 @@ def test_sshd_login_into_a_thin_session_root(store):
 
 def test_a_session_outlives_the_generation_it_was_snapshotted_from(store):
     t = token()
-    pamtester(store, "lctest1", "open_session")  # a snapshot of gen-1, itself a snapshot of master
-    try:
+    with live_session("lctest1"):  # a snapshot of gen-1, itself a snapshot of master
         in_root(store, "lctest1", "lctest1", f"echo mine > /srv/scratch/keep-{t}")
         gen1 = metadata(store)["volumes"]["gen-1"][0]
         store.cli("master", "run", "--", "sh", "-c", "echo v2 > /etc/image-version")
@@ -150,8 +168,6 @@ cat /srv/scratch/keep-{t}
 dd if=/dev/zero of=/srv/scratch/more-{t} bs=1M count=8 conv=fsync 2>/dev/null && echo wrote
 cat /etc/image-version 2>/dev/null || echo gen-1-content""").stdout.split()
         assert out == ["mine", "wrote", "gen-1-content"], out
-    finally:
-        store.cli("end", "lctest1")
     assert_no_residue(store)
     pamtester(store, "lctest2", "open_session")
     try:
@@ -205,6 +221,25 @@ def test_interrupted_pool_operations_are_rolled_back_or_forward(store):
     assert_pool_agrees(store)
 
 
+def test_a_busy_device_gets_a_deferred_remove_and_gc_finishes_later(store):
+    pamtester(store, "lctest1", "open_session")
+    device = f"/dev/mapper/{store.pool}-session-lctest1"
+    holder = open(device, "rb")  # something on the host still has the device open
+    try:
+        ended = store.cli("end", "lctest1", check=False)
+        assert ended.returncode != 0, ended.stdout
+        record = json.loads(store.cli("sessions", "--json").stdout)
+        assert [r["phase"] for r in record] == ["quarantined"], record
+        assert "still open" in record[0]["note"], record
+    finally:
+        holder.close()
+    # The kernel removed the device when the holder let go; gc deletes the volume.
+    gc = store.cli("gc").stdout
+    assert "root lctest1: destroyed" in gc, gc
+    assert_no_residue(store)
+    assert_pool_agrees(store)
+
+
 def test_a_session_that_fills_its_root_gets_enospc_and_nobody_else_notices(store):
     pamtester(store, "lctest1", "open_session")
     pamtester(store, "lctest2", "open_session")
@@ -229,7 +264,7 @@ def test_a_full_pool_fails_writes_at_once_and_refuses_new_logins(store):
     pamtester(store, "lctest1", "open_session")
     pamtester(store, "lctest2", "open_session")
     try:
-        in_root(store, "lctest1", "lctest1", f"dd if=/dev/zero of=/srv/scratch/a bs=1M count={VOLUME_MB - 40} conv=fsync 2>/dev/null")
+        in_root(store, "lctest1", "lctest1", f"dd if=/dev/zero of=/srv/scratch/a bs=1M count={VOLUME_MB - 30} conv=fsync 2>/dev/null")
         started = time.time()
         out = in_root(store, "lctest2", "lctest2",
                       f"timeout 600 dd if=/dev/zero of=/srv/scratch/b bs=1M count={data_mb} conv=fsync 2>&1; echo rc=$?").stdout

@@ -41,20 +41,31 @@ public final class DmThinBackend: SnapshotBackend {
         try activatePool(blockSectors: metadata.blockSectors)
     }
 
-    /// `init`: the loop files (or the named devices' first metadata block
-    /// zeroed, so the kernel formats a new pool), the pool, and the metadata.
+    /// `init`: the loop files, the pool (the kernel formats a metadata
+    /// device whose first block is zero), and the store's metadata.
     func createPool() throws {
         try Files.makeDirectories(store)
         _ = chmod(store, 0o700)
         if usesLoopFiles {
-            try makeSparseFile(dataDevice, size: config.dataSize)
-            try makeSparseFile(metadataDevice, size: config.metadataSize)
+            if !Files.exists(dataDevice) { try makeSparseFile(dataDevice, size: config.dataSize) }
+            if !Files.exists(metadataDevice) { try makeSparseFile(metadataDevice, size: config.metadataSize) }
         } else {
             try refuseLVMPoolParts()
-            let device = try Descriptor.open(metadataDevice, O_WRONLY | O_EXCL)
-            try device.writeAll([UInt8](repeating: 0, count: 4096))
-            try sys("fsync", metadataDevice) { fsync(device.raw) }
         }
+        // Never format over a pool: its volumes may be all someone has.
+        let device = try Descriptor.open(metadataDevice, O_RDWR | O_EXCL)
+        var superblock = [UInt8](repeating: 0, count: 4096)
+        guard pread(device.raw, &superblock, superblock.count, 0) == superblock.count else {
+            throw SetupError("cannot read the first 4 KiB of \(metadataDevice)", fix: "check the device")
+        }
+        let thinMagic: [UInt8] = [0xba, 0x51, 0x9c, 0x01, 0, 0, 0, 0]  // 27022010, little-endian, at byte 32
+        if Array(superblock[32..<40]) == thinMagic {
+            throw SetupError("\(metadataDevice) already holds a thin pool's metadata, and \(metadataFile) is missing",
+                             fix: "restore \(metadataFile) from a backup; to start over instead, zero the device's first 4 KiB (dd if=/dev/zero of=\(metadataDevice) bs=4k count=1)")
+        }
+        try device.writeAll([UInt8](repeating: 0, count: 4096))
+        try sys("fsync", metadataDevice) { fsync(device.raw) }
+        withExtendedLifetime(device) {}
         let blockSectors = config.thinBlockSize / 512
         try activatePool(blockSectors: blockSectors)
         let status = try poolStatus()
@@ -250,7 +261,11 @@ public final class DmThinBackend: SnapshotBackend {
     /// Removes the volume's device (waiting briefly for the last user of a
     /// dying namespace to let go), then its thin id.
     private func removeVolume(_ role: ThinMetadata.Role) throws {
-        try deactivate(ThinNames.volume(config.poolName, role))
+        let name = ThinNames.volume(config.poolName, role)
+        // Nothing to do is not an error, whatever state the pool is in: a
+        // login refused before its snapshot existed must not quarantine.
+        if try DeviceMapper.info(name) == nil, try loadMetadata().volume(role) == nil { return }
+        try deactivate(name)
         try withSettledMetadata { metadata in
             guard let volume = metadata.volume(role) else { return }
             try change(&metadata, marking: ThinMetadata.Volume(id: volume.id, role: role, state: .deleting),
