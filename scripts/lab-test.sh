@@ -11,7 +11,7 @@ trap 'rm -rf "$lab"' EXIT
 # Only what the tests run: every file costs under emulation.
 sh scripts/make-image.sh "$lab/image" sh cat echo sleep nohup setsid unshare id ls grep pwd test [ dd \
     head wc timeout rm mkdir true env >/dev/null
-truncate -s 224M "$lab/data.disk"
+truncate -s 192M "$lab/data.disk"
 truncate -s 16M "$lab/meta.disk"
 
 python=$(python3 -c 'import sys; print(sys.executable)')

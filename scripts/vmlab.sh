@@ -45,6 +45,8 @@ for _ in \$(seq 100); do [ "\$(ls /dev/vd? 2>/dev/null | wc -l)" -ge \$want ] &&
 # virtme-ng hides the host's /etc/shadow behind an empty bind; useradd needs
 # the real (overlaid, so guest-only) file.
 umount /etc/shadow 2>/dev/null || true
+# Its /tmp overlay comes up 0755; a real /tmp is 1777.
+chmod 1777 /tmp
 cd "$PWD"
 sh -c "\$(cat "$shared/command")" > "$shared/output" 2>&1
 echo \$? > "$shared/rc"
