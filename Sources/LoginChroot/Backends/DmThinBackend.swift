@@ -41,8 +41,7 @@ public final class DmThinBackend: SnapshotBackend {
         try activatePool(blockSectors: metadata.blockSectors)
     }
 
-    /// `init`: the loop files, the pool (the kernel formats a metadata
-    /// device whose first block is zero), and the store's metadata.
+    /// `init`: the loop files, the pool, and the store's metadata.
     func createPool() throws {
         try Files.makeDirectories(store)
         _ = chmod(store, 0o700)
@@ -52,7 +51,18 @@ public final class DmThinBackend: SnapshotBackend {
         } else {
             try refuseLVMPoolParts()
         }
-        // Never format over a pool: its volumes may be all someone has.
+        try zeroMetadataSuperblock()  // the kernel formats a pool whose metadata starts with zeroes
+        let blockSectors = config.thinBlockSize / 512
+        try activatePool(blockSectors: blockSectors)
+        let status = try poolStatus()
+        var metadata = ThinMetadata(sectors: config.volumeSize / 512, blockSectors: blockSectors)
+        metadata.transaction = status.transaction
+        try save(metadata)
+    }
+
+    /// Never formats over a pool: its volumes may be all someone has. The
+    /// device is closed again before the pool claims it.
+    private func zeroMetadataSuperblock() throws {
         let device = try Descriptor.open(metadataDevice, O_RDWR | O_EXCL)
         var superblock = [UInt8](repeating: 0, count: 4096)
         guard pread(device.raw, &superblock, superblock.count, 0) == superblock.count else {
@@ -65,13 +75,6 @@ public final class DmThinBackend: SnapshotBackend {
         }
         try device.writeAll([UInt8](repeating: 0, count: 4096))
         try sys("fsync", metadataDevice) { fsync(device.raw) }
-        withExtendedLifetime(device) {}
-        let blockSectors = config.thinBlockSize / 512
-        try activatePool(blockSectors: blockSectors)
-        let status = try poolStatus()
-        var metadata = ThinMetadata(sectors: config.volumeSize / 512, blockSectors: blockSectors)
-        metadata.transaction = status.transaction
-        try save(metadata)
     }
 
     private func activatePool(blockSectors: UInt64) throws {
