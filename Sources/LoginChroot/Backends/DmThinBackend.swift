@@ -131,6 +131,8 @@ public final class DmThinBackend: SnapshotBackend {
         guard try DeviceMapper.info(poolName) != nil else {
             throw SetupError("thin pool \(poolName) is not active", fix: "run 'loginchroot start'")
         }
+        let metadata = try loadMetadata(), pool = try poolStatus().transaction
+        if metadata.settlement(poolTransaction: pool) == .mismatch { throw drift(metadata, pool: pool) }
     }
 
     public func currentGeneration() throws -> Generation {
@@ -224,17 +226,14 @@ public final class DmThinBackend: SnapshotBackend {
     }
 
     /// Interrupted operations are settled on every use of the metadata;
-    /// this reports (and finishes) any still pending.
+    /// this reports (and finishes) any still pending, and fails on drift.
     public func removeTemporaries() throws -> [String] {
-        var settled: [String] = []
         try withLock {
             let metadata = try loadMetadata()
-            if let pending = metadata.pending {
-                try settle(metadata)
-                settled.append("\(pending.role) (thin id \(pending.id), unfinished \(pending.state == .creating ? "create" : "delete"))")
-            }
+            try settle(metadata)
+            guard let pending = metadata.pending else { return [] }
+            return ["\(pending.role) (thin id \(pending.id), unfinished \(pending.state == .creating ? "create" : "delete"))"]
         }
-        return settled
     }
 
     public func usage() throws -> SpaceUsage {
@@ -344,10 +343,14 @@ public final class DmThinBackend: SnapshotBackend {
             }
             metadata.dropPending()
         case .mismatch:
-            throw SetupError("thin pool \(poolName) is at transaction \(pool) but \(metadataFile) is at \(metadata.transaction)",
-                             fix: "the pool was changed outside loginchroot or the metadata was restored from an old copy; compare 'dmsetup status \(poolName)' with the file before going on")
+            throw drift(metadata, pool: pool)
         }
         try save(metadata)
+    }
+
+    private func drift(_ metadata: ThinMetadata, pool: UInt64) -> SetupError {
+        SetupError("thin pool \(poolName) is at transaction \(pool) but \(metadataFile) is at \(metadata.transaction)",
+                   fix: "the pool was changed outside loginchroot or the metadata was restored from an old copy; compare 'dmsetup status \(poolName)' with the file before going on")
     }
 
     private func withLock<T>(_ body: () throws -> T) throws -> T {
