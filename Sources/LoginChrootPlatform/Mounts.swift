@@ -99,7 +99,7 @@ public enum Namespaces {
     ///
     /// The kernel refuses (EINVAL) to bind a mount namespace's nsfs file
     /// unless that namespace's id is greater than the binder's (its guard
-    /// against reference loops), and since Linux 6.18 the ids come from
+    /// against reference loops), and on recent kernels (seen on 6.18) the ids come from
     /// per-CPU batches: a namespace made on one CPU can get a smaller id than
     /// an older one made on another. So a refused namespace is dropped and
     /// made again on each CPU in turn; the CPU that made `host` always hands
