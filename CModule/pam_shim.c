@@ -68,11 +68,10 @@ int lc_pam_save_session(pam_handle_t *pamh, const char *session_ref, int host_ns
         close(host_ns_fd);
         return PAM_BUF_ERR;
     }
-    saved->session_ref = strdup(session_ref);
     saved->host_ns_fd = host_ns_fd;
+    saved->session_ref = strdup(session_ref);
     if (saved->session_ref == NULL) {
-        close(host_ns_fd);
-        free(saved);
+        lc_saved_cleanup(pamh, saved, 0);
         return PAM_BUF_ERR;
     }
     int rc = pam_set_data(pamh, LC_DATA_NAME, saved, lc_saved_cleanup);

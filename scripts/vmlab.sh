@@ -58,7 +58,9 @@ chmod +x "$shared/guest.sh"
 # guest (in a private mount namespace: the host keeps them).
 set +e
 timeout 1800 unshare --mount --propagation private sh -c '
-    mount -t tmpfs none /usr/lib/systemd && mount -t tmpfs none /usr/lib/tmpfiles.d &&
+    for hidden in /usr/lib/systemd /usr/lib/tmpfiles.d; do
+        [ ! -d $hidden ] || mount -t tmpfs none $hidden || exit 2
+    done
     kernel=$1 shared=$2 vng=$3; shift 3
     exec "$vng" -v -r "$kernel" --disable-kvm --memory 3G --cpus 2 --rwdir "$shared" "$@" --exec "$shared/guest.sh"' \
     vmlab "$kernel" "$shared" "$vng" "${disks[@]}" > "$shared/console" 2>&1

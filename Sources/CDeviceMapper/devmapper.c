@@ -29,36 +29,44 @@ void lcdm_setup(int udev_running)
 
 const char *lcdm_last_error(void) { return last_error; }
 
-/* libdevmapper keeps /dev/mapper/control open between calls; the module runs
- * in sshd and login, whose children must not inherit it. */
-static void release(void)
+/* Ends a task: libdevmapper keeps /dev/mapper/control open between calls,
+ * and the module runs in sshd and login, whose children must not inherit
+ * it. Returns `result` with errno as the task left it. */
+static int finish(struct dm_task *task, int result)
 {
     int saved = errno;
+    dm_task_destroy(task);
     dm_lib_release();
     errno = saved;
+    return result;
 }
 
-/* Runs `task`, waiting for udev (or making nodes) when it changes devices. */
-static int run_task(struct dm_task *task, int with_cookie)
+/* Runs `task` (waiting for udev, or making the nodes, when `with_cookie`).
+ * On failure the task is finished and -1 returned with errno set; on
+ * success the caller reads the results, then finishes it. */
+static int run(struct dm_task *task, int with_cookie)
 {
     uint32_t cookie = 0;
     last_error[0] = '\0';
     if (with_cookie && !dm_task_set_cookie(task, &cookie, 0)) {
-        dm_task_destroy(task);
         errno = EIO;
-        return -1;
+        return finish(task, -1);
     }
     int ok = dm_task_run(task);
-    int saved = ok ? 0 : dm_task_get_errno(task);
+    int code = ok ? 0 : dm_task_get_errno(task);
     if (with_cookie)
         (void)dm_udev_wait(cookie);
-    dm_task_destroy(task);
-    release();
     if (!ok) {
-        errno = saved ? saved : EIO;
-        return -1;
+        errno = code ? code : EIO;
+        return finish(task, -1);
     }
     return 0;
+}
+
+/* A task that changes nothing the caller reads back. */
+static int run_task(struct dm_task *task, int with_cookie)
+{
+    return run(task, with_cookie) ? -1 : finish(task, 0);
 }
 
 static struct dm_task *named_task(int type, const char *name)
@@ -69,8 +77,8 @@ static struct dm_task *named_task(int type, const char *name)
         return NULL;
     }
     if (name && !dm_task_set_name(task, name)) {
-        dm_task_destroy(task);
         errno = EINVAL;
+        finish(task, -1);
         return NULL;
     }
     return task;
@@ -82,11 +90,10 @@ int lcdm_create(const char *name, const char *uuid, const char *target_type,
     struct dm_task *task = named_task(DM_DEVICE_CREATE, name);
     if (!task)
         return -1;
-    if ((uuid && !dm_task_set_uuid(task, uuid)) ||
+    if ((uuid && *uuid && !dm_task_set_uuid(task, uuid)) ||
         !dm_task_add_target(task, 0, sectors, target_type, params)) {
-        dm_task_destroy(task);
         errno = EINVAL;
-        return -1;
+        return finish(task, -1);
     }
     return run_task(task, 1);
 }
@@ -120,9 +127,8 @@ int lcdm_message(const char *name, const char *message)
     if (!task)
         return -1;
     if (!dm_task_set_sector(task, 0) || !dm_task_set_message(task, message)) {
-        dm_task_destroy(task);
         errno = EINVAL;
-        return -1;
+        return finish(task, -1);
     }
     return run_task(task, 0);
 }
@@ -131,81 +137,28 @@ int lcdm_info(const char *name, struct lcdm_info *out)
 {
     memset(out, 0, sizeof(*out));
     struct dm_task *task = named_task(DM_DEVICE_INFO, name);
-    if (!task)
+    if (!task || run(task, 0))
         return -1;
-    last_error[0] = '\0';
     struct dm_info info;
-    if (!dm_task_run(task) || !dm_task_get_info(task, &info)) {
-        int saved = dm_task_get_errno(task);
-        dm_task_destroy(task);
-        release();
-        errno = saved ? saved : EIO;
-        return -1;
+    if (!dm_task_get_info(task, &info)) {
+        errno = EIO;
+        return finish(task, -1);
     }
     out->exists = info.exists;
-    out->suspended = info.suspended;
-    out->open_count = info.open_count;
     out->deferred_remove = info.deferred_remove;
     out->major = info.major;
     out->minor = info.minor;
-    dm_task_destroy(task);
-    release();
-    return 0;
+    return finish(task, 0);
 }
 
 int lcdm_status(const char *name, char *buffer, size_t size)
 {
     struct dm_task *task = named_task(DM_DEVICE_STATUS, name);
-    if (!task)
+    if (!task || run(task, 0))
         return -1;
-    last_error[0] = '\0';
-    if (!dm_task_run(task)) {
-        int saved = dm_task_get_errno(task);
-        dm_task_destroy(task);
-        release();
-        errno = saved ? saved : EIO;
-        return -1;
-    }
     uint64_t start, length;
     char *type = NULL, *params = NULL;
     (void)dm_get_next_target(task, NULL, &start, &length, &type, &params);
     snprintf(buffer, size, "%s", params ? params : "");
-    dm_task_destroy(task);
-    release();
-    return 0;
-}
-
-int lcdm_list(char *buffer, size_t size)
-{
-    struct dm_task *task = named_task(DM_DEVICE_LIST, NULL);
-    if (!task)
-        return -1;
-    last_error[0] = '\0';
-    if (!dm_task_run(task)) {
-        dm_task_destroy(task);
-        release();
-        errno = EIO;
-        return -1;
-    }
-    size_t used = 0;
-    buffer[0] = '\0';
-    struct dm_names *names = dm_task_get_names(task);
-    if (names && names->dev) {
-        for (;;) {
-            int written = snprintf(buffer + used, size - used, "%s\n", names->name);
-            if (written < 0 || (size_t)written >= size - used) {
-                dm_task_destroy(task);
-                release();
-                errno = ENOBUFS;
-                return -1;
-            }
-            used += (size_t)written;
-            if (!names->next)
-                break;
-            names = (struct dm_names *)((char *)names + names->next);
-        }
-    }
-    dm_task_destroy(task);
-    release();
-    return 0;
+    return finish(task, 0);
 }

@@ -32,8 +32,7 @@ public enum StoreMount {
     public static func createImage(_ config: Config) throws {
         guard config.backend == .btrfs, !config.storeImage.isEmpty, !Files.exists(config.storeImage) else { return }
         try Files.makeDirectories(parentDirectory(of: config.storeImage))
-        let file = try Descriptor.open(config.storeImage, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, mode: 0o600)
-        try sys("ftruncate", config.storeImage) { ftruncate(file.raw, off_t(config.storeImageSize)) }
+        try Files.createSparse(config.storeImage, size: config.storeImageSize)
         let status = try Processes.run(["mkfs.btrfs", "-q", config.storeImage])
         guard status == 0 else {
             _ = unlink(config.storeImage)

@@ -98,6 +98,14 @@ public struct ThinMetadata: Equatable, Sendable {
         }.sorted()
     }
 
+    /// After every generation ever numbered here, unfinished ones included.
+    public var nextGeneration: Generation {
+        (volumes.compactMap { volume -> Generation? in
+            if case .generation(let generation) = volume.role { return generation }
+            return nil
+        }.max() ?? Generation(number: 0)).next
+    }
+
     public var sessions: [RootKey] {
         volumes.compactMap { volume in
             if case .session(let key) = volume.role { return key }

@@ -1,5 +1,5 @@
 // device-mapper through libdevmapper (never dmsetup or lvm): create, remove,
-// suspend, resume, target messages and status. Errors carry the operation,
+// suspend, resume, target messages, info and status. Errors carry the operation,
 // the device name, errno and libdevmapper's own message.
 import CDeviceMapper
 import Glibc
@@ -7,8 +7,6 @@ import LoginChrootCore
 
 public enum DeviceMapper {
     public struct Info: Equatable {
-        public var suspended: Bool
-        public var openCount: Int
         public var deferredRemove: Bool
         public var major: UInt32
         public var minor: UInt32
@@ -45,20 +43,13 @@ public enum DeviceMapper {
         var raw = lcdm_info()
         try call("dm info", name) { lcdm_info(name, &raw) }
         guard raw.exists != 0 else { return nil }
-        return Info(suspended: raw.suspended != 0, openCount: Int(raw.open_count),
-                    deferredRemove: raw.deferred_remove != 0, major: raw.major, minor: raw.minor)
+        return Info(deferredRemove: raw.deferred_remove != 0, major: raw.major, minor: raw.minor)
     }
 
     public static func status(_ name: String) throws -> String {
         var buffer = [CChar](repeating: 0, count: 4096)
         try call("dm status", name) { lcdm_status(name, &buffer, buffer.count) }
         return String(cString: buffer)
-    }
-
-    public static func names() throws -> [String] {
-        var buffer = [CChar](repeating: 0, count: 1 << 20)
-        try call("dm list", "") { lcdm_list(&buffer, buffer.count) }
-        return String(cString: buffer).split(separator: "\n").map(String.init)
     }
 
     /// The dm name and uuid of the block device at `path`, from sysfs;

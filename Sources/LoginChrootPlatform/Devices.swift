@@ -41,12 +41,10 @@ public enum Loop {
     /// Mounts the filesystem image `file` at `target` through a loop device
     /// that detaches itself when the filesystem is unmounted.
     public static func mountImage(_ file: String, at target: String, type: String, options: String? = nil) throws {
-        let backing = try Descriptor.open(file, O_RDWR | O_NOFOLLOW)
-        var number: Int32 = -1
-        // Held until the mount exists; closing it then leaves the mount as
-        // the device's only user, and autoclear detaches it at unmount.
-        let loop = Descriptor(adopting: try sys("LOOP_CONFIGURE", file) { lc_loop_attach(backing.raw, 0, &number) })
-        try Mounts.mount(source: "/dev/loop\(number)", target: target, type: type, flags: 0, data: options)
-        withExtendedLifetime(loop) {}
+        // The holder is kept until the mount exists; then the mount is the
+        // device's only user, and autoclear detaches it at unmount.
+        let (device, holder) = try attach(file)
+        try Mounts.mount(source: device, target: target, type: type, flags: 0, data: options)
+        withExtendedLifetime(holder) {}
     }
 }

@@ -99,9 +99,16 @@ public enum Files {
         try sys("fsync", temporary) { fsync(fd.raw) }
         try sys("rename", path) { rename(temporary, path) }
         // The rename itself is durable only once the directory is synced.
-        if let directory = try? Descriptor.open(slash == path.startIndex ? "." : String(path[..<path.index(before: slash)]), O_RDONLY | O_DIRECTORY) {
+        let parent = parentDirectory(of: path)
+        if let directory = try? Descriptor.open(parent.isEmpty ? "." : parent, O_RDONLY | O_DIRECTORY) {
             _ = fsync(directory.raw)
         }
+    }
+
+    /// Creates `path` (which must not exist) as a sparse file of `size` bytes.
+    public static func createSparse(_ path: String, size: UInt64) throws {
+        let file = try Descriptor.open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, mode: 0o600)
+        try sys("ftruncate", path) { ftruncate(file.raw, off_t(size)) }
     }
 
     public static func remove(_ path: String) throws {

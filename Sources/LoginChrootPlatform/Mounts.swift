@@ -105,17 +105,16 @@ public enum Namespaces {
     /// made again on each CPU in turn; the CPU that made `host` always hands
     /// out greater ids. The thread's CPU affinity is restored afterwards.
     public static func unshareAndPin(at path: String, from host: Descriptor) throws -> Descriptor {
-        let original = threadCPUs()
-        var moved = false
-        defer { if moved { _ = lc_set_thread_cpus(original, Int32(original.count)) } }
+        var original: [Int32]? = nil  // read at the first move: almost every pin works at once
+        defer { if let original, !original.isEmpty { _ = lc_set_thread_cpus(original, Int32(original.count)) } }
         var refusal: Error?
         // First where the thread is; then on each configured CPU. Moving
         // fails (and is skipped) for CPUs that are offline or outside the
         // caller's cpuset.
         for cpu in [nil] + (0..<max(1, Int32(sysconf(Int32(_SC_NPROCESSORS_CONF))))).map(Optional.some) {
             if var cpu {
-                guard !original.isEmpty, lc_set_thread_cpus(&cpu, 1) == 0 else { continue }
-                moved = true
+                if original == nil { original = threadCPUs() }
+                guard original?.isEmpty == false, lc_set_thread_cpus(&cpu, 1) == 0 else { continue }
             }
             try unshareMountNamespace()
             let session = try openCurrentMountNamespace()

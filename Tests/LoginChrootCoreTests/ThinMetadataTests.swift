@@ -24,6 +24,11 @@ final class ThinMetadataTests: XCTestCase {
         XCTAssertEqual(parsed.rendered, metadata.rendered)
         XCTAssertEqual(parsed.liveGenerations, [Generation(number: 1), Generation(number: 2)])
         XCTAssertEqual(parsed.sessions, [RootKey("alice")!])
+        XCTAssertEqual(parsed.nextGeneration, Generation(number: 3))
+        var unfinished = parsed
+        unfinished.volumes.append(.init(id: 8, role: .generation(Generation(number: 5)), state: .creating))
+        XCTAssertEqual(unfinished.nextGeneration, Generation(number: 6), "a number is never handed out twice")
+        XCTAssertEqual(ThinMetadata(sectors: 1, blockSectors: 1).nextGeneration, Generation(number: 1))
         var perSession = sample()
         perSession.volumes.append(.init(id: 9, role: .session(RootKey("bob+12")!), state: .creating))
         XCTAssertEqual(try ThinMetadata.parse(perSession.rendered, file: "m").volume(.session(RootKey("bob+12")!))?.state, .creating)

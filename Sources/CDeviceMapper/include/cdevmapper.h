@@ -26,8 +26,6 @@ int lcdm_message(const char *name, const char *message);
 
 struct lcdm_info {
     int exists;
-    int suspended;
-    int open_count;
     int deferred_remove;
     uint32_t major;
     uint32_t minor;
@@ -35,7 +33,5 @@ struct lcdm_info {
 int lcdm_info(const char *name, struct lcdm_info *info);
 /* The status line of `name`'s first target, into `buffer`. */
 int lcdm_status(const char *name, char *buffer, size_t size);
-/* The names of all dm devices, each followed by '\n', into `buffer`. */
-int lcdm_list(char *buffer, size_t size);
 
 #endif

@@ -46,8 +46,8 @@ public final class DmThinBackend: SnapshotBackend {
         try Files.makeDirectories(store)
         _ = chmod(store, 0o700)
         if usesLoopFiles {
-            if !Files.exists(dataDevice) { try makeSparseFile(dataDevice, size: config.dataSize) }
-            if !Files.exists(metadataDevice) { try makeSparseFile(metadataDevice, size: config.metadataSize) }
+            if !Files.exists(dataDevice) { try Files.createSparse(dataDevice, size: config.dataSize) }
+            if !Files.exists(metadataDevice) { try Files.createSparse(metadataDevice, size: config.metadataSize) }
         } else {
             try refuseLVMPoolParts()
         }
@@ -146,8 +146,7 @@ public final class DmThinBackend: SnapshotBackend {
 
     public func prepare(_ key: RootKey, from generation: Generation) throws -> RootLayout {
         let name = ThinNames.volume(config.poolName, .session(key))
-        try withSettledMetadata { metadata in
-            let status = try poolStatus()
+        try withSettledMetadata { metadata, status in
             let free = min(status.dataFreePercent, status.metadataFreePercent)
             guard free >= config.minFreePercent else {
                 throw SetupError("thin pool \(poolName) has \(status.dataFreePercent)% data and \(status.metadataFreePercent)% metadata space free, below min_free \(config.minFreePercent)%",
@@ -173,20 +172,18 @@ public final class DmThinBackend: SnapshotBackend {
 
     public func createMaster() throws {
         if !Files.exists(metadataFile) { try createPool() }
-        try withSettledMetadata { metadata in
+        try withSettledMetadata { metadata, _ in
             if metadata.volume(.master) == nil {
                 try create(.master, in: &metadata) { "create_thin \($0)" }
             }
         }
-        let name = ThinNames.volume(config.poolName, .master)
-        let metadata = try loadMetadata()
-        try activate(name, id: metadata.volume(.master)!.id, sectors: metadata.sectors)
-        if !hasFilesystem(DeviceMapper.devicePath(name)) {
-            let command = config.filesystem == .xfs ? ["mkfs.xfs", "-q", DeviceMapper.devicePath(name)]
-                                                    : ["mkfs.ext4", "-q", DeviceMapper.devicePath(name)]
+        _ = try masterLayout()  // activates it
+        let device = DeviceMapper.devicePath(ThinNames.volume(config.poolName, .master))
+        if !hasFilesystem(device) {
+            let command = ["mkfs.\(config.filesystem.rawValue)", "-q", device]
             let status = try Processes.run(command)
             guard status == 0 else {
-                throw SetupError("\(command[0]) on \(name) failed (exit \(status))", fix: "install e2fsprogs (or xfsprogs)")
+                throw SetupError("\(command[0]) on \(device) failed (exit \(status))", fix: "install e2fsprogs (or xfsprogs)")
             }
         }
     }
@@ -202,14 +199,11 @@ public final class DmThinBackend: SnapshotBackend {
     }
 
     public func publish() throws -> Generation {
-        try withSettledMetadata { metadata in
+        try withSettledMetadata { metadata, _ in
             guard let master = metadata.volume(.master), master.state == .live else {
                 throw SetupError("the pool has no master volume", fix: "run 'loginchroot init'")
             }
-            let generation = (metadata.volumes.compactMap { volume -> Generation? in
-                if case .generation(let generation) = volume.role { return generation }
-                return nil
-            }.max() ?? Generation(number: 0)).next
+            let generation = metadata.nextGeneration
             // An active master may be mounted and written: suspending it
             // flushes and freezes its filesystem, so the snapshot is clean.
             let masterName = ThinNames.volume(config.poolName, .master)
@@ -230,7 +224,7 @@ public final class DmThinBackend: SnapshotBackend {
     public func removeTemporaries() throws -> [String] {
         try withLock {
             let metadata = try loadMetadata()
-            try settle(metadata)
+            _ = try settled(metadata, poolTransaction: try poolStatus().transaction)
             guard let pending = metadata.pending else { return [] }
             return ["\(pending.role) (thin id \(pending.id), unfinished \(pending.state == .creating ? "create" : "delete"))"]
         }
@@ -268,7 +262,7 @@ public final class DmThinBackend: SnapshotBackend {
         // login refused before its snapshot existed must not quarantine.
         if try DeviceMapper.info(name) == nil, try loadMetadata().volume(role) == nil { return }
         try deactivate(name)
-        try withSettledMetadata { metadata in
+        try withSettledMetadata { metadata, _ in
             guard let volume = metadata.volume(role) else { return }
             try change(&metadata, marking: ThinMetadata.Volume(id: volume.id, role: role, state: .deleting),
                        message: "delete \(volume.id)")
@@ -326,13 +320,13 @@ public final class DmThinBackend: SnapshotBackend {
         try save(metadata)
     }
 
-    /// Brings the metadata and the pool to agreement (see ThinMetadata).
-    private func settle(_ metadata: ThinMetadata) throws {
+    /// Brings the metadata and the pool to agreement (see ThinMetadata) and
+    /// returns the metadata as saved.
+    private func settled(_ metadata: ThinMetadata, poolTransaction pool: UInt64) throws -> ThinMetadata {
         var metadata = metadata
-        let pool = try poolStatus().transaction
         switch metadata.settlement(poolTransaction: pool) {
         case .consistent:
-            return
+            return metadata
         case .rollForward:
             metadata.finishPending()
         case .discard(let id):
@@ -346,6 +340,7 @@ public final class DmThinBackend: SnapshotBackend {
             throw drift(metadata, pool: pool)
         }
         try save(metadata)
+        return metadata
     }
 
     private func drift(_ metadata: ThinMetadata, pool: UInt64) -> SetupError {
@@ -354,16 +349,18 @@ public final class DmThinBackend: SnapshotBackend {
     }
 
     private func withLock<T>(_ body: () throws -> T) throws -> T {
-        let lock = try FileLock(path: lockFile, timeoutSeconds: 15)
+        let lock = try FileLock(path: lockFile, timeoutSeconds: SessionManager.lockTimeoutSeconds)
         defer { withExtendedLifetime(lock) {} }
         return try body()
     }
 
-    private func withSettledMetadata<T>(_ body: (inout ThinMetadata) throws -> T) throws -> T {
+    /// Runs `body` under the store's lock with settled metadata and the
+    /// pool's status (read once: logins come through here).
+    private func withSettledMetadata<T>(_ body: (inout ThinMetadata, ThinPoolStatus) throws -> T) throws -> T {
         try withLock {
-            try settle(try loadMetadata())
-            var metadata = try loadMetadata()
-            return try body(&metadata)
+            let status = try poolStatus()
+            var metadata = try settled(try loadMetadata(), poolTransaction: status.transaction)
+            return try body(&metadata, status)
         }
     }
 
@@ -380,11 +377,6 @@ public final class DmThinBackend: SnapshotBackend {
     }
 
     // MARK: helpers
-
-    private func makeSparseFile(_ path: String, size: UInt64) throws {
-        let file = try Descriptor.open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, mode: 0o600)
-        try sys("ftruncate", path) { ftruncate(file.raw, off_t(size)) }
-    }
 
     private func blockDeviceSize(_ path: String) throws -> UInt64 {
         let device = try Descriptor.open(path, O_RDONLY)

@@ -100,7 +100,7 @@ public struct LinuxSessionHost: SessionHost {
         // A process that opens a second session sits in its first one's
         // cgroup: make the new one a sibling, so killing one spares the other.
         if let slash = parent.lastIndex(of: "/"), parent[parent.index(after: slash)...].hasPrefix("loginchroot-") {
-            parent = slash == parent.startIndex ? "/" : String(parent[..<slash])
+            parent = parentDirectory(of: parent)
         }
         guard !parent.unicodeScalars.contains(where: { $0 == " " || $0 == "\n" || $0 == "\t" }) else { return nil }
         let child = joinPath(parent == "/" ? "/" : parent, name)
@@ -133,14 +133,15 @@ public struct LinuxSessionHost: SessionHost {
             var remaining = false
             for name in names {
                 guard let cgroups, cgroups.exists(name) else { continue }
-                let others = cgroups.pids(name).filter { $0 > 0 && $0 != own }
+                let others = { cgroups.pids(name).filter { $0 > 0 && $0 != own } }
                 if name == ownCgroup {
                     // The caller could not leave: cgroup.kill would take it too.
-                    if !others.isEmpty { remaining = true; others.forEach(Processes.kill) }
+                    let pids = others()
+                    if !pids.isEmpty { remaining = true; pids.forEach(Processes.kill) }
                 } else if cgroups.isPopulated(name) {
                     remaining = true
                     // No cgroup.kill before Linux 5.14: one by one then.
-                    if !cgroups.kill(name) { others.forEach(Processes.kill) }
+                    if !cgroups.kill(name) { others().forEach(Processes.kill) }
                 }
             }
             if let identity {

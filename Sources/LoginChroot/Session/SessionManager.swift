@@ -174,7 +174,7 @@ public final class SessionManager {
 
     private func undoPlacement(_ placement: CgroupPlacement?) {
         guard let placement else { return }
-        host.moveCaller(toCgroup: placement.parent)
+        _ = host.moveCaller(toCgroup: placement.parent)  // it logs a failure
         host.removeCgroup(placement.cgroup)
     }
 

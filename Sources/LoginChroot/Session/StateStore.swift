@@ -22,9 +22,9 @@ public struct StateStore {
 
     /// Creates the subdirectories (root-only) and makes pins/ a private
     /// mount, so a pinned namespace never propagates into another namespace.
-    /// Called with the lock held; safe to repeat.
+    /// Called with the state or master lock held (taking it created the
+    /// directory); safe to repeat.
     public func prepare() throws {
-        try createDirectory()
         for sub in [rootsDir, pinsDir, stagingDir] { try Files.ensurePrivateDirectory(sub) }
         if Mounts.filesystemType(at: pinsDir) == nil {
             try Mounts.bind(pinsDir, onto: pinsDir, recursive: false)

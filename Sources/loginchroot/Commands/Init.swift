@@ -23,14 +23,14 @@ struct Init: ParsableCommand {
         let config = try global.load()
         let backend = Backends.make(config)
         try reporting {
-            let lock = try StateStore(directory: config.stateDir).masterLock()
+            let state = StateStore(directory: config.stateDir)
+            let lock = try state.masterLock()
             defer { withExtendedLifetime(lock) {} }
             try StoreMount.createImage(config)
             try StoreMount.ensureMounted(config)
             try backend.createMaster()
-            try StateStore(directory: config.stateDir).prepare()
-            let master = try LinuxSessionHost(log: printError).mountPrivately(
-                try backend.masterLayout(), staging: StateStore(directory: config.stateDir).stagingDir)
+            try state.prepare()
+            let master = try LinuxSessionHost(log: printError).mountPrivately(try backend.masterLayout(), staging: state.stagingDir)
             // A fresh ext4 has lost+found: that is still an empty master.
             guard try Files.listDirectory(master).allSatisfy({ $0 == "lost+found" }) else {
                 throw Failure("master \(master) is not empty; the store is already initialised (use 'loginchroot update')")

@@ -37,15 +37,17 @@ struct Master: ParsableCommand {
             let status: Int32 = try reporting {
                 let backend = Backends.make(config)
                 try backend.checkStore()
-                try StateStore(directory: config.stateDir).prepare()
-                // One writer of master at a time; publish takes the same lock.
-                let lock = lockHeldByParent ? nil : try StateStore(directory: config.stateDir).masterLock()
+                let state = StateStore(directory: config.stateDir)
+                // One writer of master at a time; publish takes the same lock
+                // (and taking it creates the state directory).
+                let lock = lockHeldByParent ? nil : try state.masterLock()
+                try state.prepare()
                 let layout = try backend.masterLayout()
                 let plan = SessionPlan.master(rootMounts: layout.mounts, rootSubpath: layout.rootSubpath)
                 let host = LinuxSessionHost(log: printError)
                 // This process moves into master in its own namespace; the
                 // mounts vanish with it.
-                _ = try host.buildRoot(plan, staging: StateStore(directory: config.stateDir).stagingDir, pin: nil)
+                _ = try host.buildRoot(plan, staging: state.stagingDir, pin: nil)
                 host.enterHome(plan.home)
                 let result = try Processes.run(command)
                 withExtendedLifetime(lock) {}
