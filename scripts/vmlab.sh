@@ -3,10 +3,12 @@
 # kernel has none) on this machine's own filesystem under qemu with virtme-ng,
 # runs a command as root inside, and hands back its output and exit status.
 #
-#   scripts/vmlab.sh [--keep DIR] [--disk FILE]... -- COMMAND...
+#   scripts/vmlab.sh [--keep DIR] [--disk FILE]... [--system-disk IMAGE] -- COMMAND...
 #
 # Each --disk FILE becomes a virtio disk in the guest (/dev/vda, /dev/vdb, ...
-# in order) whose contents persist in FILE across boots.
+# in order) whose contents persist in FILE across boots. --system-disk takes
+# an image from scripts/lab-sysdisk.sh: copies of the programs the command
+# runs, laid over the slow shared filesystem (see there).
 # The guest sees the host's files read-only, with writable overlays on /etc,
 # /var, /tmp, /home and a tmpfs on /var/tmp; only DIR (a fresh directory
 # unless --keep names one, for state that must survive a reboot) is written
@@ -15,16 +17,24 @@
 set -euo pipefail
 
 keep=""
+system_disk=""
 disks=()
 while [ $# -gt 0 ]; do
     case $1 in
         --keep) keep=$2; shift 2 ;;
         --disk) disks+=(--disk "$2"); shift 2 ;;
+        --system-disk) system_disk=$2; shift 2 ;;
         --) shift; break ;;
         *) break ;;
     esac
 done
-[ $# -gt 0 ] || { echo "usage: $0 [--keep DIR] [--disk FILE]... -- COMMAND..." >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: $0 [--keep DIR] [--disk FILE]... [--system-disk IMAGE] -- COMMAND..." >&2; exit 2; }
+want_disks=$(( ${#disks[@]} / 2 ))
+if [ -n "$system_disk" ]; then
+    disks+=(--disk "$system_disk")
+    system_device=/dev/vd$(printf "\\$(printf %o $(( 97 + want_disks )))")
+    want_disks=$(( want_disks + 1 ))
+fi
 
 kernel=$(ls /boot/vmlinuz-*-amd64 2>/dev/null | sort -V | tail -n 1 || true)
 [ -n "$kernel" ] || { echo "vmlab: no Debian kernel in /boot (apt-get install linux-image-amd64)" >&2; exit 2; }
@@ -39,9 +49,19 @@ cat > "$shared/guest.sh" <<EOF
 #!/bin/sh
 # Runs inside the guest.
 # No udev in the guest: load by hand what the lab needs.
-modprobe -a loop dm-thin-pool virtio_blk || { echo "vmlab: modprobe failed" > "$shared/output"; echo 2 > "$shared/rc"; exit 2; }
-want=$(( ${#disks[@]} / 2 ))
-for _ in \$(seq 100); do [ "\$(ls /dev/vd? 2>/dev/null | wc -l)" -ge \$want ] && break; sleep 0.1; done
+fail() { echo "vmlab: \$1" > "$shared/output"; echo 2 > "$shared/rc"; exit 2; }
+modprobe -a loop dm-thin-pool virtio_blk overlay ext4 || fail "modprobe failed"
+for _ in \$(seq 100); do [ "\$(ls /dev/vd? 2>/dev/null | wc -l)" -ge $want_disks ] && break; sleep 0.1; done
+if [ -n "${system_device:-}" ]; then
+    mkdir -p /run/lcsys
+    mount -o ro,noload ${system_device:-} /run/lcsys || fail "cannot mount the system disk"
+    while read -r dir; do
+        mount -t overlay -o ro,lowerdir=/run/lcsys\$dir:\$dir lcsys \$dir || fail "cannot lay /run/lcsys\$dir over \$dir"
+    done < /run/lcsys/layers
+    while read -r dir; do
+        mount --bind /run/lcsys\$dir \$dir || fail "cannot bind /run/lcsys\$dir"
+    done < /run/lcsys/binds
+fi
 # virtme-ng hides the host's /etc/shadow behind an empty bind; useradd needs
 # the real (overlaid, so guest-only) file.
 umount /etc/shadow 2>/dev/null || true
@@ -62,7 +82,7 @@ timeout 1800 unshare --mount --propagation private sh -c '
         [ ! -d $hidden ] || mount -t tmpfs none $hidden || exit 2
     done
     kernel=$1 shared=$2 vng=$3; shift 3
-    exec "$vng" -v -r "$kernel" --disable-kvm --memory 3G --cpus 2 --rwdir "$shared" "$@" --exec "$shared/guest.sh"' \
+    exec "$vng" -v -r "$kernel" --disable-kvm --memory 3G --cpus ${LC_LAB_CPUS:-2} --rwdir "$shared" "$@" --exec "$shared/guest.sh"' \
     vmlab "$kernel" "$shared" "$vng" "${disks[@]}" > "$shared/console" 2>&1
 vng_status=$?
 set -e

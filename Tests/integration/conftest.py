@@ -41,6 +41,9 @@ def run(cmd, check=True, **kw):
 SYSLOG_FILE = None
 # The VM lab emulates a CPU (no KVM): everything there takes several times longer.
 TIME_SCALE = int(os.environ.get("LC_TIME_SCALE", "1"))
+# How often the tests' forking process forks. Under emulation a fork costs
+# about half a second of CPU, so there it forks less often.
+FORK_INTERVAL = 0.05 if TIME_SCALE == 1 else 2
 
 
 def pytest_configure(config):

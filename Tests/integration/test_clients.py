@@ -22,7 +22,7 @@ import time
 import pexpect
 import pytest
 
-from conftest import MODULE, ROOT, TIME_SCALE, assert_no_residue, free_port, run, token
+from conftest import FORK_INTERVAL, MODULE, ROOT, TIME_SCALE, assert_no_residue, free_port, run, token
 
 
 def session_script(t):
@@ -36,7 +36,7 @@ nohup sleep 3001 >/dev/null 2>&1 </dev/null &
 setsid sleep 3002 >/dev/null 2>&1 </dev/null &
 ( sleep 3003 >/dev/null 2>&1 </dev/null & ) &
 unshare -Urm sleep 3006 >/dev/null 2>&1 </dev/null &
-sh -c 'while :; do sleep 3007 & sleep 0.05; done' >/dev/null 2>&1 </dev/null &
+sh -c 'while :; do sleep 3007 & sleep {FORK_INTERVAL}; done' >/dev/null 2>&1 </dev/null &
 cat /srv/scratch/rootfile-{t}
 cat /etc/loginchroot-image
 echo marker=$(cat /run/loginchroot-session)

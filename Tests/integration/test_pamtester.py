@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import MODULE, assert_no_residue, run, token, write_config
+from conftest import FORK_INTERVAL, MODULE, assert_no_residue, run, token, write_config
 
 
 def pamtester(store, user, *ops, check=True, env=None):
@@ -42,7 +42,7 @@ nohup sleep 3001 >/dev/null 2>&1 </dev/null &
 setsid sleep 3002 >/dev/null 2>&1 </dev/null &
 ( sleep 3003 >/dev/null 2>&1 </dev/null & ) &
 unshare -Urm sleep 3006 >/dev/null 2>&1 </dev/null &
-sh -c 'while :; do sleep 3007 & sleep 0.05; done' >/dev/null 2>&1 </dev/null &
+sh -c 'while :; do sleep 3007 & sleep {FORK_INTERVAL}; done' >/dev/null 2>&1 </dev/null &
 cat /srv/scratch/rootfile-{t}; cat /run/loginchroot-session""").stdout
     assert out.split() == ["root", "lctest1"]
     try:
@@ -70,10 +70,10 @@ def test_root_is_exempt_and_gets_the_host_root(store):
     assert json.loads(store.cli("sessions", "--json").stdout) == []
 
 
-@pytest.mark.parametrize("name", ["../etc", "a/b", "a b", "x" * 300, "-rf", ".hidden"])
-def test_hostile_user_names_are_refused(store, name):
-    result = pamtester(store, name, "open_session", check=False)
-    assert result.returncode != 0
+def test_hostile_user_names_are_refused(store):
+    for name in ("../etc", "a/b", "a b", "x" * 300, "-rf", ".hidden"):
+        result = pamtester(store, name, "open_session", check=False)
+        assert result.returncode != 0, name
     assert json.loads(store.cli("sessions", "--json").stdout) == []
     assert_no_residue(store)
 

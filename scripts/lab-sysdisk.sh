@@ -1,0 +1,76 @@
+#!/bin/bash
+# Builds the VM lab's system disk: an ext4 image holding copies of the files
+# the lab's tests run (programs, their libraries, PAM modules, Python and
+# pytest, loginchroot's release build), at their own paths.
+#
+#   scripts/lab-sysdisk.sh IMAGE
+#
+# Why: the guest sees this machine's files over 9p, which under emulation
+# reads about 2 MB/s and caches nothing, so every process start re-reads its
+# libraries (a `true` costs about a second). scripts/vmlab.sh puts this disk
+# as a read-only layer over those directories; anything not on it still comes
+# from 9p, only slower.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+image=$1
+
+programs="sh bash dash env cat echo sleep nohup setsid unshare id ls grep pwd test [ dd head wc timeout rm
+          mkdir rmdir true false find pkill kill ps useradd userdel groupadd nsenter taskset setpriv runuser su
+          login mount umount losetup dmsetup mkfs.ext4 mke2fs tar stat chmod chown ln mv cp touch readlink
+          pamtester sshd ssh ssh-keygen ssh-keyscan busybox modprobe seq sort uniq tail tr cut"
+python=$(python3 -c 'import sys; print(sys.executable)')
+pyprefix=$(python3 -c 'import sys; print(sys.base_prefix)')
+pyver=$(python3 -c 'import sys; print(f"python{sys.version_info[0]}.{sys.version_info[1]}")')
+site=$(python3 -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+
+files=()
+for p in $programs; do
+    path=$(command -v "$p" || true)
+    case $path in /*) files+=("$path") ;; esac
+done
+files+=("$python" "$PWD/.build/release/loginchroot" "$PWD/.build/release/pam_loginchroot.so")
+files+=(/usr/lib/x86_64-linux-gnu/security/*.so)
+elves=("${files[@]}")
+# Every shared library those load, and the libraries those load.
+for f in "${elves[@]}"; do
+    { ldd "$f" 2>/dev/null || true; } | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'
+done | sort -u > /tmp/lcsys-libs.$$
+mapfile -t libs < /tmp/lcsys-libs.$$
+rm -f /tmp/lcsys-libs.$$
+files+=("${libs[@]}")
+
+mnt=$(mktemp -d)
+rm -f "$image"
+truncate -s 2G "$image"
+mkfs.ext4 -q -F -O ^has_journal "$image"
+mount -o loop "$image" "$mnt"
+trap 'umount "$mnt"; rmdir "$mnt"' EXIT
+copy() {  # PATH... -> the disk, at the path its directories resolve to
+    for f in "$@"; do
+        [ -e "$f" ] || continue
+        real=$(readlink -f "$f")
+        # A link's own name too, where it is not the resolved one.
+        named=$(readlink -f "$(dirname "$f")")/$(basename "$f")
+        for p in "$real" "$named"; do
+            [ ! -e "$mnt$p" ] && [ ! -L "$mnt$p" ] || continue
+            mkdir -p "$mnt$(dirname "$p")"
+            cp -a "$p" "$mnt$p"
+        done
+    done
+}
+copy "${files[@]}"
+# Python's standard library (no tests) and the few packages pytest needs.
+(cd / && tar -cf - --exclude=test --exclude=tests --exclude=idlelib --exclude=tkinter --exclude=ensurepip \
+    --exclude=site-packages "${pyprefix#/}/lib/$pyver") | tar -xf - -C "$mnt"
+for pkg in pytest _pytest pluggy iniconfig packaging pexpect ptyprocess pygments py.py; do
+    copy "$site/$pkg"
+done
+# What the guest does with the copies: layers go over the directory of the
+# same path (the guest sees the union), binds replace it (so Python sees only
+# these packages, not the host's hundreds).
+for dir in /usr "$(dirname "$(readlink -f "$PWD/.build/release/loginchroot")")" "$(readlink -f "$pyprefix")" \
+           $(ldd "$PWD/.build/release/loginchroot" | awk '$3 ~ /libswiftCore/ {print $3}' | xargs -r dirname); do
+    readlink -f "$dir"
+done > "$mnt/layers"
+readlink -f "$site" > "$mnt/binds"
+du -sh "$mnt" | cut -f1
