@@ -41,6 +41,11 @@ kernel=$(ls /boot/vmlinuz-*-amd64 2>/dev/null | sort -V | tail -n 1 || true)
 vng=$(command -v vng || echo "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/vng")
 [ -x "$vng" ] || { echo "vmlab: vng not found (pip install virtme-ng)" >&2; exit 2; }
 
+# The guest's /var/tmp is a fresh tmpfs: a working directory there must be
+# handed in.
+workdir=()
+case $PWD/ in /var/tmp/*) workdir=(--rodir "$PWD") ;; esac
+
 shared=${keep:-$(mktemp -d /var/tmp/lclab.XXXXXX)}
 mkdir -p "$shared"
 rm -f "$shared/rc" "$shared/output"
@@ -82,8 +87,8 @@ timeout 1800 unshare --mount --propagation private sh -c '
         [ ! -d $hidden ] || mount -t tmpfs none $hidden || exit 2
     done
     kernel=$1 shared=$2 vng=$3; shift 3
-    exec "$vng" -v -r "$kernel" --disable-kvm --memory 3G --cpus ${LC_LAB_CPUS:-2} --rwdir "$shared" "$@" --exec "$shared/guest.sh"' \
-    vmlab "$kernel" "$shared" "$vng" "${disks[@]}" > "$shared/console" 2>&1
+    exec "$vng" -v -r "$kernel" --disable-kvm --memory 3G --cpus 2 --rwdir "$shared" "$@" --exec "$shared/guest.sh"' \
+    vmlab "$kernel" "$shared" "$vng" "${disks[@]}" "${workdir[@]}" > "$shared/console" 2>&1
 vng_status=$?
 set -e
 
