@@ -32,7 +32,8 @@ done
 want_disks=$(( ${#disks[@]} / 2 ))
 if [ -n "$system_disk" ]; then
     disks+=(--disk "$system_disk")
-    system_device=/dev/vd$(printf "\\$(printf %o $(( 97 + want_disks )))")
+    letters=(a b c d e f g h)
+    system_device=/dev/vd${letters[want_disks]}
     want_disks=$(( want_disks + 1 ))
 fi
 
