@@ -18,7 +18,7 @@ image=$1
 programs="sh bash dash env cat echo sleep nohup setsid unshare id ls grep pwd test [ dd head wc timeout rm
           mkdir rmdir true false find pkill kill ps useradd userdel groupadd nsenter taskset setpriv runuser su
           login mount umount losetup dmsetup mkfs.ext4 mke2fs tar stat chmod chown ln mv cp touch readlink
-          pamtester sshd ssh ssh-keygen ssh-keyscan busybox modprobe seq sort uniq tail tr cut"
+          pamtester sshd ssh ssh-keygen ssh-keyscan busybox sort uniq tail tr cut"
 python=$(python3 -c 'import sys; print(sys.executable)')
 pyprefix=$(python3 -c 'import sys; print(sys.base_prefix)')
 pyver=$(python3 -c 'import sys; print(f"python{sys.version_info[0]}.{sys.version_info[1]}")')

@@ -1,6 +1,6 @@
 // device-mapper through libdevmapper (never dmsetup or lvm): create, remove,
-// suspend, resume, target messages, info and status. Errors carry the operation,
-// the device name, errno and libdevmapper's own message.
+// suspend, resume, target messages, info and status. Errors carry the
+// operation, the device name, errno and libdevmapper's own message.
 import CDeviceMapper
 import Glibc
 import LoginChrootCore

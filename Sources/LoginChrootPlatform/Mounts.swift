@@ -99,11 +99,12 @@ public enum Namespaces {
     ///
     /// The kernel refuses (EINVAL) to bind a mount namespace's nsfs file
     /// unless that namespace's id is greater than the binder's (its guard
-    /// against reference loops), and on recent kernels (seen on 6.18) the ids come from
-    /// per-CPU batches: a namespace made on one CPU can get a smaller id than
-    /// an older one made on another. So a refused namespace is dropped and
-    /// made again on each CPU in turn; the CPU that made `host` always hands
-    /// out greater ids. The thread's CPU affinity is restored afterwards.
+    /// against reference loops), and on recent kernels (seen on 6.18) the
+    /// ids come from per-CPU batches: a namespace made on one CPU can get a
+    /// smaller id than an older one made on another. So a refused namespace
+    /// is dropped and made again on each CPU in turn; the CPU that made
+    /// `host` always hands out greater ids. The thread's CPU affinity is
+    /// restored afterwards.
     public static func unshareAndPin(at path: String, from host: Descriptor) throws -> Descriptor {
         var original: [Int32]? = nil  // read at the first move: almost every pin works at once
         defer { if let original, !original.isEmpty { _ = lc_set_thread_cpus(original, Int32(original.count)) } }

@@ -129,19 +129,21 @@ public struct LinuxSessionHost: SessionHost {
         let own = getpid()
         let ownCgroup = cgroups?.current()
         let deadline = Clock.monotonicSeconds() + Double(timeoutSeconds)
+        func others(in name: String, of cgroups: Cgroups) -> [Int32] {
+            cgroups.pids(name).filter { $0 > 0 && $0 != own }
+        }
         while true {
             var remaining = false
             for name in names {
                 guard let cgroups, cgroups.exists(name) else { continue }
-                let others = { cgroups.pids(name).filter { $0 > 0 && $0 != own } }
                 if name == ownCgroup {
                     // The caller could not leave: cgroup.kill would take it too.
-                    let pids = others()
+                    let pids = others(in: name, of: cgroups)
                     if !pids.isEmpty { remaining = true; pids.forEach(Processes.kill) }
                 } else if cgroups.isPopulated(name) {
                     remaining = true
                     // No cgroup.kill before Linux 5.14: one by one then.
-                    if !cgroups.kill(name) { others().forEach(Processes.kill) }
+                    if !cgroups.kill(name) { others(in: name, of: cgroups).forEach(Processes.kill) }
                 }
             }
             if let identity {
