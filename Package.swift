@@ -60,7 +60,14 @@ let package = Package(
             dependencies: [
                 "LoginChroot",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]),
+            ],
+            // Installed machines need no toolchain for the CLI either.
+            // (ArgumentParser pulls in FoundationEssentials, whose C shims the
+            // static link has to name.)
+            linkerSettings: [.unsafeFlags(["-static-stdlib"], .when(configuration: .release)),
+                             .linkedLibrary("_FoundationCShims", .when(configuration: .release)),
+                             .linkedLibrary("_FoundationCollections", .when(configuration: .release)),
+                             .linkedLibrary("swiftSynchronization", .when(configuration: .release))]),
         .testTarget(name: "LoginChrootCoreTests", dependencies: ["LoginChrootCore", "LoginChroot", "LoginChrootPlatform"]),
     ],
     swiftLanguageModes: [.v5]

@@ -66,8 +66,7 @@ done
 # What the guest does with the copies: layers go over the directory of the
 # same path (the guest sees the union), binds replace it (so Python sees only
 # these packages, not the host's hundreds).
-for dir in /usr "$(dirname "$(readlink -f "$PWD/.build/release/loginchroot")")" "$(readlink -f "$pyprefix")" \
-           $(ldd "$PWD/.build/release/loginchroot" | awk '$3 ~ /libswiftCore/ {print $3}' | xargs -r dirname); do
+for dir in /usr "$(dirname "$(readlink -f "$PWD/.build/release/loginchroot")")" "$(readlink -f "$pyprefix")"; do
     readlink -f "$dir"
 done > "$mnt/layers"
 readlink -f "$site" > "$mnt/binds"

@@ -1,8 +1,10 @@
 #!/bin/bash
-# The dm-thin tier of `make test`: two boots of the VM lab (scripts/vmlab.sh)
-# on one store whose pool lives on two disk files. The first boot runs
-# Tests/integration/test_dmthin_lab.py and powers off with sessions open;
-# the second runs test_dmthin_reboot.py. Exit status: 0 only if both pass.
+# The dm-thin tier of `make test`: two boots of the VM lab (scripts/vmlab.sh).
+# The first boot runs the conformance suite (the same client, pamtester and
+# CLI tests as the host tier, on loop-file pools), then
+# Tests/integration/test_dmthin_lab.py on a store whose pool lives on two
+# disk files, and powers off with sessions open; the second runs
+# test_dmthin_reboot.py. Exit status: 0 only if both pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,15 +16,18 @@ sh scripts/make-image.sh "$lab/image" sh cat echo sleep nohup setsid unshare id 
 bash scripts/lab-sysdisk.sh "$lab/system.disk" >/dev/null
 truncate -s 192M "$lab/data.disk"
 truncate -s 16M "$lab/meta.disk"
+gcc -Wall -o "$lab/mtclient" Tests/integration/mtclient.c -lpam -lpthread  # a compiler is slow in there
 
 python=$(python3 -c 'import sys; print(sys.executable)')
-settings=(LC_LAB_DIR="$lab" LC_IMAGE_DIR="$lab/image" LC_BACKENDS=dm-thin LC_TIME_SCALE=10
+settings=(LC_LAB_DIR="$lab" LC_IMAGE_DIR="$lab/image" LC_MTCLIENT="$lab/mtclient" LC_BACKENDS=dm-thin LC_TIME_SCALE=10
           LC_MODULE="$PWD/.build/release/pam_loginchroot.so" LC_CLI="$PWD/.build/release/loginchroot"
           PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 PYTHONUNBUFFERED=1)
 pytest=(env -u PYTHONDONTWRITEBYTECODE "${settings[@]}" "$python" -m pytest -v -p no:cacheprovider --durations=0)
+first_boot=(Tests/integration/test_pamtester.py Tests/integration/test_cli.py Tests/integration/test_clients.py
+            Tests/integration/test_dmthin_lab.py)
 # Compile the tests here, where it is fast (the system disk has the rest
 # compiled); the guest finds the bytecode next to the sources.
-"${pytest[@]}" --collect-only -q Tests/integration/test_dmthin_lab.py Tests/integration/test_dmthin_reboot.py >/dev/null
+"${pytest[@]}" --collect-only -q "${first_boot[@]}" Tests/integration/test_dmthin_reboot.py >/dev/null
 
 boot() {
     echo "== VM lab: $1"
@@ -30,6 +35,6 @@ boot() {
         -- "${pytest[@]}" "${@:2}"
 }
 status=0
-boot "first boot" Tests/integration/test_dmthin_lab.py || status=$?
+boot "first boot" -rs "${first_boot[@]}" || status=$?
 boot "second boot, after powering off with sessions open" Tests/integration/test_dmthin_reboot.py || status=$?
 exit $status

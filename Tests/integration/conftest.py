@@ -8,6 +8,7 @@ is the shared proof that a logout left nothing behind.
 import contextlib
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -107,7 +108,7 @@ class Store:
         self.config = os.path.join(base, "etc", "loginchroot.conf")
         self.path = os.path.join(base, "store")
         self.state = os.path.join(base, "run")
-        self.service = f"lctest-{backend}"
+        self.service = f"lctest-{os.path.basename(base)}"  # one per store: stores may coexist
 
     def cli(self, *args, check=True):
         args = list(args)
@@ -126,6 +127,12 @@ class Store:
             return []
         with open(path) as f:
             return [line.split()[1:] for line in f if line.startswith("volume ")]
+
+    def transactions(self):
+        """dm-thin: (the pool transaction id the store recorded, the pool's own)."""
+        with open(os.path.join(self.path, "thin-metadata")) as f:
+            recorded = int(re.search(r"^transaction (\d+)$", f.read(), re.M).group(1))
+        return recorded, int(run(["dmsetup", "status", f"{self.pool}-pool"]).stdout.split()[3])
 
     def dm_devices(self):
         names = run(["dmsetup", "ls"], check=False).stdout.split("\n")
@@ -231,9 +238,13 @@ def make_store(backend, image_dir, extra=""):
     store = Store(backend, base)
     write_config(store, extra)
     store.cli("init", "--from-dir", image_dir)
+    write_service(store)
+    return store
+
+
+def write_service(store):
     with open(f"/etc/pam.d/{store.service}", "w") as f:
         f.write("auth required pam_permit.so\naccount required pam_permit.so\n" + store.pam_lines())
-    return store
 
 
 def destroy_store(store):
@@ -252,11 +263,36 @@ def destroy_store(store):
     shutil.rmtree(store.base, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def idle_stores():
+    """Stores that a test left clean, by backend, for the next test."""
+    idle = {}
+    yield idle
+    for store in idle.values():
+        destroy_store(store)
+
+
 @pytest.fixture(params=BACKENDS)
-def store(request, image_dir):
-    store = make_store(request.param, image_dir)
+def store(request, image_dir, idle_stores):
+    """A published store. Making one costs most of a test under emulation
+    (the VM lab), so a store comes back for the next test once gc has run
+    and it is proved clean; a test that leaves residue gets an error here
+    and its store is destroyed."""
+    store = idle_stores.pop(request.param, None) or make_store(request.param, image_dir)
     yield store
-    destroy_store(store)
+    write_config(store)  # what tests may have changed
+    write_service(store)
+    store.cli("gc", check=False)
+    problems = settled_residue(store)
+    if problems:
+        destroy_store(store)
+        pytest.fail("the test left residue that gc did not reclaim:\n" + "\n".join(problems))
+    idle_stores[request.param] = store
+
+
+def needs_backend(backend):
+    return pytest.mark.skipif(backend not in BACKENDS, reason=f"{backend} only, and LC_BACKENDS is "
+                              f"'{' '.join(BACKENDS)}' (the host tier runs it)")
 
 
 @pytest.fixture
@@ -301,35 +337,50 @@ def listdir(path):
     return os.listdir(path) if os.path.isdir(path) else []
 
 
-def assert_no_residue(store, users=USERS):
-    """Nothing of any session is left: records, pins, mounts, snapshots,
-    cgroups, processes."""
+def residue(store, users=USERS):
+    """What sessions left behind: records, pins, mounts, snapshots, cgroups,
+    processes; on dm-thin also a pool out of step with the store's record."""
+    problems = []
+    roots = listdir(os.path.join(store.state, "roots"))
+    if [r for r in roots if not r.endswith(".tmp")]:
+        problems.append(f"state records left: {roots}")
+    pins = listdir(os.path.join(store.state, "pins"))
+    if pins:
+        problems.append(f"namespace pins left: {pins}")
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split()[4] for line in f]
+    leaked = [m for m in mounts if m.startswith(os.path.join(store.path, "sessions")) or m.startswith(os.path.join(store.state, "staging"))]
+    if leaked:
+        problems.append(f"mounts left: {leaked}")
+    if store.session_dirs():
+        problems.append(f"snapshots left: {store.session_dirs()}")
+    cgroups = run(["find", CGROUP2, "-name", "loginchroot-*"], check=False).stdout.split()
+    if cgroups:
+        problems.append(f"cgroups left: {cgroups}")
+    for name in users:
+        procs = processes_of(pwd.getpwnam(name).pw_uid)
+        if procs:
+            problems.append(f"processes of {name} left: {procs}")
+    if store.backend == "dm-thin":
+        unsettled = [v for v in store.thin_volumes() if v[2] != "live"]
+        if unsettled:
+            problems.append(f"unsettled thin volumes: {unsettled}")
+        recorded, actual = store.transactions()
+        if recorded != actual:
+            problems.append(f"the store recorded pool transaction {recorded}, the pool is at {actual}")
+    return problems
+
+
+def settled_residue(store, users=USERS):
+    """residue(), once a logout still in progress has had 10 s to finish."""
     deadline = time.time() + 10
-    while True:
-        problems = []
-        roots = listdir(os.path.join(store.state, "roots"))
-        if [r for r in roots if not r.endswith(".tmp")]:
-            problems.append(f"state records left: {roots}")
-        pins = listdir(os.path.join(store.state, "pins"))
-        if pins:
-            problems.append(f"namespace pins left: {pins}")
-        with open("/proc/self/mountinfo") as f:
-            mounts = [line.split()[4] for line in f]
-        leaked = [m for m in mounts if m.startswith(os.path.join(store.path, "sessions")) or m.startswith(os.path.join(store.state, "staging"))]
-        if leaked:
-            problems.append(f"mounts left: {leaked}")
-        if store.session_dirs():
-            problems.append(f"snapshots left: {store.session_dirs()}")
-        cgroups = run(["find", CGROUP2, "-name", "loginchroot-*"], check=False).stdout.split()
-        if cgroups:
-            problems.append(f"cgroups left: {cgroups}")
-        for name in users:
-            procs = processes_of(pwd.getpwnam(name).pw_uid)
-            if procs:
-                problems.append(f"processes of {name} left: {procs}")
-        if not problems or time.time() > deadline:
-            break
+    while (problems := residue(store, users)) and time.time() < deadline:
         time.sleep(0.2)
+    return problems
+
+
+def assert_no_residue(store, users=USERS):
+    problems = settled_residue(store, users)
     assert not problems, "\n".join(problems)
 
 
