@@ -1,12 +1,12 @@
 #!/bin/sh
 # Installs what building, the demo and the tests need on a fresh Debian 12.
 # The VM lab (the dm-thin tier) needs Debian's kernel, qemu, kmod (the guest loads
-# its modules by hand) and virtme-ng;
+# its modules by hand), udev (one test runs udevd in there) and virtme-ng;
 # dmsetup is for the tests' own checks (loginchroot itself never runs it).
 set -eu
 packages="libpam0g-dev libdevmapper-dev libselinux1-dev pamtester openssh-server openssh-client
           btrfs-progs busybox-static util-linux login passwd procps gcc make e2fsprogs dmsetup
-          linux-image-amd64 qemu-system-x86 kmod"
+          linux-image-amd64 qemu-system-x86 kmod udev"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -30,6 +30,7 @@ for p in $programs; do
     case $path in /*) files+=("$path") ;; esac
 done
 files+=("$python" "$PWD/.build/release/loginchroot" "$PWD/.build/release/pam_loginchroot.so")
+files+=(/usr/lib/systemd/systemd-udevd)  # vmlab.sh hides the host's /usr/lib/systemd; one test starts udevd
 files+=(/usr/lib/x86_64-linux-gnu/security/*.so)
 # Every shared library those load (ldd lists the whole closure).
 mapfile -t libs < <(for f in "${files[@]}"; do

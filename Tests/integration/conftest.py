@@ -42,9 +42,10 @@ def run(cmd, check=True, **kw):
 SYSLOG_FILE = None
 # The VM lab emulates a CPU (no KVM): everything there takes several times longer.
 TIME_SCALE = int(os.environ.get("LC_TIME_SCALE", "1"))
-# How often the tests' forking process forks. Under emulation a fork costs
-# about half a second of CPU, so there it forks less often.
-FORK_INTERVAL = 0.05 if TIME_SCALE == 1 else 2
+# How often the tests' looping shell scripts (one that forks all the time,
+# one that waits for a file) start a process. Under emulation a process start
+# costs about half a second of CPU, so there they loop more slowly.
+SPAWN_INTERVAL = 0.05 if TIME_SCALE == 1 else 2
 
 
 def pytest_configure(config):

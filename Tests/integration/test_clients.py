@@ -15,6 +15,7 @@ import json
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -22,7 +23,7 @@ import time
 import pexpect
 import pytest
 
-from conftest import FORK_INTERVAL, MODULE, ROOT, TIME_SCALE, assert_no_residue, free_port, run, token
+from conftest import ROOT, SPAWN_INTERVAL, TIME_SCALE, assert_no_residue, free_port, run, token
 
 
 def session_script(t):
@@ -36,7 +37,7 @@ nohup sleep 3001 >/dev/null 2>&1 </dev/null &
 setsid sleep 3002 >/dev/null 2>&1 </dev/null &
 ( sleep 3003 >/dev/null 2>&1 </dev/null & ) &
 unshare -Urm sleep 3006 >/dev/null 2>&1 </dev/null &
-sh -c 'while :; do sleep 3007 & sleep {FORK_INTERVAL}; done' >/dev/null 2>&1 </dev/null &
+sh -c 'while :; do sleep 3007 & sleep {SPAWN_INTERVAL}; done' >/dev/null 2>&1 </dev/null &
 cat /srv/scratch/rootfile-{t}
 cat /etc/loginchroot-image
 echo marker=$(cat /run/loginchroot-session)
@@ -188,10 +189,19 @@ PermitRootLogin no
         os.makedirs("/run/sshd", exist_ok=True)
         self.server = subprocess.Popen([self.sshd, "-D", "-e", "-f", f"{self.dir}/sshd_config"],
                                        stdout=subprocess.DEVNULL, stderr=open(f"{self.dir}/sshd.log", "w"))
-        for _ in range(100 * TIME_SCALE):
-            if run(["ssh-keyscan", "-p", str(self.port), "127.0.0.1"], check=False).returncode == 0:
-                break
+        # Ready once it greets: cheaper than a key exchange under emulation.
+        deadline = time.time() + 10 * TIME_SCALE
+        while not self._greets():
+            assert self.server.poll() is None and time.time() < deadline, \
+                "sshd did not start:\n" + open(f"{self.dir}/sshd.log").read()
             time.sleep(0.1)
+
+    def _greets(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=5 * TIME_SCALE) as s:
+                return s.recv(64).startswith(b"SSH-")
+        except OSError:
+            return False
 
     def teardown(self):
         if self.server:
@@ -247,7 +257,7 @@ def test_second_login_shares_the_root_and_other_users_do_not(client, store):
     holder = client.start(store, "lctest1", f"""
 echo shared > /srv/scratch/shared-{t}
 nohup sleep 3004 >/dev/null 2>&1 </dev/null &
-while [ ! -e /tmp/lc-release-{t} ]; do sleep 0.1; done
+while [ ! -e /tmp/lc-release-{t} ]; do sleep {SPAWN_INTERVAL}; done
 """)
     try:
         deadline = time.time() + 60

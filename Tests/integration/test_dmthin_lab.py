@@ -231,7 +231,6 @@ def test_a_full_pool_fails_writes_at_once_and_refuses_new_logins(store):
     pamtester(store, "lctest2", "open_session")
     try:
         in_root(store, "lctest1", "lctest1", f"dd if=/dev/zero of=/srv/scratch/a bs=1M count={VOLUME_MB - 30} conv=fsync 2>/dev/null")
-        started = time.time()
         out = in_root(store, "lctest2", "lctest2",
                       f"timeout 600 dd if=/dev/zero of=/srv/scratch/b bs=1M count={data_mb} conv=fsync 2>&1; echo rc=$?").stdout
         assert "rc=124" not in out, "the write hung instead of failing"
@@ -260,6 +259,36 @@ def test_a_full_pool_fails_writes_at_once_and_refuses_new_logins(store):
                        "dd if=/dev/zero of=/srv/scratch/c bs=1M count=4 conv=fsync 2>/dev/null && echo ok").stdout.strip() == "ok"
     finally:
         store.cli("end", "lctest1")
+    assert_no_residue(store)
+    assert_pool_agrees(store)
+
+
+def test_where_udev_runs_each_change_waits_on_its_cookie(store):
+    """The guest has no udev of its own (libdevmapper makes the nodes, as on
+    a machine without udev). With systemd-udevd running, the module finds
+    /run/udev/control and waits on a udev cookie per change: the nodes are
+    udev's symlinks, and no cookie is left behind."""
+    assert not os.path.exists("/run/udev/control"), "udev already runs in the guest"
+    udevd = subprocess.Popen(["/usr/lib/systemd/systemd-udevd"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not os.path.exists("/run/udev/control"):
+            assert udevd.poll() is None and time.time() < deadline, "systemd-udevd did not start"
+            time.sleep(0.5)
+        pamtester(store, "lctest1", "open_session")
+        device = f"/dev/mapper/{store.pool}-session-lctest1"
+        assert os.path.islink(device) and os.readlink(device).startswith("../dm-"), "udev did not make the node"
+        assert in_root(store, "lctest1", "lctest1", "echo ok > /srv/scratch/u && cat /srv/scratch/u").stdout.strip() == "ok"
+        assert "ended root lctest1" in store.cli("end", "lctest1").stdout
+        assert not os.path.lexists(device)
+        assert "lctest1" not in run(["dmsetup", "ls"]).stdout
+        cookies = run(["dmsetup", "udevcookies"]).stdout.splitlines()[1:]  # after the header
+        assert cookies == [], f"udev cookies left waiting: {cookies}"
+    finally:
+        udevd.terminate()
+        udevd.wait(timeout=120)
+        for path in ("/run/udev/control", "/run/udev"):  # what udevd leaves; the rest of the lab has no udev
+            run(["rm", "-rf", path], check=False)
     assert_no_residue(store)
     assert_pool_agrees(store)
 

@@ -4,12 +4,10 @@ config), and loading without the Swift toolchain."""
 import json
 import os
 import pwd
-import subprocess
-import time
 
 import pytest
 
-from conftest import CLI, FORK_INTERVAL, MODULE, assert_no_residue, needs_backend, run, token, write_config
+from conftest import CLI, MODULE, SPAWN_INTERVAL, assert_no_residue, needs_backend, run, token, write_config
 
 
 def pamtester(store, user, *ops, check=True, env=None):
@@ -42,7 +40,7 @@ nohup sleep 3001 >/dev/null 2>&1 </dev/null &
 setsid sleep 3002 >/dev/null 2>&1 </dev/null &
 ( sleep 3003 >/dev/null 2>&1 </dev/null & ) &
 unshare -Urm sleep 3006 >/dev/null 2>&1 </dev/null &
-sh -c 'while :; do sleep 3007 & sleep {FORK_INTERVAL}; done' >/dev/null 2>&1 </dev/null &
+sh -c 'while :; do sleep 3007 & sleep {SPAWN_INTERVAL}; done' >/dev/null 2>&1 </dev/null &
 cat /srv/scratch/rootfile-{t}; cat /run/loginchroot-session""").stdout
     assert out.split() == ["root", "lctest1"]
     try:
