@@ -6,6 +6,8 @@ Every fixture undoes what it did, even when a test fails; `assert_no_residue`
 is the shared proof that a logout left nothing behind.
 """
 import contextlib
+import ctypes
+import glob
 import os
 import pwd
 import re
@@ -136,8 +138,11 @@ class Store:
         return recorded, int(run(["dmsetup", "status", f"{self.pool}-pool"]).stdout.split()[3])
 
     def dm_devices(self):
-        names = run(["dmsetup", "ls"], check=False).stdout.split("\n")
-        return sorted(n.split()[0] for n in names if n.startswith(self.pool + "-"))
+        names = []
+        for path in glob.glob("/sys/block/dm-*/dm/name"):
+            with contextlib.suppress(FileNotFoundError):  # removed while we looked
+                names.append(open(path).read().strip())
+        return sorted(n for n in names if n.startswith(self.pool + "-"))
 
     @contextlib.contextmanager
     def image_trees(self):
@@ -147,23 +152,25 @@ class Store:
             yield [os.path.join(self.path, "master")] + [os.path.join(stable, g) for g in sorted(os.listdir(stable))]
             return
         # Read-only views of the thin volumes, through test-only devices.
+        # (Few processes: each costs a second or more in the VM lab.)
         sectors = next(int(l.split()[1]) for l in open(os.path.join(self.path, "thin-metadata")) if l.startswith("sectors "))
-        views = []
+        views = {f"{self.pool}-view-{thin_id}": thin_id
+                 for thin_id, role, _ in self.thin_volumes() if not role.startswith("session:")}
+        spec = ";".join(f"{name},,,ro,0 {sectors} thin /dev/mapper/{self.pool}-pool {thin_id}"
+                        for name, thin_id in views.items())
+        mounts = []
         try:
-            for thin_id, role, state in self.thin_volumes():
-                if role.startswith("session:"):
-                    continue
-                name, mnt = f"{self.pool}-view-{thin_id}", tempfile.mkdtemp(prefix="lc-view-")
-                run(["dmsetup", "create", name, "--table", f"0 {sectors} thin /dev/mapper/{self.pool}-pool {thin_id}"])
-                run(["dmsetup", "mknodes", name])  # where no udev makes the node (the VM lab)
-                views.append((name, mnt))
-                run(["mount", "-t", "ext4", "-o", "ro,noload", f"/dev/mapper/{name}", mnt])
-            yield [mnt for _, mnt in views]
+            run(["dmsetup", "create", "--concise", spec])
+            run(["dmsetup", "mknodes"])  # where no udev makes the nodes (the VM lab)
+            for name in views:
+                mounts.append(tempfile.mkdtemp(prefix="lc-view-"))
+                mount(f"/dev/mapper/{name}", mounts[-1], "ext4", MS_RDONLY, "noload")
+            yield mounts
         finally:
-            for name, mnt in views:
-                run(["umount", mnt], check=False)
-                run(["dmsetup", "remove", name], check=False)
+            for mnt in mounts:
+                LIBC.umount2(mnt.encode(), 0)
                 os.rmdir(mnt)
+            run(["dmsetup", "remove", *views], check=False)
 
     @contextlib.contextmanager
     def unpublished(self):
@@ -355,7 +362,8 @@ def residue(store, users=USERS):
         problems.append(f"mounts left: {leaked}")
     if store.session_dirs():
         problems.append(f"snapshots left: {store.session_dirs()}")
-    cgroups = run(["find", CGROUP2, "-name", "loginchroot-*"], check=False).stdout.split()
+    cgroups = [os.path.join(parent, name) for parent, names, _ in os.walk(CGROUP2)
+               for name in names if name.startswith("loginchroot-")]
     if cgroups:
         problems.append(f"cgroups left: {cgroups}")
     for name in users:
@@ -383,6 +391,15 @@ def settled_residue(store, users=USERS):
 def assert_no_residue(store, users=USERS):
     problems = settled_residue(store, users)
     assert not problems, "\n".join(problems)
+
+
+LIBC = ctypes.CDLL(None, use_errno=True)
+MS_RDONLY = 1
+
+
+def mount(source, target, fstype, flags, options):
+    if LIBC.mount(source.encode(), target.encode(), fstype.encode(), flags, options.encode()) != 0:
+        raise OSError(ctypes.get_errno(), f"mount {source} on {target}")
 
 
 def cgroup2_mount():
