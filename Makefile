@@ -24,6 +24,7 @@ demo: deps build
 unit-test:
 	swift build --build-tests
 	swift test --skip-build
+	sh Tests/shim/run.sh
 
 integration-test: build
 	LC_MODULE=$(CURDIR)/$(MODULE) LC_CLI=$(CURDIR)/$(CLI) python3 -m pytest -v -p no:cacheprovider Tests/integration
