@@ -34,7 +34,10 @@ SYSTEM_SERVICES = ("su-l", "runuser-l", "login")
 def run(cmd, check=True, **kw):
     kw.setdefault("capture_output", True)
     kw.setdefault("text", True)
+    kw.setdefault("errors", "replace")  # output may echo hostile bytes back
     kw.setdefault("timeout", 120 * TIME_SCALE)
+    if "input" not in kw:
+        kw.setdefault("stdin", subprocess.DEVNULL)  # a prompt never waits on the test's terminal
     result = subprocess.run(cmd, **kw)
     if check and result.returncode != 0:
         raise AssertionError(f"{cmd} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")

@@ -69,7 +69,9 @@ def test_root_is_exempt_and_gets_the_host_root(store):
 
 
 def test_hostile_user_names_are_refused(store):
-    for name in ("../etc", "a/b", "a b", "x" * 300, "-rf", ".hidden"):
+    """Including an empty PAM_USER, one with bytes that are not UTF-8, and a
+    valid name with no account."""
+    for name in ("../etc", "a/b", "a b", "x" * 300, "-rf", ".hidden", "", b"lc\xff\xfe", "lcnosuchuser"):
         result = pamtester(store, name, "open_session", check=False)
         assert result.returncode != 0, name
     assert json.loads(store.cli("sessions", "--json").stdout) == []

@@ -314,6 +314,10 @@ struct RootAssembler {
         let fd = openat(parent.raw, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
         if fd < 0 {
             if errno == ENOENT { return "" }
+            if errno == ELOOP {  // it could point at a host file: never read through it
+                throw SetupError("\(path) in the image is a symlink; refusing to read through it",
+                                 fix: "replace \(path) in master with a real file and publish")
+            }
             throw SystemError(call: "openat", path: path, errno: errno)
         }
         return String(decoding: try Descriptor(adopting: fd).readAll(limit: 16 << 20), as: UTF8.self)
