@@ -32,6 +32,8 @@ public struct SessionPlan: Equatable, Sendable {
     /// Written last; its presence inside a root is how nesting is detected.
     public var markerPath: String
     public var home: String
+    /// The login shell, which must exist in the finished root ("" = no check).
+    public var shell: String
 
     public static let markerPath = "/run/loginchroot-session"
 
@@ -48,7 +50,8 @@ public struct SessionPlan: Equatable, Sendable {
         return SessionPlan(
             key: key, rootMounts: rootMounts, rootSubpath: rootSubpath,
             binds: config.binds.map { $0.resolved(uid: account.uid) },
-            edits: edits, markerPath: markerPath, home: account.home)
+            edits: edits, markerPath: markerPath, home: account.home,
+            shell: account.shell.isEmpty ? "/bin/sh" : account.shell)  // passwd(5): empty means /bin/sh
     }
 
     /// The plan for `loginchroot master run`: master's own mounts, the
@@ -56,7 +59,7 @@ public struct SessionPlan: Equatable, Sendable {
     public static func master(rootMounts: [MountSpec], rootSubpath: String) -> SessionPlan {
         SessionPlan(key: RootKey("master")!, rootMounts: rootMounts, rootSubpath: rootSubpath,
                     binds: Config.masterBinds, edits: [.copyFromHost("/etc/resolv.conf")],
-                    markerPath: "", home: "/root")
+                    markerPath: "", home: "/root", shell: "")
     }
 }
 

@@ -38,6 +38,16 @@ final class SessionPlanTests: XCTestCase {
         XCTAssertEqual(plan.markerPath, SessionPlan.markerPath)
     }
 
+    func testThePlanNamesTheShellToCheckAndAnEmptyOneMeansBinSh() {
+        var account = testAccount()
+        let plan = { SessionPlan.make(key: .perUser(user("alice")), account: account, config: Config(),
+                                      rootMounts: self.mounts, rootSubpath: "root", groupIDs: [:]) }
+        XCTAssertEqual(plan().shell, "/bin/bash")
+        account.shell = ""
+        XCTAssertEqual(plan().shell, "/bin/sh")
+        XCTAssertEqual(SessionPlan.master(rootMounts: mounts, rootSubpath: "root").shell, "", "master run checks no shell")
+    }
+
     func testEditsWithUserEntries() {
         var config = Config()
         config.copyFiles = ["/etc/resolv.conf", "/etc/localtime"]

@@ -1,7 +1,7 @@
 """Images that a broken build or an attacker could hand over: /etc, /tmp,
-/home or /etc/group as symlinks that point out of the image. A login into
-one is refused with the reason in syslog, and nothing is read or written
-through the symlink on the host."""
+/home or /etc/group as symlinks that point out of the image, and an image
+without the user's login shell. A login into one is refused with the reason
+in syslog, and nothing is read or written through a symlink on the host."""
 import hashlib
 import os
 import shutil
@@ -81,6 +81,26 @@ def test_symlinks_out_of_the_image_never_carry_writes_to_the_host(case, backend,
         assert "in the image is a symlink" in syslog_since(mark), "the reason is not in syslog"
         after = {path: digest(path) for path in watched}
         assert before == after, f"{case}: a login wrote through the image's symlink onto the host"
+        assert_no_residue(store)
+    finally:
+        if store:
+            destroy_store(store)
+        shutil.rmtree(image, ignore_errors=True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_image_without_the_login_shell_is_refused_with_the_reason(backend, image_dir, users):
+    assert users["lctest1"].pw_shell == "/bin/sh"
+    image = tempfile.mkdtemp(prefix="lc-hostile-image-", dir="/var/lib")
+    store = None
+    try:
+        run(["cp", "-a", "-T", image_dir, image])
+        os.unlink(os.path.join(image, "bin/sh"))
+        store = make_store(backend, image)
+        mark = os.path.getsize(conftest.SYSLOG_FILE)
+        opened = pamtester(store, "lctest1", "open_session", check=False)
+        assert opened.returncode != 0 and "contact the administrator" in opened.stdout + opened.stderr
+        assert "the login shell /bin/sh is not in the image" in syslog_since(mark)
         assert_no_residue(store)
     finally:
         if store:

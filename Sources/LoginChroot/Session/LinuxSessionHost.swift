@@ -197,6 +197,12 @@ struct RootAssembler {
             try writeFile(root: root, path: plan.markerPath, bytes: Array((plan.key.value + "\n").utf8), mode: 0o644)
         }
         for bind in plan.binds { try bindIn(bind, root: root) }
+        // The client's next step is to run the shell in here; without it
+        // the login would fail there with no reason in syslog.
+        if !plan.shell.isEmpty, (try? root.openInside(plan.shell, Descriptor.pathOnly)) == nil {
+            throw SetupError("the login shell \(plan.shell) is not in the image",
+                             fix: "install it in master and publish, or give the user a shell the image has")
+        }
     }
 
     private func stagingPath(_ path: String) -> String { path.hasPrefix("/") ? path : joinPath(staging, path) }
