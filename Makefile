@@ -19,7 +19,7 @@ build:
 	cp $(RELEASE)/libloginchroot_pam.so $(MODULE)
 
 demo: deps build
-	sh scripts/demo.sh
+	bash scripts/demo.sh
 
 unit-test:
 	swift build --build-tests
@@ -34,7 +34,7 @@ integration-test: build
 lab-test: deps build
 	bash scripts/lab-test.sh
 
-test: deps unit-test integration-test lab-test
+test: deps unit-test integration-test demo lab-test
 
 install: build
 	install -d $(DESTDIR)$(PAMDIR) $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)/etc/loginchroot \
