@@ -134,11 +134,21 @@ class Store:
         with open(path) as f:
             return [line.split()[1:] for line in f if line.startswith("volume ")]
 
-    def transactions(self):
-        """dm-thin: (the pool transaction id the store recorded, the pool's own)."""
+    def metadata(self):
+        """dm-thin: the store's own record: pool transaction, volume size, volumes."""
         with open(os.path.join(self.path, "thin-metadata")) as f:
-            recorded = int(re.search(r"^transaction (\d+)$", f.read(), re.M).group(1))
-        return recorded, int(run(["dmsetup", "status", f"{self.pool}-pool"]).stdout.split()[3])
+            text = f.read()
+        return {"transaction": int(re.search(r"^transaction (\d+)$", text, re.M).group(1)),
+                "sectors": int(re.search(r"^sectors (\d+)$", text, re.M).group(1)),
+                "volumes": {role: (int(thin_id), state) for thin_id, role, state in self.thin_volumes()}}
+
+    def pool_status(self):
+        """dm-thin: what the kernel says about the pool."""
+        fields = run(["dmsetup", "status", f"{self.pool}-pool"]).stdout.split()
+        # "0 SECTORS thin-pool TXID USED/TOTAL(meta) USED/TOTAL(data) HELD MODE ..."
+        data_used, data_total = map(int, fields[5].split("/"))
+        return {"transaction": int(fields[3]), "data_free_percent": 100 * (data_total - data_used) // data_total,
+                "mode": fields[7]}
 
     def dm_devices(self):
         names = []
@@ -156,7 +166,7 @@ class Store:
             return
         # Read-only views of the thin volumes, through test-only devices.
         # (Few processes: each costs a second or more in the VM lab.)
-        sectors = next(int(l.split()[1]) for l in open(os.path.join(self.path, "thin-metadata")) if l.startswith("sectors "))
+        sectors = self.metadata()["sectors"]
         views = {f"{self.pool}-view-{thin_id}": thin_id
                  for thin_id, role, _ in self.thin_volumes() if not role.startswith("session:")}
         spec = ";".join(f"{name},,,ro,0 {sectors} thin /dev/mapper/{self.pool}-pool {thin_id}"
@@ -377,7 +387,7 @@ def residue(store, users=USERS):
         unsettled = [v for v in store.thin_volumes() if v[2] != "live"]
         if unsettled:
             problems.append(f"unsettled thin volumes: {unsettled}")
-        recorded, actual = store.transactions()
+        recorded, actual = store.metadata()["transaction"], store.pool_status()["transaction"]
         if recorded != actual:
             problems.append(f"the store recorded pool transaction {recorded}, the pool is at {actual}")
     return problems

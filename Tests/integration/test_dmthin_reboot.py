@@ -7,7 +7,7 @@ import os
 import pytest
 
 from conftest import assert_no_residue, run
-from test_dmthin_lab import LAB_DIR, assert_pool_agrees, lab_store, metadata, write_lab_config
+from test_dmthin_lab import LAB_DIR, assert_pool_agrees, lab_store, write_lab_config
 from test_pamtester import in_root, pamtester
 
 pytestmark = pytest.mark.skipif(
@@ -24,7 +24,7 @@ def test_start_after_a_reboot_with_open_sessions_leaves_a_consistent_pool():
         assert run(["dmsetup", "info", f"{store.pool}-pool"], check=False).returncode != 0, "pool active before start"
         out = store.cli("start").stdout
         assert "online" in out, out
-        after = metadata(store)
+        after = store.metadata()
         assert not [role for role in after["volumes"] if role.startswith("session:")], after
         assert "session:lctest1" in before["volumes"] and "session:lctest2" in before["volumes"]
         # The two session volumes were deleted through the protocol: two transactions.

@@ -2,6 +2,7 @@
 /home or /etc/group as symlinks that point out of the image, and an image
 without the user's login shell. A login into one is refused with the reason
 in syslog, and nothing is read or written through a symlink on the host."""
+import contextlib
 import hashlib
 import os
 import shutil
@@ -60,49 +61,54 @@ HOSTILE = {
 }
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("case", sorted(HOSTILE))
-def test_symlinks_out_of_the_image_never_carry_writes_to_the_host(case, backend, image_dir, canary):
+@contextlib.contextmanager
+def store_of_altered_image(backend, image_dir, alter):
+    """A store whose image is a copy of the test image, changed by alter(path)."""
     image = tempfile.mkdtemp(prefix="lc-hostile-image-", dir="/var/lib")
     store = None
     try:
         run(["cp", "-a", "-T", image_dir, image])
-        inside, target = HOSTILE[case](canary)
-        run(["rm", "-rf", os.path.join(image, inside)])
-        os.symlink(target, os.path.join(image, inside))
+        alter(image)
         store = make_store(backend, image)
-        watched = [canary, "/etc/group", "/etc/passwd"]
-        before = {path: digest(path) for path in watched}
-        mark = os.path.getsize(conftest.SYSLOG_FILE)
-        opened = pamtester(store, "lctest1", "open_session", check=False)
-        with open("/proc/self/mountinfo") as f:
-            assert canary not in f.read(), f"{case}: something was mounted on the host through the symlink"
-        assert opened.returncode != 0 and "contact the administrator" in opened.stdout + opened.stderr
-        assert "in the image is a symlink" in syslog_since(mark), "the reason is not in syslog"
-        after = {path: digest(path) for path in watched}
-        assert before == after, f"{case}: a login wrote through the image's symlink onto the host"
-        assert_no_residue(store)
+        yield store
     finally:
         if store:
             destroy_store(store)
         shutil.rmtree(image, ignore_errors=True)
+
+
+def refused_login(store):
+    """Tries to log lctest1 in, expects a refusal; returns what the module logged."""
+    mark = os.path.getsize(conftest.SYSLOG_FILE)
+    opened = pamtester(store, "lctest1", "open_session", check=False)
+    assert opened.returncode != 0 and "contact the administrator" in opened.stdout + opened.stderr
+    return syslog_since(mark)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_symlinks_out_of_the_image_never_carry_writes_to_the_host(case, backend, image_dir, canary):
+    inside, target = HOSTILE[case](canary)
+
+    def plant_symlink(image):
+        run(["rm", "-rf", os.path.join(image, inside)])
+        os.symlink(target, os.path.join(image, inside))
+
+    with store_of_altered_image(backend, image_dir, plant_symlink) as store:
+        watched = [canary, "/etc/group", "/etc/passwd"]
+        before = {path: digest(path) for path in watched}
+        logged = refused_login(store)
+        with open("/proc/self/mountinfo") as f:
+            assert canary not in f.read(), f"{case}: something was mounted on the host through the symlink"
+        assert "in the image is a symlink" in logged, "the reason is not in syslog"
+        after = {path: digest(path) for path in watched}
+        assert before == after, f"{case}: a login wrote through the image's symlink onto the host"
+        assert_no_residue(store)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_an_image_without_the_login_shell_is_refused_with_the_reason(backend, image_dir, users):
     assert users["lctest1"].pw_shell == "/bin/sh"
-    image = tempfile.mkdtemp(prefix="lc-hostile-image-", dir="/var/lib")
-    store = None
-    try:
-        run(["cp", "-a", "-T", image_dir, image])
-        os.unlink(os.path.join(image, "bin/sh"))
-        store = make_store(backend, image)
-        mark = os.path.getsize(conftest.SYSLOG_FILE)
-        opened = pamtester(store, "lctest1", "open_session", check=False)
-        assert opened.returncode != 0 and "contact the administrator" in opened.stdout + opened.stderr
-        assert "the login shell /bin/sh is not in the image" in syslog_since(mark)
+    with store_of_altered_image(backend, image_dir, lambda image: os.unlink(os.path.join(image, "bin/sh"))) as store:
+        assert "the login shell /bin/sh is not in the image" in refused_login(store)
         assert_no_residue(store)
-    finally:
-        if store:
-            destroy_store(store)
-        shutil.rmtree(image, ignore_errors=True)

@@ -253,10 +253,7 @@ struct RootAssembler {
     /// /tmp bound somewhere unexpected.
     private func makeMountPoint(root: Descriptor, path: String, directory: Bool) throws -> Descriptor {
         do {
-            return try root.openInside(path, Descriptor.pathOnly, noSymlinks: true)
-        } catch let error as SystemError where error.errno == ELOOP {
-            throw SetupError("\(path) in the image is a symlink; refusing to bind over it",
-                             fix: "replace \(path) in master with a real directory and publish")
+            return try openInImage(root: root, path: path, Descriptor.pathOnly, to: "bind over")
         } catch let error as SystemError where error.errno == ENOENT {
             var current = try root.openInside(".", O_RDONLY | O_DIRECTORY, noSymlinks: true)
             let components = path.split(separator: "/").map(String.init)
@@ -301,37 +298,32 @@ struct RootAssembler {
         }
     }
 
-    /// The directory holding `path` inside the root, opened without following
-    /// any symlink, and the file's name in it.
-    private func parentInside(root: Descriptor, path: String) throws -> (Descriptor, String) {
-        var components = path.split(separator: "/").map(String.init)
-        guard let name = components.popLast() else { throw SystemError(call: "open", path: path, errno: EINVAL) }
+    /// Opens `path` inside the root without following any symlink: one in
+    /// the image could point at the host. Such a path is refused, by name.
+    private func openInImage(root: Descriptor, path: String, _ flags: Int32, to action: String) throws -> Descriptor {
         do {
-            let parent = try root.openInside(components.joined(separator: "/"), O_RDONLY | O_DIRECTORY, noSymlinks: true)
-            return (parent, name)
+            return try root.openInside(path, flags, noSymlinks: true)
         } catch let error as SystemError where error.errno == ELOOP {
-            throw SetupError("a directory on the way to \(path) in the image is a symlink; refusing to write through it",
-                             fix: "replace it in master with a real directory and publish")
+            throw SetupError("\(path) in the image is a symlink, or a directory on the way to it is; refusing to \(action) it",
+                             fix: "replace the symlink in master with a real file or directory and publish")
         }
     }
 
     private func readFile(root: Descriptor, path: String) throws -> String {
-        let (parent, name) = try parentInside(root: root, path: path)
-        let fd = openat(parent.raw, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
-        if fd < 0 {
-            if errno == ENOENT { return "" }
-            if errno == ELOOP {  // it could point at a host file: never read through it
-                throw SetupError("\(path) in the image is a symlink; refusing to read through it",
-                                 fix: "replace \(path) in master with a real file and publish")
-            }
-            throw SystemError(call: "openat", path: path, errno: errno)
+        do {
+            return String(decoding: try openInImage(root: root, path: path, O_RDONLY, to: "read").readAll(limit: 16 << 20),
+                          as: UTF8.self)
+        } catch let error as SystemError where error.errno == ENOENT {
+            return ""
         }
-        return String(decoding: try Descriptor(adopting: fd).readAll(limit: 16 << 20), as: UTF8.self)
     }
 
     /// Replaces `path` inside the root (a symlink there is replaced, never followed).
     private func writeFile(root: Descriptor, path: String, bytes: [UInt8], mode: mode_t) throws {
-        let (parent, name) = try parentInside(root: root, path: path)
+        var components = path.split(separator: "/").map(String.init)
+        guard let name = components.popLast() else { throw SystemError(call: "open", path: path, errno: EINVAL) }
+        let parent = try openInImage(root: root, path: "/" + components.joined(separator: "/"), O_RDONLY | O_DIRECTORY,
+                                     to: "write \(path) through")
         let temporary = "." + name + ".loginchroot"
         _ = unlinkat(parent.raw, temporary, 0)
         let fd = Descriptor(adopting: try sys("openat", path) {
