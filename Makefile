@@ -7,7 +7,7 @@ RELEASE     := .build/release
 MODULE      := $(RELEASE)/pam_loginchroot.so
 CLI         := $(RELEASE)/loginchroot
 
-.PHONY: all build deps demo test unit-test integration-test lab-test install clean
+.PHONY: all build debug-build deps demo test unit-test integration-test lab-test install clean
 
 all: build
 
@@ -18,6 +18,10 @@ build:
 	swift build -c release
 	cp $(RELEASE)/libloginchroot_pam.so $(MODULE)
 
+# The tests' own build: its named crash steps are live (CrashPoints.swift).
+debug-build:
+	swift build
+
 demo: deps build
 	bash scripts/demo.sh
 
@@ -26,12 +30,12 @@ unit-test:
 	swift test --skip-build
 	sh Tests/shim/run.sh
 
-integration-test: build
+integration-test: build debug-build
 	LC_MODULE=$(CURDIR)/$(MODULE) LC_CLI=$(CURDIR)/$(CLI) python3 -m pytest -v -p no:cacheprovider Tests/integration
 
 # The dm-thin tier, in the VM lab: the build machine's kernel may have no
 # device-mapper.
-lab-test: deps build
+lab-test: deps build debug-build
 	bash scripts/lab-test.sh
 
 test: deps unit-test integration-test demo lab-test

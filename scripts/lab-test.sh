@@ -16,15 +16,17 @@ sh scripts/make-image.sh "$lab/image" sh cat echo sleep nohup setsid unshare id 
 bash scripts/lab-sysdisk.sh "$lab/system.disk" >/dev/null
 truncate -s 192M "$lab/data.disk"
 truncate -s 16M "$lab/meta.disk"
-gcc -Wall -o "$lab/mtclient" Tests/integration/mtclient.c -lpam -lpthread  # a compiler is slow in there
+for client in mtclient pamclient; do  # a compiler is slow in there
+    gcc -Wall -O2 -o "$lab/$client" "Tests/integration/$client.c" -lpam -lpthread
+done
 
 python=$(python3 -c 'import sys; print(sys.executable)')
-settings=(LC_LAB_DIR="$lab" LC_IMAGE_DIR="$lab/image" LC_MTCLIENT="$lab/mtclient" LC_BACKENDS=dm-thin LC_TIME_SCALE=10
+settings=(LC_LAB_DIR="$lab" LC_IMAGE_DIR="$lab/image" LC_MTCLIENT="$lab/mtclient" LC_PAMCLIENT="$lab/pamclient" LC_BACKENDS=dm-thin LC_TIME_SCALE=10
           LC_MODULE="$PWD/.build/release/pam_loginchroot.so" LC_CLI="$PWD/.build/release/loginchroot"
           PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 PYTHONUNBUFFERED=1)
 pytest=(env -u PYTHONDONTWRITEBYTECODE "${settings[@]}" "$python" -m pytest -v -p no:cacheprovider --durations=0)
 first_boot=(Tests/integration/test_pamtester.py Tests/integration/test_cli.py Tests/integration/test_clients.py
-            Tests/integration/test_dmthin_lab.py)
+            Tests/integration/test_crashes.py Tests/integration/test_dmthin_lab.py)
 # Compile the tests here, where it is fast (the system disk has the rest
 # compiled); the guest finds the bytecode next to the sources.
 "${pytest[@]}" --collect-only -q "${first_boot[@]}" Tests/integration/test_dmthin_reboot.py >/dev/null

@@ -146,6 +146,7 @@ int lcdm_info(const char *name, struct lcdm_info *out)
     }
     out->exists = info.exists;
     out->deferred_remove = info.deferred_remove;
+    out->suspended = info.suspended;
     out->major = info.major;
     out->minor = info.minor;
     return finish(task, 0);

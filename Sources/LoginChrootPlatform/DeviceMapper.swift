@@ -8,6 +8,7 @@ import LoginChrootCore
 public enum DeviceMapper {
     public struct Info: Equatable {
         public var deferredRemove: Bool
+        public var suspended: Bool
         public var major: UInt32
         public var minor: UInt32
     }
@@ -43,7 +44,7 @@ public enum DeviceMapper {
         var raw = lcdm_info()
         try call("dm info", name) { lcdm_info(name, &raw) }
         guard raw.exists != 0 else { return nil }
-        return Info(deferredRemove: raw.deferred_remove != 0, major: raw.major, minor: raw.minor)
+        return Info(deferredRemove: raw.deferred_remove != 0, suspended: raw.suspended != 0, major: raw.major, minor: raw.minor)
     }
 
     public static func status(_ name: String) throws -> String {

@@ -8,6 +8,8 @@ is the shared proof that a logout left nothing behind.
 import contextlib
 import ctypes
 import glob
+import hashlib
+import json
 import os
 import pwd
 import re
@@ -23,6 +25,12 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODULE = os.environ.get("LC_MODULE", os.path.join(ROOT, ".build/release/pam_loginchroot.so"))
 CLI = os.environ.get("LC_CLI", os.path.join(ROOT, ".build/release/loginchroot"))
+# Debug builds act on the named crash steps (Sources/LoginChrootPlatform/CrashPoints.swift).
+DEBUG_MODULE = os.environ.get("LC_DEBUG_MODULE", os.path.join(ROOT, ".build/debug/libloginchroot_pam.so"))
+DEBUG_CLI = os.environ.get("LC_DEBUG_CLI", os.path.join(ROOT, ".build/debug/loginchroot"))
+# What the reliability cases tried and what held, one JSON line each, for
+# scripts/reliability-report.py (RELIABILITY.md).
+RELIABILITY_LOG = os.environ.get("LC_RELIABILITY_LOG", os.path.join(ROOT, ".build/reliability/host.jsonl"))
 USERS = ("lctest1", "lctest2")
 # The VM lab (scripts/vmlab.sh) runs the same suite with LC_BACKENDS=dm-thin.
 BACKENDS = tuple(os.environ.get("LC_BACKENDS", "btrfs overlay").split())
@@ -116,10 +124,11 @@ class Store:
         self.state = os.path.join(base, "run")
         self.service = f"lctest-{os.path.basename(base)}"  # one per store: stores may coexist
 
-    def cli(self, *args, check=True):
+    def cli(self, *args, check=True, debug=False, env=None):
         args = list(args)
         at = args.index("--") if "--" in args else len(args)
-        return run([CLI, *args[:at], "--config", self.config, *args[at:]], check=check)
+        return run([DEBUG_CLI if debug else CLI, *args[:at], "--config", self.config, *args[at:]], check=check,
+                   env=env)
 
     @property
     def pool(self):
@@ -215,8 +224,8 @@ class Store:
                    [d for d in self.dm_devices() if "-session-" in d]
         return []
 
-    def pam_lines(self, extra=""):
-        return f"session required {MODULE} config={self.config}{extra}\n"
+    def pam_lines(self, extra="", module=MODULE):
+        return f"session required {module} config={self.config}{extra}\n"
 
 
 def write_config(store, extra=""):
@@ -263,9 +272,9 @@ def make_store(backend, image_dir, extra=""):
     return store
 
 
-def write_service(store):
+def write_service(store, module=MODULE):
     with open(f"/etc/pam.d/{store.service}", "w") as f:
-        f.write("auth required pam_permit.so\naccount required pam_permit.so\n" + store.pam_lines())
+        f.write("auth required pam_permit.so\naccount required pam_permit.so\n" + store.pam_lines(module=module))
 
 
 def destroy_store(store):
@@ -435,3 +444,62 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def c_client(name):
+    """A test PAM client from Tests/integration/NAME.c (built once; the VM
+    lab hands in copies built on the host, as LC_NAME)."""
+    built = os.environ.get(f"LC_{name.upper()}")
+    if built:
+        return built
+    binary = os.path.join(tempfile.gettempdir(), f"lc-{name}-{os.getpid()}")
+    if not os.path.exists(binary):
+        run(["gcc", "-Wall", "-O2", "-o", binary, os.path.join(ROOT, f"Tests/integration/{name}.c"), "-lpam", "-lpthread"])
+    return binary
+
+
+def record(case, backend, tries, held, lost, measured=""):
+    """One row of RELIABILITY.md, from this run. `lost` lists what did not
+    survive (an empty list is "nothing")."""
+    os.makedirs(os.path.dirname(RELIABILITY_LOG), exist_ok=True)
+    with open(RELIABILITY_LOG, "a") as f:
+        f.write(json.dumps({"case": case, "backend": backend, "tries": tries, "held": held,
+                            "lost": sorted(set(lost)), "measured": measured, "tier": "lab" if TIME_SCALE > 1 else "host",
+                            "when": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+
+
+class Canaries:
+    """Files on the host (in /tmp and a user's home) whose loss or change
+    a test would see: the host data a crash or an escape must never touch."""
+
+    def __init__(self, home):
+        self.files = {}
+        for directory in ("/tmp", home):
+            path = os.path.join(directory, f"lc-canary-{token()}")
+            with open(path, "wb") as f:
+                f.write(os.urandom(4096))
+            self.files[path] = self.digest(path)
+        with open("/proc/self/mountinfo") as f:
+            self.mounts = sorted(line.split()[4] for line in f)
+
+    @staticmethod
+    def digest(path):
+        try:
+            with open(path, "rb") as f:
+                return hashlib.sha256(f.read()).hexdigest()
+        except OSError:
+            return None
+
+    def lost(self):
+        """What changed: canary files, and host mounts gained or lost."""
+        lost = [path for path, digest in self.files.items() if self.digest(path) != digest]
+        with open("/proc/self/mountinfo") as f:
+            mounts = sorted(line.split()[4] for line in f)
+        if mounts != self.mounts:
+            lost.append(f"host mount table ({len(self.mounts)} mounts before, {len(mounts)} after)")
+        return lost
+
+    def remove(self):
+        for path in self.files:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)

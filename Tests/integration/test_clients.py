@@ -23,7 +23,7 @@ import time
 import pexpect
 import pytest
 
-from conftest import ROOT, SPAWN_INTERVAL, TIME_SCALE, assert_no_residue, free_port, run, token
+from conftest import SPAWN_INTERVAL, TIME_SCALE, assert_no_residue, c_client, free_port, run, token
 
 
 def session_script(t):
@@ -132,16 +132,9 @@ class LoginClient:
 
 
 class MultithreadedClient:
-    binary = None
-
-    @classmethod
-    def build(cls):
-        if cls.binary is None and os.environ.get("LC_MTCLIENT"):  # built on the host for the VM lab
-            cls.binary = os.environ["LC_MTCLIENT"]
-        if cls.binary is None:
-            cls.binary = os.path.join(tempfile.mkdtemp(prefix="lc-mt-"), "mtclient")
-            run(["gcc", "-Wall", "-o", cls.binary, os.path.join(ROOT, "Tests/integration/mtclient.c"), "-lpam", "-lpthread"])
-        return cls.binary
+    @staticmethod
+    def build():
+        return c_client("mtclient")
 
     def run(self, store, user, script):
         return run([self.build(), store.service, user, script]).stdout

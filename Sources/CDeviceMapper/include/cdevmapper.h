@@ -27,6 +27,7 @@ int lcdm_message(const char *name, const char *message);
 struct lcdm_info {
     int exists;
     int deferred_remove;
+    int suspended;
     uint32_t major;
     uint32_t minor;
 };

@@ -52,7 +52,9 @@ public final class BtrfsBackend: SnapshotBackend {
         // a half-made generation under a real name (gc removes *.tmp).
         let temporary = generation.name + ".tmp"
         try Btrfs.snapshot(source: try Descriptor.openDirectory(store.master), into: stable, name: temporary, readOnly: true)
+        CrashPoint.reached("publish.snapshot-made")
         try sys("renameat", temporary) { renameat(stable.raw, temporary, stable.raw, generation.name) }
+        CrashPoint.reached("publish.renamed")
         try store.setCurrent(generation)
         return generation
     }

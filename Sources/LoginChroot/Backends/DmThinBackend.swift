@@ -195,6 +195,7 @@ public final class DmThinBackend: SnapshotBackend {
         }
         let name = ThinNames.volume(config.poolName, .master)
         try activate(name, id: master.id, sectors: metadata.sectors)
+        try resumeIfSuspended(name)
         return RootLayout(mounts: [volumeMount(name)], rootSubpath: "")
     }
 
@@ -210,6 +211,7 @@ public final class DmThinBackend: SnapshotBackend {
             let suspend = try DeviceMapper.info(masterName) != nil
             if suspend { try DeviceMapper.suspend(masterName) }
             defer { if suspend { try? DeviceMapper.resume(masterName) } }
+            CrashPoint.reached("publish.master-suspended")
             try create(.generation(generation), in: &metadata, current: generation) { "create_snap \($0) \(master.id)" }
             return generation
         }
@@ -223,6 +225,7 @@ public final class DmThinBackend: SnapshotBackend {
     /// this reports (and finishes) any still pending, and fails on drift.
     public func removeTemporaries() throws -> [String] {
         try withLock {
+            try resumeIfSuspended(ThinNames.volume(config.poolName, .master))
             let metadata = try loadMetadata()
             _ = try settled(metadata, poolTransaction: try poolStatus().transaction)
             guard let pending = metadata.pending else { return [] }
@@ -262,11 +265,18 @@ public final class DmThinBackend: SnapshotBackend {
         // login refused before its snapshot existed must not quarantine.
         if try DeviceMapper.info(name) == nil, try loadMetadata().volume(role) == nil { return }
         try deactivate(name)
+        CrashPoint.reached("thin.device-removed")
         try withSettledMetadata { metadata, _ in
             guard let volume = metadata.volume(role) else { return }
             try change(&metadata, marking: ThinMetadata.Volume(id: volume.id, role: role, state: .deleting),
                        message: "delete \(volume.id)")
         }
+    }
+
+    /// A publish killed between its suspend and resume leaves master
+    /// suspended, and every read of it would hang.
+    private func resumeIfSuspended(_ name: String) throws {
+        if try DeviceMapper.info(name)?.suspended == true { try DeviceMapper.resume(name) }
     }
 
     private func deactivate(_ name: String) throws {
@@ -306,6 +316,7 @@ public final class DmThinBackend: SnapshotBackend {
         metadata.volumes.removeAll { $0.id == volume.id }
         metadata.volumes.append(volume)
         try save(metadata)
+        CrashPoint.reached("thin.intent-saved")
         do {
             try DeviceMapper.message(poolName, message)
         } catch {
@@ -314,7 +325,9 @@ public final class DmThinBackend: SnapshotBackend {
             try save(metadata)
             throw error
         }
+        CrashPoint.reached("thin.pool-changed")
         try DeviceMapper.message(poolName, "set_transaction_id \(metadata.transaction) \(metadata.transaction + 1)")
+        CrashPoint.reached("thin.transaction-set")
         metadata.finishPending()
         if let current { metadata.current = current }
         try save(metadata)

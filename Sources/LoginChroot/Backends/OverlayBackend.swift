@@ -88,7 +88,9 @@ public final class OverlayBackend: SnapshotBackend {
             _ = try? removeTemporaries()
             throw SetupError("copying master to \(temporary) failed (cp exit \(status))", fix: "check free space in \(store.path)")
         }
+        CrashPoint.reached("publish.snapshot-made")
         try sys("rename", temporary) { rename(temporary, store.generation(generation)) }
+        CrashPoint.reached("publish.renamed")
         try store.setCurrent(generation)
         return generation
     }

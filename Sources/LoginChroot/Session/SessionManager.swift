@@ -4,6 +4,7 @@
 // that touches the system, so a crash at any point leaves a record that gc
 // (or the next login) can finish.
 import LoginChrootCore
+import LoginChrootPlatform  // CrashPoint only
 
 public enum OpenOutcome: Equatable {
     /// The caller thread is inside the root. `reference` and `hostNamespace`
@@ -99,6 +100,7 @@ public final class SessionManager {
         let serial = record?.nextMember ?? 0
         let memberID = "\(caller.pid).\(caller.startTime).\(serial)"
         let placement = host.placeCaller(inCgroupNamed: "loginchroot-\(key)-\(serial)")
+        CrashPoint.reached("open.placed-in-cgroup")
         let member = Member(id: memberID, pid: caller.pid, startTime: caller.startTime,
                             cgroup: placement?.cgroup ?? "", parentCgroup: placement?.parent ?? "")
         let hostNamespace: Int32
@@ -114,6 +116,7 @@ public final class SessionManager {
                 existing.nextMember = serial &+ 1
                 _ = try existing.apply(.memberJoined)
                 try state.save(existing)
+                CrashPoint.reached("open.member-recorded")
                 do {
                     try host.joinRoot(pin: state.pinPath(key))
                 } catch {
@@ -140,16 +143,21 @@ public final class SessionManager {
         record.members = [member]
         record.nextMember = 1
         try state.save(record)
+        CrashPoint.reached("open.record-saved")
         do {
             let layout = try backend.prepare(key, from: generation)
+            CrashPoint.reached("open.snapshot-made")
             let plan = SessionPlan.make(key: key, account: account, config: config, rootMounts: layout.mounts,
                                         rootSubpath: layout.rootSubpath, groupIDs: host.groupIDs(account.groupNames))
             let identity = try host.buildRoot(plan, staging: state.stagingDir, pin: state.pinPath(key))
+            CrashPoint.reached("open.root-built")
             record.namespaceInode = identity.namespaceInode
             record.rootDevice = identity.rootDevice
             _ = try record.apply(.prepared)
             try state.save(record)
+            CrashPoint.reached("open.root-active")
             try host.joinRoot(pin: state.pinPath(key))
+            CrashPoint.reached("open.joined")
             log("user \(account.name) entered new root \(key) (\(backend.kind.rawValue), generation \(generation))")
         } catch {
             // Out of the root first (if we got in), or the snapshot stays busy.
@@ -193,6 +201,7 @@ public final class SessionManager {
         do { try host.returnToHost(hostNamespace) } catch {
             return "cannot leave the session namespace (\(error)); 'loginchroot gc' will reclaim the root"
         }
+        CrashPoint.reached("close.on-host")
         return nil
     }
 
@@ -209,6 +218,7 @@ public final class SessionManager {
             guard var record = state.load(key) else { return .nothingToDo(reason: "root \(key) is already gone") }
             if let member = record.members.first(where: { $0.id == parts[1] }) {
                 try leave(member, of: &record, callerInside: true)
+                CrashPoint.reached("close.member-killed")
             }
             try dropDeadMembers(of: &record)
             guard record.phase != .active else {
@@ -258,12 +268,14 @@ public final class SessionManager {
         } catch {
             log("root \(record.key): \(error)")
         }
+        CrashPoint.reached("teardown.closing-recorded")
         let cgroups = record.members.map(\.cgroup).filter { !$0.isEmpty }
         let identity = RootIdentity(namespaceInode: record.namespaceInode, rootDevice: record.rootDevice)
         var failure: String?
         if !host.killAll(cgroups: cgroups, identity: identity, timeoutSeconds: config.killTimeoutSeconds) {
             failure = "processes survived SIGKILL for \(config.killTimeoutSeconds)s"
         }
+        CrashPoint.reached("teardown.processes-killed")
         if failure == nil {
             do {
                 try host.unpin(state.pinPath(record.key))
@@ -274,10 +286,12 @@ public final class SessionManager {
                 record.namespaceInode = 0
                 record.rootDevice = 0
                 try state.save(record)
+                CrashPoint.reached("teardown.unpinned")
             } catch { failure = "unpinning the namespace: \(error)" }
         }
         if failure == nil {
             failure = removeSnapshot(record.key)
+            CrashPoint.reached("teardown.snapshot-removed")
         }
         if let failure {
             record.note = failure
@@ -409,6 +423,7 @@ public final class SessionManager {
         var removed: [String] = []
         for generation in all where generation != current && !newest.contains(generation) && !inUse.contains(generation) {
             try backend.removeGeneration(generation)
+            CrashPoint.reached("gc.generation-removed")
             removed.append("generation \(generation): removed")
         }
         return removed

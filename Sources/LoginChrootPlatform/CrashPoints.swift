@@ -1,0 +1,40 @@
+// Named steps of open, close, publish and gc, where the crash tests kill the
+// login process or the helper. Only debug builds act on them (the tests'
+// build; `make install` installs release builds, where a step is a no-op):
+//
+//   LOGINCHROOT_TEST_TRACE=FILE          append each step reached to FILE
+//   LOGINCHROOT_TEST_CRASH_AT=STEP       SIGKILL the process at STEP
+//   LOGINCHROOT_TEST_CRASH_AT=STEP:power-loss
+//                                        reset the machine at STEP without
+//                                        syncing (the VM lab's power cut)
+import Glibc
+
+public enum CrashPoint {
+    @inline(__always)
+    public static func reached(_ step: StaticString) {
+        #if DEBUG
+        act(at: "\(step)")
+        #endif
+    }
+
+    #if DEBUG
+    private static func act(at step: String) {
+        if let trace = getenv("LOGINCHROOT_TEST_TRACE") {
+            let fd = open(trace, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+            if fd >= 0 {
+                let line = step + "\n"
+                _ = line.withCString { write(fd, $0, strlen($0)) }
+                close(fd)
+            }
+        }
+        guard let wanted = getenv("LOGINCHROOT_TEST_CRASH_AT").map({ String(cString: $0) }) else { return }
+        if wanted == step {
+            kill(getpid(), SIGKILL)
+        } else if wanted == step + ":power-loss" {
+            let fd = open("/proc/sysrq-trigger", O_WRONLY | O_CLOEXEC)
+            if fd >= 0 { _ = write(fd, "b", 1) }  // reboots at once, no sync
+            kill(getpid(), SIGKILL)
+        }
+    }
+    #endif
+}

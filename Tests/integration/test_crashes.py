@@ -1,0 +1,188 @@
+"""Crash at every step. The debug build (the same code with its named steps
+live, see Sources/LoginChrootPlatform/CrashPoints.swift) is killed with
+SIGKILL at each step that a login, a logout, a publish, a gc and an end pass
+on this backend. A traced run first lists the steps, so a step added to the
+code is covered here without touching this file.
+
+After each kill the next login must work, gc must succeed and leave no
+residue (on dm-thin the pool must agree with the store's record), and the
+host's /tmp, the user's home and the host mount table must be untouched.
+"""
+import json
+import os
+import subprocess
+import tempfile
+
+import pytest
+
+from conftest import (DEBUG_MODULE, SPAWN_INTERVAL, TIME_SCALE, Canaries, c_client, record, run, settled_residue,
+                      token, write_config, write_service)
+
+USER = "lctest1"
+
+
+@pytest.fixture
+def crashable(store, users):
+    write_service(store, module=DEBUG_MODULE)  # the store fixture puts the release module back
+    canaries = Canaries(users[USER].pw_dir)
+    yield store, canaries
+    canaries.remove()
+
+
+def env(**settings):
+    return {**os.environ, **settings}
+
+
+def traced(operation):
+    """The steps `operation(environment)` passes, in order."""
+    with tempfile.NamedTemporaryFile(prefix="lc-trace-") as trace:
+        operation(env(LOGINCHROOT_TEST_TRACE=trace.name))
+        steps = trace.read().decode().split()
+    return list(dict.fromkeys(steps))
+
+
+def pamtester(store, *ops, environment=None):
+    return run(["pamtester", store.service, USER, *ops], check=False, env=environment)
+
+
+class Holder:
+    """A live session of USER, held open by a waiting shell, so that a
+    crashing login joins it or leaves it."""
+
+    def __init__(self, store):
+        self.release = f"/tmp/lc-release-{token()}"
+        self.proc = subprocess.Popen(
+            [c_client("pamclient"), store.service, USER, "1",
+             f"touch /srv/scratch/held; while [ ! -e {self.release} ]; do sleep {SPAWN_INTERVAL}; done; "
+             "cat /srv/scratch/held"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        pin = f"{store.state}/pins/{USER}"
+        for _ in range(600 * TIME_SCALE):
+            if os.path.exists(pin) and run(["nsenter", f"--mount={pin}", "test", "-e", "/srv/scratch/held"],
+                                           check=False).returncode == 0:
+                return
+            assert self.proc.poll() is None, self.proc.communicate()
+            run(["sleep", "0.1"])
+        raise AssertionError("the held session never started")
+
+    def finish(self):
+        """True when the held session ran to its end undisturbed."""
+        open(self.release, "w").close()
+        try:
+            out, err = self.proc.communicate(timeout=60 * TIME_SCALE)
+        finally:
+            os.unlink(self.release)
+        return self.proc.returncode == 0, out + err
+
+
+def recovered(store, canaries, holder=None):
+    """What is wrong after a crash once the next login and gc have run."""
+    problems = []
+    if holder:
+        undisturbed, output = holder.finish()
+        if not undisturbed:
+            problems.append(f"the other session of the user was disturbed: {output}")
+    login = pamtester(store, "open_session", "close_session")
+    if login.returncode != 0:
+        problems.append(f"the next login failed: {login.stdout}{login.stderr}")
+    gc = store.cli("gc", "--json", check=False)
+    if gc.returncode != 0:
+        problems.append(f"gc failed: {gc.stdout}{gc.stderr}")
+    status = store.cli("status", "--json", check=False)
+    if status.returncode != 0 or not json.loads(status.stdout).get("current"):
+        problems.append(f"the store has no usable current generation: {status.stdout}{status.stderr}")
+    problems += settled_residue(store)
+    problems += [f"lost on the host: {what}" for what in canaries.lost()]
+    return problems
+
+
+def crash_at_each_step(store, canaries, case, operation, steps, setup=lambda: None, with_holder=False):
+    """Runs `operation` once per step, killed there, and checks recovery."""
+    assert steps, f"{case}: the traced run passed no named step"
+    failures = []
+    for step in steps:
+        setup()
+        holder = Holder(store) if with_holder else None
+        result = operation(env(LOGINCHROOT_TEST_CRASH_AT=step))
+        problems = [] if result.returncode == -9 else [f"not killed at the step (exit {result.returncode}): "
+                                                       f"{result.stdout}{result.stderr}"]
+        problems += recovered(store, canaries, holder)
+        failures += [f"{step}: {problem}" for problem in problems]
+    held = len(steps) - len({f.split(":")[0] for f in failures})
+    record(case, store.backend, len(steps), held, [f for f in failures if "lost on the host" in f],
+           "steps: " + ", ".join(steps))
+    assert not failures, "\n".join(failures)
+
+
+def test_kill_the_login_process_at_each_step_of_open_and_close(crashable):
+    store, canaries = crashable
+
+    def login(environment):
+        return pamtester(store, "open_session", environment=environment)
+
+    def login_and_logout(environment):
+        return pamtester(store, "open_session", "close_session", environment=environment)
+
+    open_steps = traced(login)
+    store.cli("gc")
+    close_steps = [s for s in traced(login_and_logout) if s not in open_steps]
+    assert "open.record-saved" in open_steps and "teardown.unpinned" in close_steps, (open_steps, close_steps)
+    crash_at_each_step(store, canaries, "kill -9 the login process at each step of open_session",
+                       login, open_steps)
+    crash_at_each_step(store, canaries, "kill -9 the login process at each step of close_session",
+                       login_and_logout, close_steps)
+
+
+def test_kill_a_login_that_joins_or_leaves_a_live_root(crashable):
+    """The user's other session must not notice."""
+    store, canaries = crashable
+
+    def login(environment):
+        return pamtester(store, "open_session", environment=environment)
+
+    def login_and_logout(environment):
+        return pamtester(store, "open_session", "close_session", environment=environment)
+
+    holder = Holder(store)
+    try:
+        join_steps = traced(login)
+        leave_steps = [s for s in traced(login_and_logout) if s not in join_steps]
+    finally:
+        assert holder.finish()[0]
+    store.cli("gc")
+    assert "open.member-recorded" in join_steps and not any(s.startswith("teardown.") for s in leave_steps), \
+        (join_steps, leave_steps)
+    crash_at_each_step(store, canaries, "kill -9 a second login of the user while it joins the live root",
+                       login, join_steps, with_holder=True)
+    crash_at_each_step(store, canaries, "kill -9 a second login of the user while it leaves the live root",
+                       login_and_logout, leave_steps, with_holder=True)
+
+
+def test_kill_the_helper_at_each_step_of_publish_gc_and_end(crashable):
+    store, canaries = crashable
+    write_config(store, "[store]\nkeep_generations = 1\n")  # so gc has a generation to collect
+
+    def publish(environment=None):
+        return store.cli("publish", check=False, debug=True, env=environment)
+
+    def dead_session():
+        assert pamtester(store, "open_session").returncode == 0  # the client exits: gc and end have work
+
+    def gc(environment):
+        return store.cli("gc", check=False, debug=True, env=environment)
+
+    def end(environment):
+        return store.cli("end", USER, check=False, debug=True, env=environment)
+
+    publish_steps = traced(publish)
+    dead_session()
+    publish()
+    gc_steps = traced(gc)
+    dead_session()
+    end_steps = traced(end)
+    assert publish_steps and "teardown.unpinned" in gc_steps and "teardown.unpinned" in end_steps
+    crash_at_each_step(store, canaries, "kill -9 the helper at each step of publish", publish, publish_steps)
+    crash_at_each_step(store, canaries, "kill -9 the helper at each step of gc", gc, gc_steps,
+                       setup=lambda: (dead_session(), publish()))
+    crash_at_each_step(store, canaries, "kill -9 the helper at each step of end", end, end_steps,
+                       setup=dead_session)
