@@ -12,7 +12,7 @@ lab=$(mktemp -d /var/tmp/lclab.XXXXXX)
 trap 'rm -rf "$lab"' EXIT
 # Only what the tests run: every file costs under emulation.
 sh scripts/make-image.sh "$lab/image" sh cat echo sleep nohup setsid unshare id ls grep pwd test [ dd \
-    head wc timeout rm mkdir true env >/dev/null
+    head wc timeout rm mkdir true env touch >/dev/null
 bash scripts/lab-sysdisk.sh "$lab/system.disk" >/dev/null
 truncate -s 192M "$lab/data.disk"
 truncate -s 16M "$lab/meta.disk"
@@ -26,7 +26,7 @@ settings=(LC_LAB_DIR="$lab" LC_IMAGE_DIR="$lab/image" LC_MTCLIENT="$lab/mtclient
           PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 PYTHONUNBUFFERED=1)
 pytest=(env -u PYTHONDONTWRITEBYTECODE "${settings[@]}" "$python" -m pytest -v -p no:cacheprovider --durations=0)
 first_boot=(Tests/integration/test_pamtester.py Tests/integration/test_cli.py Tests/integration/test_clients.py
-            Tests/integration/test_crashes.py Tests/integration/test_dmthin_lab.py)
+            Tests/integration/test_crashes.py Tests/integration/test_concurrency.py Tests/integration/test_dmthin_lab.py)
 # Compile the tests here, where it is fast (the system disk has the rest
 # compiled); the guest finds the bytecode next to the sources.
 "${pytest[@]}" --collect-only -q "${first_boot[@]}" Tests/integration/test_dmthin_reboot.py >/dev/null

@@ -1,0 +1,174 @@
+"""Many logins at once, and publishing under load.
+
+- 100 logins at once, 10 users with 10 sessions each, started and ended at
+  staggered times so logouts interleave with logins: every session sees its
+  own user's root (its marker, its user's files, never another user's), no
+  root is destroyed under a session still using it, and nothing is left.
+- A publish and an update while 50 sessions are open: the open sessions keep
+  their generation undisturbed, new sessions get the new one, a quick login
+  and logout finishes while the update is still running, and gc collects the
+  generations no session uses any more.
+"""
+import contextlib
+import json
+import os
+import pwd
+import random
+import subprocess
+import tempfile
+
+import pytest
+
+from conftest import CLI, TIME_SCALE, Canaries, c_client, record, run, settled_residue, token, write_config
+
+USERS = tuple(f"lcc{n}" for n in range(10))
+
+
+@pytest.fixture(scope="module")
+def many_users():
+    created = []
+    for name in USERS:
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            run(["useradd", "-m", "-s", "/bin/sh", name])
+            created.append(name)
+    yield USERS
+    for name in created:
+        run(["pkill", "-KILL", "-u", name], check=False)
+        run(["userdel", "-r", name], check=False)
+
+
+@pytest.fixture
+def shared_tmp():
+    """A directory on the host's /tmp that every session writes its findings to."""
+    path = tempfile.mkdtemp(prefix="lc-conc-", dir="/tmp")
+    os.chmod(path, 0o1777)
+    yield path
+    run(["rm", "-rf", path])
+
+
+def login(store, user, command):
+    return subprocess.Popen([c_client("pamclient"), store.service, user, "1", command],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finished(proc):
+    out, err = proc.communicate(timeout=300 * TIME_SCALE)
+    return proc.returncode, out + err
+
+
+def test_100_concurrent_logins_each_get_their_users_root(store, many_users, shared_tmp):
+    rng = random.Random(4)
+    canaries = Canaries(pwd.getpwnam(USERS[0]).pw_dir)
+    sessions = [(user, f"{user}-{n}") for user in USERS for n in range(10)]
+    rng.shuffle(sessions)
+    procs = []
+    try:
+        for user, sid in sessions:
+            # Each session checks its marker, leaves its name in the root,
+            # lives a while, and reports which session names it saw there.
+            stay = rng.choice([0, 0.1, 0.3, 0.6, 1.0]) * TIME_SCALE
+            # (Shell builtins only: a process start costs half a second in the VM lab.)
+            procs.append((user, sid, login(store, user, f"""read marker < /run/loginchroot-session
+[ "$marker" = {user} ] || exit 11
+echo {sid} > /srv/scratch/{sid}
+{f"sleep {stay}" if stay else ":"}
+[ -e /srv/scratch/{sid} ] || exit 12
+echo /srv/scratch/* > {shared_tmp}/{sid}""")))
+            if rng.random() < 0.3:
+                run(["sleep", str(rng.choice([0.05, 0.2]) * TIME_SCALE)])  # logouts interleave with logins
+        results = {sid: (user, *finished(proc)) for user, sid, proc in procs}
+    finally:
+        for _, _, proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    problems = []
+    for sid, (user, status, output) in results.items():
+        if status != 0:
+            problems.append(f"{sid}: exit {status}: {output.strip()}")
+            continue
+        seen = [os.path.basename(path) for path in open(f"{shared_tmp}/{sid}").read().split()]
+        foreign = [s for s in seen if not s.startswith(user + "-")]
+        if sid not in seen or foreign:
+            problems.append(f"{sid} saw {seen}")
+    problems += settled_residue(store, users=USERS)
+    lost = canaries.lost()
+    canaries.remove()
+    record("100 concurrent logins (10 users x 10 sessions), logouts interleaved", store.backend, len(sessions),
+           len(sessions) - len([p for p in problems if p.split(":")[0] in results]), lost,
+           "each session saw its own marker and only its own user's files; no root went while in use")
+    assert not problems and not lost, "\n".join(problems + lost)
+
+
+def test_publish_and_update_while_50_sessions_are_open(store, many_users, shared_tmp):
+    write_config(store, "[store]\nkeep_generations = 1\n"
+                        "[master]\nupdate_command = sleep " + str(3 * TIME_SCALE) + "; echo updated > /etc/image-version\n")
+    before = json.loads(store.cli("status", "--json").stdout)["current"]
+    # The held sessions block on a FIFO (no polling: process starts are dear
+    # in the VM lab); the test holds its write end until the release.
+    release = f"{shared_tmp}/release"
+    os.mkfifo(release, 0o644)
+    writer = os.open(release, os.O_RDWR)
+    held = []
+    problems = []
+    try:
+        for n in range(50):
+            user = USERS[n % len(USERS)]
+            held.append(login(store, user, f"""echo > /srv/scratch/held-{n}
+cat {release} > /dev/null
+[ -e /srv/scratch/held-{n} ] || exit 12
+read version < /etc/image-version || version=none
+echo "$version" > {shared_tmp}/held-{n}"""))
+        for _ in range(600 * TIME_SCALE):  # all 50 are in before anything is published
+            roots = json.loads(store.cli("sessions", "--json").stdout)
+            if sum(len(root["sessions"]) for root in roots) == 50:
+                break
+            assert all(proc.poll() is None for proc in held), [finished(p) for p in held if p.poll() is not None]
+            run(["sleep", "0.2"])
+        store.cli("master", "run", "--", "sh", "-c", "echo published > /etc/image-version")
+        published = json.loads(store.cli("publish", "--json").stdout)["generation"]
+        fresh = run(["pamtester", store.service, "lctest2", "open_session"], check=False)
+        version = run(["nsenter", f"--mount={store.state}/pins/lctest2", "cat", "/etc/image-version"],
+                      check=False).stdout.strip()
+        store.cli("end", "lctest2", check=False)
+        if fresh.returncode != 0 or version != "published":
+            problems.append(f"a new login after the publish saw '{version}': {fresh.stdout}{fresh.stderr}")
+
+        # The Athena race: a quick login and logout while an update runs.
+        update = subprocess.Popen([CLI, "update", "--config", store.config], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+        quick = run(["pamtester", store.service, "lctest2", "open_session", "close_session"], check=False)
+        update_still_running = update.poll() is None
+        update_output = update.communicate(timeout=300 * TIME_SCALE)[0]
+        if quick.returncode != 0 or not update_still_running:
+            problems.append(f"quick login during the update: exit {quick.returncode}, update still running: "
+                            f"{update_still_running}: {quick.stdout}{quick.stderr}")
+        if update.returncode != 0:
+            problems.append(f"the update failed: {update_output}")
+        newest = json.loads(store.cli("status", "--json").stdout)["current"]
+        store.cli("gc")
+        kept = [g["name"] for g in json.loads(store.cli("status", "--json").stdout)["generations"]]
+        if store.backend == "overlay" and before not in kept:  # its open sessions still stand on it
+            problems.append(f"gc removed {before} while sessions used it: {kept}")
+    finally:
+        os.close(writer)
+        while any(proc.poll() is None for proc in held):  # wake any that opened the FIFO only now
+            with contextlib.suppress(OSError):
+                os.close(os.open(release, os.O_WRONLY | os.O_NONBLOCK))
+            run(["sleep", "0.1"])
+        results = [finished(proc) for proc in held]
+    for n, (status, output) in enumerate(results):
+        version = open(f"{shared_tmp}/held-{n}").read().strip() if os.path.exists(f"{shared_tmp}/held-{n}") else "?"
+        if status != 0 or version != "none":
+            problems.append(f"held session {n}: exit {status}, saw image version '{version}': {output.strip()}")
+    gc = json.loads(store.cli("gc", "--json").stdout)
+    generations = json.loads(store.cli("status", "--json").stdout)["generations"]
+    if [g["name"] for g in generations] != [newest]:
+        problems.append(f"gc left generations {generations} (current {newest}, was {before}, published {published}): {gc}")
+    problems += settled_residue(store, users=USERS + ("lctest2",))
+    record("publish and update while 50 sessions are open; quick login and logout during the update",
+           store.backend, 50 + 2, 52 - len(problems), [],
+           f"generations {before} -> {published} -> {newest}; gc left {newest} only")
+    assert not problems, "\n".join(problems)
+
