@@ -27,7 +27,8 @@ demo: deps build
 
 unit-test:
 	swift build --build-tests
-	swift test --skip-build
+	rm -f .build/reliability/unit.jsonl && mkdir -p .build/reliability
+	LC_RELIABILITY_LOG=$(CURDIR)/.build/reliability/unit.jsonl swift test --skip-build
 	sh Tests/shim/run.sh
 
 integration-test: build debug-build

@@ -21,7 +21,8 @@ for client in mtclient pamclient; do  # a compiler is slow in there
 done
 
 python=$(python3 -c 'import sys; print(sys.executable)')
-settings=(LC_LAB_DIR="$lab" LC_IMAGE_DIR="$lab/image" LC_MTCLIENT="$lab/mtclient" LC_PAMCLIENT="$lab/pamclient" LC_BACKENDS=dm-thin LC_TIME_SCALE=10
+settings=(LC_LAB_DIR="$lab" LC_IMAGE_DIR="$lab/image" LC_MTCLIENT="$lab/mtclient" LC_PAMCLIENT="$lab/pamclient"
+          LC_RELIABILITY_LOG="$lab/reliability.jsonl" LC_BACKENDS=dm-thin LC_TIME_SCALE=10
           LC_MODULE="$PWD/.build/release/pam_loginchroot.so" LC_CLI="$PWD/.build/release/loginchroot"
           PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 PYTHONUNBUFFERED=1)
 pytest=(env -u PYTHONDONTWRITEBYTECODE "${settings[@]}" "$python" -m pytest -v -p no:cacheprovider --durations=0)
@@ -39,4 +40,7 @@ boot() {
 status=0
 boot "first boot" -rs "${first_boot[@]}" || status=$?
 boot "second boot, after powering off with sessions open" Tests/integration/test_dmthin_reboot.py || status=$?
+# The lab's rows of RELIABILITY.md (scripts/reliability-report.py).
+mkdir -p .build/reliability
+cp "$lab/reliability.jsonl" .build/reliability/lab.jsonl 2>/dev/null || rm -f .build/reliability/lab.jsonl
 exit $status

@@ -457,27 +457,32 @@ final class ConfigParserTests: XCTestCase {
     func testRandomBytesParseOrThrowConfigError() {
         var random = SplitMix64(seed: 0x5EED_0001)
         let alphabet = Array("[]=#:/. \t\r\nabcdegiklmnoprstuy-_%0123456789GM".utf8)
-        for _ in 0..<2000 {
+        var held = 0
+        for _ in 0..<CorruptInputTests.rounds {
             let length = random.below(200)
             var bytes: [UInt8] = []
             for _ in 0..<length {
                 // Mostly config-ish characters so the parser gets past the first line; some raw bytes.
                 bytes.append(random.below(4) == 0 ? UInt8(truncatingIfNeeded: random.next()) : alphabet[random.below(alphabet.count)])
             }
-            checkParseOrConfigError(String(decoding: bytes, as: UTF8.self))
+            if checkParseOrConfigError(String(decoding: bytes, as: UTF8.self)) { held += 1 }
         }
+        recordReliability("random bytes as loginchroot.conf (seeded)", tries: CorruptInputTests.rounds, held: held)
     }
 
     func testTokenSoupParsesOrThrowsConfigError() {
         var random = SplitMix64(seed: 0x5EED_0002)
-        let sections = ["[store]", "[session]", "[overlay]", "[binds]", "[master]", "[x]", "[", "[]"]
-        let keys = ["backend", "path", "image", "image_size", "keep_generations", "mode", "on_error", "exempt_users",
+        let sections = ["[store]", "[session]", "[overlay]", "[binds]", "[master]", "[dm-thin]", "[x]", "[", "[]"]
+        let keys = ["backend", "path", "image", "image_size", "keep_generations", "min_free", "pool_name", "volume_size",
+                    "data_size", "metadata_size", "block_size", "filesystem", "data_device", "metadata_device", "mode", "on_error", "exempt_users",
                     "exempt_groups", "state_dir", "add_user_entries", "copy_files", "kill_timeout", "upper", "tmpfs_size",
                     "bind", "update_command", "", "bogus"]
         let values = ["btrfs", "overlay", "/a", "/a/../b", "rel", "/", "//", "8G", "0", "-1", "1001", "7", "yes", "no",
                       "per-user", "per-session", "deny", "allow", "root, alice", "-x", "tmpfs", "/a:/b ro", "/a:/",
-                      "/a recursive slave optional", "/a bogus", "", "%u", "/run/user/%u", "a=b", "# c", "\u{7F}", "é"]
-        for _ in 0..<2000 {
+                      "/a recursive slave optional", "/a bogus", "", "%u", "/run/user/%u", "a=b", "# c", "\u{7F}", "é",
+                      "10%", "91%", "64K", "65K", "2M", "17G", "ext4", "xfs", "/dev/vda", "lc_pool", "18446744073709551616"]
+        var held = 0
+        for _ in 0..<CorruptInputTests.rounds {
             var lines: [String] = []
             for _ in 0..<random.below(12) {
                 switch random.below(5) {
@@ -488,15 +493,17 @@ final class ConfigParserTests: XCTestCase {
                     lines.append("\(keys[random.below(keys.count)]) = \(value)")
                 }
             }
-            checkParseOrConfigError(lines.joined(separator: "\n"))
+            if checkParseOrConfigError(lines.joined(separator: "\n")) { held += 1 }
         }
+        recordReliability("random sections, keys and values as loginchroot.conf (seeded)", tries: CorruptInputTests.rounds, held: held)
     }
 
     func testMutatedValidConfigParsesOrThrowsConfigError() {
         var random = SplitMix64(seed: 0x5EED_0003)
         let original = Array(Self.validConfig.utf8)
         let interesting = Array("[]=#:/.\t\n\r \0\u{1}%-+".utf8) + [0xFF, 0xC3, 0x80]
-        for _ in 0..<2000 {
+        var held = 0
+        for _ in 0..<CorruptInputTests.rounds {
             var bytes = original
             for _ in 0..<(1 + random.below(6)) {
                 let position = bytes.isEmpty ? 0 : random.below(bytes.count)
@@ -515,35 +522,42 @@ final class ConfigParserTests: XCTestCase {
                     if !bytes.isEmpty { bytes.insert(contentsOf: Array(repeating: bytes[position], count: count), at: position) }
                 }
             }
-            checkParseOrConfigError(String(decoding: bytes, as: UTF8.self))
+            if checkParseOrConfigError(String(decoding: bytes, as: UTF8.self)) { held += 1 }
         }
+        recordReliability("random mutations of a valid loginchroot.conf (seeded)", tries: CorruptInputTests.rounds, held: held)
     }
 
-    private func checkParseOrConfigError(_ text: String, file: StaticString = #filePath, line: UInt = #line) {
+    /// True (and no assertion fails) when `text` parses to a config that
+    /// keeps the parser's guarantees, or is refused with a ConfigError that
+    /// names the file, a line within it, the problem and the fix.
+    @discardableResult
+    private func checkParseOrConfigError(_ text: String, file: StaticString = #filePath, line: UInt = #line) -> Bool {
+        var broken: [String] = []
+        func expect(_ condition: Bool, _ what: @autoclosure () -> String) { if !condition { broken.append(what()) } }
         do {
             let config = try ConfigParser.parse(text, file: "/fuzz.conf")
-            // Whatever parses must still satisfy the parser's guarantees.
             for bind in config.binds {
-                XCTAssertTrue(bind.source.hasPrefix("/") && bind.target.hasPrefix("/"), "\(bind)", file: file, line: line)
-                XCTAssertNotEqual(bind.target, "/", file: file, line: line)
-                XCTAssertFalse(bind.source.split(separator: "/").contains { $0 == ".." || $0 == "." }, file: file, line: line)
+                expect(bind.source.hasPrefix("/") && bind.target.hasPrefix("/"), "relative bind \(bind)")
+                expect(bind.target != "/", "bind over / \(bind)")
+                expect(!bind.source.split(separator: "/").contains { $0 == ".." || $0 == "." }, "dot in bind \(bind)")
             }
-            XCTAssertTrue((1...1000).contains(config.keepGenerations), file: file, line: line)
-            XCTAssertTrue((1...300).contains(config.killTimeoutSeconds), file: file, line: line)
-            XCTAssertTrue(config.storePath.hasPrefix("/") && config.stateDir.hasPrefix("/"), file: file, line: line)
-            XCTAssertGreaterThan(config.storeImageSize, 0, file: file, line: line)
-            XCTAssertFalse(config.updateCommand.isEmpty, file: file, line: line)
-            for name in config.exemptUsers + config.exemptGroups {
-                XCTAssertNotNil(UserName(name), name, file: file, line: line)
-            }
+            expect((1...1000).contains(config.keepGenerations), "keep_generations \(config.keepGenerations)")
+            expect((1...300).contains(config.killTimeoutSeconds), "kill_timeout \(config.killTimeoutSeconds)")
+            expect(config.storePath.hasPrefix("/") && config.stateDir.hasPrefix("/"), "relative store or state path")
+            expect(config.storeImageSize > 0, "image_size 0")
+            expect(!config.updateCommand.isEmpty, "empty update_command")
+            expect((0...90).contains(config.minFreePercent), "min_free \(config.minFreePercent)")
+            for name in config.exemptUsers + config.exemptGroups { expect(UserName(name) != nil, "exempt name \(name)") }
         } catch let error as ConfigError {
-            let lineCount = text.split(separator: "\n", omittingEmptySubsequences: false).count
-            XCTAssertEqual(error.file, "/fuzz.conf", file: file, line: line)
-            XCTAssertTrue((0...lineCount).contains(error.line), "line \(error.line) of \(lineCount)", file: file, line: line)
-            XCTAssertFalse(error.problem.isEmpty, file: file, line: line)
-            XCTAssertFalse(error.fix.isEmpty, file: file, line: line)
+            // As the parser counts: "\r\n" is one Character in Swift.
+            let lineCount = text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).count
+            expect(error.file == "/fuzz.conf", "error names \(error.file)")
+            expect((0...lineCount).contains(error.line), "line \(error.line) of \(lineCount)")
+            expect(!error.problem.isEmpty && !error.fix.isEmpty, "error without problem or fix: \(error)")
         } catch {
-            XCTFail("non-ConfigError thrown: \(error)", file: file, line: line)
+            expect(false, "non-ConfigError thrown: \(error)")
         }
+        XCTAssertEqual(broken, [], "input: \(text.debugDescription)", file: file, line: line)
+        return broken.isEmpty
     }
 }

@@ -50,3 +50,19 @@ func parseConfig(_ text: String, file: StaticString = #filePath, line: UInt = #l
 }
 
 func user(_ name: String) -> UserName { UserName(name)! }
+
+/// One row of RELIABILITY.md (scripts/reliability-report.py), when the test
+/// run was given LC_RELIABILITY_LOG (make unit-test gives it).
+func recordReliability(_ testCase: String, tries: Int, held: Int) {
+    guard let path = ProcessInfo.processInfo.environment["LC_RELIABILITY_LOG"],
+          let handle = FileHandle(forWritingAtPath: path) ?? {
+              _ = FileManager.default.createFile(atPath: path, contents: nil)
+              return FileHandle(forWritingAtPath: path)
+          }() else { return }
+    let escaped = testCase.replacingOccurrences(of: "\"", with: "'")
+    let line = "{\"case\": \"\(escaped)\", \"backend\": \"-\", \"tries\": \(tries), \"held\": \(held), "
+        + "\"lost\": [], \"measured\": \"unit test, seeded\", \"tier\": \"unit\"}\n"
+    handle.seekToEndOfFile()
+    handle.write(line.data(using: .utf8)!)
+    handle.closeFile()
+}
