@@ -39,7 +39,9 @@ integration-test: build debug-build
 lab-test: deps build debug-build
 	bash scripts/lab-test.sh
 
+# The whole suite, then RELIABILITY.md from the rows its tests recorded.
 test: deps unit-test integration-test demo lab-test
+	python3 scripts/reliability-report.py
 
 install: build
 	install -d $(DESTDIR)$(PAMDIR) $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)/etc/loginchroot \

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Builds the VM lab's system disk: an ext4 image holding copies of the files
 # the lab's tests run (programs, their libraries, PAM modules, Python and
-# pytest, loginchroot's release build), at their own paths.
+# pytest, loginchroot's release build and the debug build the crash tests
+# use, with the Swift runtime it loads), at their own paths.
 #
 #   scripts/lab-sysdisk.sh IMAGE
 #
@@ -30,6 +31,7 @@ for p in $programs; do
     case $path in /*) files+=("$path") ;; esac
 done
 files+=("$python" "$PWD/.build/release/loginchroot" "$PWD/.build/release/pam_loginchroot.so")
+files+=("$PWD/.build/debug/loginchroot" "$PWD/.build/debug/libloginchroot_pam.so")
 files+=(/usr/lib/systemd/systemd-udevd)  # vmlab.sh hides the host's /usr/lib/systemd; one test starts udevd
 files+=(/usr/lib/x86_64-linux-gnu/security/*.so)
 # Every shared library those load (ldd lists the whole closure).
@@ -67,7 +69,10 @@ done
 # What the guest does with the copies: layers go over the directory of the
 # same path (the guest sees the union), binds replace it (so Python sees only
 # these packages, not the host's hundreds).
-for dir in /usr "$(dirname "$(readlink -f "$PWD/.build/release/loginchroot")")" "$(readlink -f "$pyprefix")"; do
+swift_runtime=$(ldd .build/debug/loginchroot | awk '$1 == "libswiftCore.so" {print $3}')
+for dir in /usr "$(dirname "$(readlink -f "$PWD/.build/release/loginchroot")")" \
+           "$(dirname "$(readlink -f "$PWD/.build/debug/loginchroot")")" "$(dirname "$swift_runtime")" \
+           "$(readlink -f "$pyprefix")"; do
     readlink -f "$dir"
 done > "$mnt/layers"
 readlink -f "$site" > "$mnt/binds"

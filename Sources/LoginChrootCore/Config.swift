@@ -85,6 +85,10 @@ public struct Config: Equatable, Sendable {
     public var storeImage = "/var/lib/loginchroot.img"
     public var storeImageSize: UInt64 = 8 << 30
     public var keepGenerations = 2
+    /// New roots are refused while less than this share of the space they
+    /// write to is free (dm-thin: the pool's data or metadata; btrfs: the
+    /// store; overlay: a directory upper's filesystem).
+    public var minFreePercent = 10
 
     // [session]
     public var mode: SessionMode = .perUser
@@ -117,9 +121,6 @@ public struct Config: Equatable, Sendable {
     public var volumeSize: UInt64 = 8 << 30
     public var thinBlockSize: UInt64 = 64 << 10
     public var filesystem: ThinFilesystem = .ext4
-    /// New sessions are refused while less than this share of the pool's
-    /// data or metadata space is free.
-    public var minFreePercent = 10
 
     // [binds]
     public var binds: [BindEntry] = Config.defaultBinds

@@ -156,7 +156,7 @@ public enum ConfigParser {
                 throw ValueProblem(problem: "unknown filesystem '\(value)'", fix: "use ext4 or xfs")
             }
             config.filesystem = filesystem
-        case ("dm-thin", "min_free"):
+        case ("store", "min_free"):
             let digits = value.hasSuffix("%") ? String(value.dropLast()) : value
             config.minFreePercent = try integer(digits, key: key, in: 0...90)
         case ("master", "update_command"):

@@ -198,7 +198,6 @@ final class ConfigParserTests: XCTestCase {
             volume_size = 20G
             block_size = 128K
             filesystem = xfs
-            min_free = 15%
             """, file: "/etc/test.conf")
         XCTAssertEqual(config.backend, .dmThin)
         XCTAssertEqual(config.poolName, "lab_1")
@@ -208,14 +207,16 @@ final class ConfigParserTests: XCTestCase {
         XCTAssertEqual(config.thinBlockSize, 128 << 10)
         XCTAssertEqual(config.filesystem, .xfs)
         XCTAssertEqual(config.filesystem.mountOptions, "nouuid")
-        XCTAssertEqual(config.minFreePercent, 15)
         XCTAssertEqual(Config().poolName, "loginchroot")
         XCTAssertEqual(Config().filesystem.mountOptions, "")
 
         assertConfigError("[dm-thin]\npool_name = a/b", line: 2, problemContains: "pool_name 'a/b'")
         assertConfigError("[dm-thin]\nblock_size = 96K", line: 2, problemContains: "not a multiple of 64K")
         assertConfigError("[dm-thin]\nfilesystem = btrfs", line: 2, problemContains: "unknown filesystem")
-        assertConfigError("[dm-thin]\nmin_free = 95%", line: 2, problemContains: "0...90")
+        assertConfigError("[store]\nmin_free = 95%", line: 2, problemContains: "0...90")
+        assertConfigError("[dm-thin]\nmin_free = 5%", line: 2, problemContains: "unknown key 'min_free'")
+        XCTAssertEqual(try ConfigParser.parse("[store]\nmin_free = 15%", file: "f").minFreePercent, 15)
+        XCTAssertEqual(try ConfigParser.parse("[store]\nmin_free = 0", file: "f").minFreePercent, 0)
         assertConfigError("[dm-thin]\nmetadata_size = 1M", line: 2, problemContains: "outside 2M...16G")
         assertConfigError("[dm-thin]\ndata_device = /dev/sdb", line: 0, problemContains: "only one of data_device and metadata_device")
     }

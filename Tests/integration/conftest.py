@@ -505,3 +505,62 @@ class Canaries:
         for path in self.files:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+
+
+class HeldSession:
+    """A live session of `user` in a long-running PAM client (pamclient.c):
+    its shell runs `before`, waits until finish(), then runs `after`. The
+    wait blocks on a FIFO whose write end the test holds: no polling, since
+    process starts are dear in the VM lab."""
+
+    @staticmethod
+    def client():
+        return c_client("pamclient")
+
+    def __init__(self, store, user, before="", after=""):
+        self.fifo = os.path.join(tempfile.mkdtemp(prefix="lc-hold-", dir="/tmp"), "release")
+        os.chmod(os.path.dirname(self.fifo), 0o755)
+        os.mkfifo(self.fifo, 0o644)
+        self.writer = os.open(self.fifo, os.O_RDWR)
+        self.proc = subprocess.Popen([self.client(), store.service, user, "1",
+                                      f"{before}\ncat {self.fifo} >/dev/null\n{after}"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait_until_in(self, store):
+        wait_until_in(store, [self])
+
+    def release(self):
+        if self.writer is not None:
+            os.close(self.writer)
+            self.writer = None
+
+    def finish(self):
+        """(exit status, output) once the session has ended."""
+        self.release()
+        deadline = time.time() + 120 * TIME_SCALE
+        try:
+            while self.proc.poll() is None and time.time() < deadline:
+                # Its shell may open the FIFO only now, after the write end closed.
+                with contextlib.suppress(OSError):
+                    os.close(os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK))
+                time.sleep(0.05)
+            if self.proc.poll() is None:
+                self.proc.kill()
+            out, err = self.proc.communicate()
+        finally:
+            shutil.rmtree(os.path.dirname(self.fifo), ignore_errors=True)
+        return self.proc.returncode, out + err
+
+
+def wait_until_in(store, sessions):
+    """Returns once the module has recorded every HeldSession in its root."""
+    for _ in range(600 * TIME_SCALE):
+        roots = json.loads(store.cli("sessions", "--json").stdout)
+        members = {member["pid"] for root in roots for member in root["sessions"]}
+        if all(session.proc.pid in members for session in sessions):
+            return
+        ended = [session for session in sessions if session.proc.poll() is not None]
+        if ended:
+            raise AssertionError(f"a held session ended: {ended[0].finish()}")
+        time.sleep(0.1)
+    raise AssertionError("the held sessions never all started")

@@ -9,7 +9,6 @@
   and logout finishes while the update is still running, and gc collects the
   generations no session uses any more.
 """
-import contextlib
 import json
 import os
 import pwd
@@ -19,7 +18,8 @@ import tempfile
 
 import pytest
 
-from conftest import CLI, TIME_SCALE, Canaries, c_client, record, run, settled_residue, token, write_config
+from conftest import (CLI, TIME_SCALE, Canaries, HeldSession, c_client, record, run, settled_residue, wait_until_in,
+                      write_config)
 
 USERS = tuple(f"lcc{n}" for n in range(10))
 
@@ -105,27 +105,16 @@ def test_publish_and_update_while_50_sessions_are_open(store, many_users, shared
     write_config(store, "[store]\nkeep_generations = 1\n"
                         "[master]\nupdate_command = sleep " + str(3 * TIME_SCALE) + "; echo updated > /etc/image-version\n")
     before = json.loads(store.cli("status", "--json").stdout)["current"]
-    # The held sessions block on a FIFO (no polling: process starts are dear
-    # in the VM lab); the test holds its write end until the release.
-    release = f"{shared_tmp}/release"
-    os.mkfifo(release, 0o644)
-    writer = os.open(release, os.O_RDWR)
     held = []
     problems = []
     try:
         for n in range(50):
-            user = USERS[n % len(USERS)]
-            held.append(login(store, user, f"""echo > /srv/scratch/held-{n}
-cat {release} > /dev/null
+            held.append(HeldSession(store, USERS[n % len(USERS)], before=f"echo > /srv/scratch/held-{n}", after=f"""
 [ -e /srv/scratch/held-{n} ] || exit 12
 read version < /etc/image-version || version=none
 echo "$version" > {shared_tmp}/held-{n}"""))
-        for _ in range(600 * TIME_SCALE):  # all 50 are in before anything is published
-            roots = json.loads(store.cli("sessions", "--json").stdout)
-            if sum(len(root["sessions"]) for root in roots) == 50:
-                break
-            assert all(proc.poll() is None for proc in held), [finished(p) for p in held if p.poll() is not None]
-            run(["sleep", "0.2"])
+        wait_until_in(store, held)  # all 50 are in before anything is published
+
         store.cli("master", "run", "--", "sh", "-c", "echo published > /etc/image-version")
         published = json.loads(store.cli("publish", "--json").stdout)["generation"]
         fresh = run(["pamtester", store.service, "lctest2", "open_session"], check=False)
@@ -152,12 +141,9 @@ echo "$version" > {shared_tmp}/held-{n}"""))
         if store.backend == "overlay" and before not in kept:  # its open sessions still stand on it
             problems.append(f"gc removed {before} while sessions used it: {kept}")
     finally:
-        os.close(writer)
-        while any(proc.poll() is None for proc in held):  # wake any that opened the FIFO only now
-            with contextlib.suppress(OSError):
-                os.close(os.open(release, os.O_WRONLY | os.O_NONBLOCK))
-            run(["sleep", "0.1"])
-        results = [finished(proc) for proc in held]
+        for session in held:
+            session.release()
+        results = [session.finish() for session in held]
     for n, (status, output) in enumerate(results):
         version = open(f"{shared_tmp}/held-{n}").read().strip() if os.path.exists(f"{shared_tmp}/held-{n}") else "?"
         if status != 0 or version != "none":

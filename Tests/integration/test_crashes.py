@@ -10,13 +10,11 @@ host's /tmp, the user's home and the host mount table must be untouched.
 """
 import json
 import os
-import subprocess
 import tempfile
 
 import pytest
 
-from conftest import (DEBUG_MODULE, SPAWN_INTERVAL, TIME_SCALE, Canaries, c_client, record, run, settled_residue,
-                      token, write_config, write_service)
+from conftest import DEBUG_MODULE, Canaries, HeldSession, record, run, settled_residue, write_config, write_service
 
 USER = "lctest1"
 
@@ -45,42 +43,20 @@ def pamtester(store, *ops, environment=None):
     return run(["pamtester", store.service, USER, *ops], check=False, env=environment)
 
 
-class Holder:
-    """A live session of USER, held open by a waiting shell, so that a
-    crashing login joins it or leaves it."""
-
-    def __init__(self, store):
-        self.release = f"/tmp/lc-release-{token()}"
-        self.proc = subprocess.Popen(
-            [c_client("pamclient"), store.service, USER, "1",
-             f"touch /srv/scratch/held; while [ ! -e {self.release} ]; do sleep {SPAWN_INTERVAL}; done; "
-             "cat /srv/scratch/held"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        pin = f"{store.state}/pins/{USER}"
-        for _ in range(600 * TIME_SCALE):
-            if os.path.exists(pin) and run(["nsenter", f"--mount={pin}", "test", "-e", "/srv/scratch/held"],
-                                           check=False).returncode == 0:
-                return
-            assert self.proc.poll() is None, self.proc.communicate()
-            run(["sleep", "0.1"])
-        raise AssertionError("the held session never started")
-
-    def finish(self):
-        """True when the held session ran to its end undisturbed."""
-        open(self.release, "w").close()
-        try:
-            out, err = self.proc.communicate(timeout=60 * TIME_SCALE)
-        finally:
-            os.unlink(self.release)
-        return self.proc.returncode == 0, out + err
+def holder(store):
+    """A live session of USER, so that a crashing login joins or leaves it;
+    it checks at its end that its root is still there."""
+    held = HeldSession(store, USER, before="echo > /srv/scratch/held", after="cat /srv/scratch/held")
+    held.wait_until_in(store)
+    return held
 
 
 def recovered(store, canaries, holder=None):
     """What is wrong after a crash once the next login and gc have run."""
     problems = []
     if holder:
-        undisturbed, output = holder.finish()
-        if not undisturbed:
+        status, output = holder.finish()
+        if status != 0:
             problems.append(f"the other session of the user was disturbed: {output}")
     login = pamtester(store, "open_session", "close_session")
     if login.returncode != 0:
@@ -102,11 +78,11 @@ def crash_at_each_step(store, canaries, case, operation, steps, setup=lambda: No
     failures = []
     for step in steps:
         setup()
-        holder = Holder(store) if with_holder else None
+        held = holder(store) if with_holder else None
         result = operation(env(LOGINCHROOT_TEST_CRASH_AT=step))
         problems = [] if result.returncode == -9 else [f"not killed at the step (exit {result.returncode}): "
                                                        f"{result.stdout}{result.stderr}"]
-        problems += recovered(store, canaries, holder)
+        problems += recovered(store, canaries, held)
         failures += [f"{step}: {problem}" for problem in problems]
     held = len(steps) - len({f.split(":")[0] for f in failures})
     record(case, store.backend, len(steps), held, [f for f in failures if "lost on the host" in f],
@@ -143,12 +119,12 @@ def test_kill_a_login_that_joins_or_leaves_a_live_root(crashable):
     def login_and_logout(environment):
         return pamtester(store, "open_session", "close_session", environment=environment)
 
-    holder = Holder(store)
+    held = holder(store)
     try:
         join_steps = traced(login)
         leave_steps = [s for s in traced(login_and_logout) if s not in join_steps]
     finally:
-        assert holder.finish()[0]
+        assert held.finish()[0] == 0
     store.cli("gc")
     assert "open.member-recorded" in join_steps and not any(s.startswith("teardown.") for s in leave_steps), \
         (join_steps, leave_steps)

@@ -8,8 +8,12 @@ public final class BtrfsBackend: SnapshotBackend {
     public let kind = BackendKind.btrfs
     public let sessionsOutliveTheirGeneration = true
     let store: StoreLayout
+    let minFreePercent: Int
 
-    public init(config: Config) { store = StoreLayout(path: config.storePath) }
+    public init(config: Config) {
+        store = StoreLayout(path: config.storePath)
+        minFreePercent = config.minFreePercent
+    }
 
     public func checkStore() throws {
         guard Mounts.filesystemType(at: store.path) == "btrfs" else {
@@ -23,6 +27,7 @@ public final class BtrfsBackend: SnapshotBackend {
     public func generations() throws -> [Generation] { try store.generations() }
 
     public func prepare(_ key: RootKey, from generation: Generation) throws -> RootLayout {
+        try StoreLayout.refuseNewRoot(below: minFreePercent, at: store.path)
         let source = try Descriptor.openDirectory(store.generation(generation))
         let parent = try Descriptor.openDirectory(store.sessionsDir)
         try Btrfs.snapshot(source: source, into: parent, name: key.value, readOnly: false)

@@ -11,10 +11,12 @@ public final class OverlayBackend: SnapshotBackend {
     public let sessionsOutliveTheirGeneration = false
     let store: StoreLayout
     let upper: OverlayUpper
+    let minFreePercent: Int
 
     public init(config: Config) {
         store = StoreLayout(path: config.storePath)
         upper = config.overlayUpper
+        minFreePercent = config.minFreePercent
     }
 
     public func checkStore() throws {
@@ -40,6 +42,8 @@ public final class OverlayBackend: SnapshotBackend {
                 .overlay(lower: lower, upper: "upper", work: "work", target: "root"),
             ], rootSubpath: "root")
         case .directory(let base):
+            // (A tmpfs upper has its own size limit, tmpfs_size.)
+            try StoreLayout.refuseNewRoot(below: minFreePercent, at: base)
             let directory = joinPath(base, OverlayBackend.upperPrefix + key.value)
             try sys("mkdir", directory) { mkdir(directory, 0o700) }
             for sub in ["upper", "work"] {
