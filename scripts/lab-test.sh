@@ -3,8 +3,8 @@
 # The first boot runs the conformance suite (the same client, pamtester and
 # CLI tests as the host tier, on loop-file pools), then
 # Tests/integration/test_dmthin_lab.py on a store whose pool lives on two
-# disk files, and powers off with sessions open; the second runs
-# test_dmthin_reboot.py. Exit status: 0 only if both pass.
+# disk files, and ends with a power cut in the middle of a publish with
+# sessions open; the second runs test_dmthin_reboot.py. Exit status: 0 only if both pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +27,8 @@ settings=(LC_LAB_DIR="$lab" LC_IMAGE_DIR="$lab/image" LC_MTCLIENT="$lab/mtclient
           PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 PYTHONUNBUFFERED=1)
 pytest=(env -u PYTHONDONTWRITEBYTECODE "${settings[@]}" "$python" -m pytest -v -p no:cacheprovider --durations=0)
 first_boot=(Tests/integration/test_pamtester.py Tests/integration/test_cli.py Tests/integration/test_clients.py
-            Tests/integration/test_crashes.py Tests/integration/test_concurrency.py Tests/integration/test_dmthin_lab.py)
+            Tests/integration/test_crashes.py Tests/integration/test_concurrency.py Tests/integration/test_soak.py
+            Tests/integration/test_dmthin_lab.py)  # last: it ends in a power cut
 # Compile the tests here, where it is fast (the system disk has the rest
 # compiled); the guest finds the bytecode next to the sources.
 "${pytest[@]}" --collect-only -q "${first_boot[@]}" Tests/integration/test_dmthin_reboot.py >/dev/null
@@ -39,7 +40,7 @@ boot() {
 }
 status=0
 boot "first boot" -rs "${first_boot[@]}" || status=$?
-boot "second boot, after powering off with sessions open" Tests/integration/test_dmthin_reboot.py || status=$?
+boot "second boot, after a power cut mid-publish with sessions open" Tests/integration/test_dmthin_reboot.py || status=$?
 # The lab's rows of RELIABILITY.md (scripts/reliability-report.py).
 mkdir -p .build/reliability
 cp "$lab/reliability.jsonl" .build/reliability/lab.jsonl 2>/dev/null || rm -f .build/reliability/lab.jsonl

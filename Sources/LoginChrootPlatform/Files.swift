@@ -55,10 +55,11 @@ public final class Descriptor {
         }
     }
 
-    public func writeAll(_ bytes: [UInt8]) throws {
+    /// `path` names the file in an error.
+    public func writeAll(_ bytes: [UInt8], path: String) throws {
         var offset = 0
         while offset < bytes.count {
-            let count = try sys("write") {
+            let count = try sys("write", path) {
                 bytes.withUnsafeBytes { Glibc.write(raw, $0.baseAddress! + offset, bytes.count - offset) }
             }
             offset += count
@@ -95,7 +96,7 @@ public enum Files {
         let slash = path.lastIndex(of: "/").map { path.index(after: $0) } ?? path.startIndex
         let temporary = String(path[..<slash]) + "." + String(path[slash...]) + ".tmp"
         let fd = try Descriptor.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode: mode)
-        try fd.writeAll(Array(text.utf8))
+        try fd.writeAll(Array(text.utf8), path: temporary)
         try sys("fsync", temporary) { fsync(fd.raw) }
         try sys("rename", path) { rename(temporary, path) }
         // The rename itself is durable only once the directory is synced.

@@ -105,14 +105,15 @@ public struct Cgroups {
     public func move(pid: Int32, to cgroup: String) throws {
         let procs = joinPath(path(cgroup), "cgroup.procs")
         let fd = try Descriptor.open(procs, O_WRONLY)
-        try fd.writeAll(Array(String(pid).utf8))
+        try fd.writeAll(Array(String(pid).utf8), path: procs)
     }
 
     /// Kills every process in the subtree at once (Linux 5.14+); false when
     /// the kernel has no cgroup.kill.
     public func kill(_ cgroup: String) -> Bool {
-        guard let fd = try? Descriptor.open(joinPath(path(cgroup), "cgroup.kill"), O_WRONLY) else { return false }
-        return (try? fd.writeAll(Array("1".utf8))) != nil
+        let file = joinPath(path(cgroup), "cgroup.kill")
+        guard let fd = try? Descriptor.open(file, O_WRONLY) else { return false }
+        return (try? fd.writeAll(Array("1".utf8), path: file)) != nil
     }
 
     public func pids(_ cgroup: String) -> [Int32] {

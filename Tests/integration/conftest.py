@@ -86,6 +86,7 @@ def syslog():
     proc.wait()
     if os.path.exists("/dev/log"):
         os.unlink("/dev/log")
+    os.unlink(log)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -14,9 +14,20 @@ import tempfile
 
 import pytest
 
-from conftest import DEBUG_MODULE, Canaries, HeldSession, record, run, settled_residue, write_config, write_service
+from conftest import DEBUG_MODULE, TIME_SCALE, Canaries, HeldSession, record, run, settled_residue, write_config, write_service
 
 USER = "lctest1"
+# The VM lab emulates its CPU, and a kill and its recovery cost it about 20 s:
+# there only the steps where dm-thin does its own work are killed. The
+# session manager's steps are the same code on every backend, all killed on
+# the host.
+IN_LAB = TIME_SCALE > 1
+
+
+def affordable(steps):
+    if not IN_LAB:
+        return steps
+    return [s for s in steps if s.startswith(("thin.", "publish.")) or s in ("open.snapshot-made", "teardown.snapshot-removed")]
 
 
 @pytest.fixture
@@ -74,6 +85,7 @@ def recovered(store, canaries, holder=None):
 
 def crash_at_each_step(store, canaries, case, operation, steps, setup=lambda: None, with_holder=False):
     """Runs `operation` once per step, killed there, and checks recovery."""
+    steps = affordable(steps)
     assert steps, f"{case}: the traced run passed no named step"
     failures = []
     for step in steps:
@@ -109,6 +121,7 @@ def test_kill_the_login_process_at_each_step_of_open_and_close(crashable):
                        login_and_logout, close_steps)
 
 
+@pytest.mark.skipif(IN_LAB, reason="no dm-thin step in a join or a leave; the host tier kills every step of both")
 def test_kill_a_login_that_joins_or_leaves_a_live_root(crashable):
     """The user's other session must not notice."""
     store, canaries = crashable
@@ -158,6 +171,8 @@ def test_kill_the_helper_at_each_step_of_publish_gc_and_end(crashable):
     end_steps = traced(end)
     assert publish_steps and "teardown.unpinned" in gc_steps and "teardown.unpinned" in end_steps
     crash_at_each_step(store, canaries, "kill -9 the helper at each step of publish", publish, publish_steps)
+    if IN_LAB:
+        return  # gc and end pass the dm-thin steps of a logout, killed above
     crash_at_each_step(store, canaries, "kill -9 the helper at each step of gc", gc, gc_steps,
                        setup=lambda: (dead_session(), publish()))
     crash_at_each_step(store, canaries, "kill -9 the helper at each step of end", end, end_steps,

@@ -2,14 +2,15 @@
 (pamclient.c, loading the module the way login does). Nothing may grow: the
 client's fds and RSS, the host's mounts, cgroups, the store's state files,
 and on dm-thin its devices and thin ids. 1000 cycles on the host; the VM
-lab emulates its CPU, so there it runs LC_SOAK_CYCLES (100 by default).
+lab emulates its CPU (a dm-thin cycle costs it seconds), so there it runs
+LC_SOAK_CYCLES (20 by default).
 """
 import json
 import os
 
 from conftest import CGROUP2, TIME_SCALE, c_client, record, run, settled_residue
 
-CYCLES = int(os.environ.get("LC_SOAK_CYCLES", "1000" if TIME_SCALE == 1 else "100"))
+CYCLES = int(os.environ.get("LC_SOAK_CYCLES", "1000" if TIME_SCALE == 1 else "20"))
 # Heap arenas and the dynamic loader settle during the first cycles; more
 # than this after the first cycle is growth.
 RSS_SLACK_KIB = 1024

@@ -73,7 +73,7 @@ public final class DmThinBackend: SnapshotBackend {
             throw SetupError("\(metadataDevice) already holds a thin pool's metadata, and \(metadataFile) is missing",
                              fix: "restore \(metadataFile) from a backup; to start over instead, zero the device's first 4 KiB (dd if=/dev/zero of=\(metadataDevice) bs=4k count=1)")
         }
-        try device.writeAll([UInt8](repeating: 0, count: 4096))
+        try device.writeAll([UInt8](repeating: 0, count: 4096), path: metadataDevice)
         try sys("fsync", metadataDevice) { fsync(device.raw) }
     }
 

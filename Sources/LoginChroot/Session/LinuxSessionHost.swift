@@ -329,7 +329,7 @@ struct RootAssembler {
         let fd = Descriptor(adopting: try sys("openat", path) {
             openat(parent.raw, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
         })
-        try fd.writeAll(bytes)
+        try fd.writeAll(bytes, path: path)
         _ = fchmod(fd.raw, mode)
         try sys("renameat", path) { renameat(parent.raw, temporary, parent.raw, name) }
     }
