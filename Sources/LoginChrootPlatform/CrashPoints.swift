@@ -4,6 +4,9 @@
 //
 //   LOGINCHROOT_TEST_TRACE=FILE          append each step reached to FILE
 //   LOGINCHROOT_TEST_CRASH_AT=STEP       SIGKILL the process at STEP
+//   LOGINCHROOT_TEST_CRASH_AT=STEP#N     ... the Nth time it reaches STEP (a
+//                                        login and logout in one process
+//                                        pass dm-thin's steps twice)
 //   LOGINCHROOT_TEST_CRASH_AT=STEP:power-loss
 //                                        reset the machine at STEP without
 //                                        syncing (the VM lab's power cut)
@@ -18,7 +21,11 @@ public enum CrashPoint {
     }
 
     #if DEBUG
+    private static var timesReached: [String: Int] = [:]
+
     private static func act(at step: String) {
+        let count = (timesReached[step] ?? 0) + 1
+        timesReached[step] = count
         if let trace = getenv("LOGINCHROOT_TEST_TRACE") {
             let fd = open(trace, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
             if fd >= 0 {
@@ -28,7 +35,7 @@ public enum CrashPoint {
             }
         }
         guard let wanted = getenv("LOGINCHROOT_TEST_CRASH_AT").map({ String(cString: $0) }) else { return }
-        if wanted == step {
+        if wanted == step || wanted == "\(step)#\(count)" {
             kill(getpid(), SIGKILL)
         } else if wanted == step + ":power-loss" {
             let fd = open("/proc/sysrq-trigger", O_WRONLY | O_CLOEXEC)
