@@ -5,6 +5,7 @@
 # Tests/integration/test_dmthin_lab.py on a store whose pool lives on two
 # disk files, and ends with a power cut in the middle of a publish with
 # sessions open; the second runs test_dmthin_reboot.py. Exit status: 0 only if both pass.
+# LC_LAB_TESTS="FILE..." runs those test files in the first boot instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,9 +27,10 @@ settings=(LC_LAB_DIR="$lab" LC_IMAGE_DIR="$lab/image" LC_MTCLIENT="$lab/mtclient
           LC_MODULE="$PWD/.build/release/pam_loginchroot.so" LC_CLI="$PWD/.build/release/loginchroot"
           PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 PYTHONUNBUFFERED=1)
 pytest=(env -u PYTHONDONTWRITEBYTECODE "${settings[@]}" "$python" -m pytest -v -p no:cacheprovider --durations=0)
-first_boot=(Tests/integration/test_pamtester.py Tests/integration/test_cli.py Tests/integration/test_clients.py
+default_first_boot=(Tests/integration/test_pamtester.py Tests/integration/test_cli.py Tests/integration/test_clients.py
             Tests/integration/test_crashes.py Tests/integration/test_concurrency.py Tests/integration/test_soak.py
             Tests/integration/test_dmthin_lab.py)  # last: it ends in a power cut
+read -r -a first_boot <<< "${LC_LAB_TESTS:-${default_first_boot[*]}}"
 # Compile the tests here, where it is fast (the system disk has the rest
 # compiled); the guest finds the bytecode next to the sources.
 "${pytest[@]}" --collect-only -q "${first_boot[@]}" Tests/integration/test_dmthin_reboot.py >/dev/null

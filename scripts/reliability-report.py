@@ -50,8 +50,9 @@ def main():
     ]
     for row in found:
         lost = ", ".join(row["lost"]) if row["lost"] else "nothing"
+        measured = row["measured"] + "".join(f"; DID NOT HOLD: {p}" for p in row.get("problems", []))
         lines.append(f"| {cell(row['case'])} | {row['backend']} | {row['tier']} | {row['tries']} | {row['held']} "
-                     f"| {cell(lost)} | {cell(row['measured'])} |")
+                     f"| {cell(lost)} | {cell(measured)} |")
     lines += [
         "",
         "- *tries*: how many times the case was run (for crash cases: one kill per named step).",

@@ -99,6 +99,9 @@ public struct Config: Equatable, Sendable {
     public var addUserEntries = true
     public var copyFiles: [String] = ["/etc/resolv.conf", "/etc/hosts", "/etc/hostname"]
     public var killTimeoutSeconds = 5
+    /// How long a login, a logout or a command waits for the state lock
+    /// (a login then follows on_error; a logout is left to gc).
+    public var lockTimeoutSeconds = 15
 
     // [overlay]
     /// nil: the upper layer is a tmpfs of `overlayTmpfsSize`.

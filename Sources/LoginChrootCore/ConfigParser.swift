@@ -127,6 +127,7 @@ public enum ConfigParser {
         case ("session", "add_user_entries"): config.addUserEntries = try boolean(value, key: key)
         case ("session", "copy_files"): config.copyFiles = try value.words.map { try absolutePath($0, key: key) }
         case ("session", "kill_timeout"): config.killTimeoutSeconds = try integer(value, key: key, in: 1...300)
+        case ("session", "lock_timeout"): config.lockTimeoutSeconds = try integer(value, key: key, in: 1...600)
         case ("overlay", "upper"):
             config.overlayUpperDirectory = value == "tmpfs" ? nil : try absolutePath(value, key: key)
         case ("overlay", "tmpfs_size"):

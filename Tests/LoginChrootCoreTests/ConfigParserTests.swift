@@ -248,6 +248,8 @@ final class ConfigParserTests: XCTestCase {
             assertConfigError("[store]\nkeep_generations = \(bad)", line: 2, problemContains: "is not a number in 1...1000")
         }
         assertConfigError("[session]\nkill_timeout = 301", line: 2, problemContains: "is not a number in 1...300")
+        assertConfigError("[session]\nlock_timeout = 0", line: 2, problemContains: "is not a number in 1...600")
+        XCTAssertEqual(try ConfigParser.parse("[session]\nlock_timeout = 600", file: "f").lockTimeoutSeconds, 600)
         assertConfigError("[session]\nkill_timeout = 0", line: 2, problemContains: "is not a number in 1...300")
     }
 
@@ -476,7 +478,7 @@ final class ConfigParserTests: XCTestCase {
         let sections = ["[store]", "[session]", "[overlay]", "[binds]", "[master]", "[dm-thin]", "[x]", "[", "[]"]
         let keys = ["backend", "path", "image", "image_size", "keep_generations", "min_free", "pool_name", "volume_size",
                     "data_size", "metadata_size", "block_size", "filesystem", "data_device", "metadata_device", "mode", "on_error", "exempt_users",
-                    "exempt_groups", "state_dir", "add_user_entries", "copy_files", "kill_timeout", "upper", "tmpfs_size",
+                    "exempt_groups", "state_dir", "add_user_entries", "copy_files", "kill_timeout", "lock_timeout", "upper", "tmpfs_size",
                     "bind", "update_command", "", "bogus"]
         let values = ["btrfs", "overlay", "/a", "/a/../b", "rel", "/", "//", "8G", "0", "-1", "1001", "7", "yes", "no",
                       "per-user", "per-session", "deny", "allow", "root, alice", "-x", "tmpfs", "/a:/b ro", "/a:/",

@@ -249,6 +249,8 @@ volume_size = 256M
 [session]
 state_dir = {store.state}
 kill_timeout = 5
+# The VM lab's emulated CPU makes every root take several times longer.
+lock_timeout = {15 * TIME_SCALE}
 {extra}
 """)
     os.chmod(store.config, 0o644)
@@ -461,13 +463,14 @@ def c_client(name):
     return binary
 
 
-def record(case, backend, tries, held, lost, measured=""):
+def record(case, backend, tries, held, lost, measured="", problems=()):
     """One row of RELIABILITY.md, from this run. `lost` lists what did not
-    survive (an empty list is "nothing")."""
+    survive (an empty list is "nothing"); `problems`, what did not hold."""
     os.makedirs(os.path.dirname(RELIABILITY_LOG), exist_ok=True)
     with open(RELIABILITY_LOG, "a") as f:
         f.write(json.dumps({"case": case, "backend": backend, "tries": tries, "held": held,
-                            "lost": sorted(set(lost)), "measured": measured, "tier": "lab" if TIME_SCALE > 1 else "host",
+                            "lost": sorted(set(lost)), "measured": measured, "problems": list(problems)[:5],
+                            "tier": "lab" if TIME_SCALE > 1 else "host",
                             "when": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
 
 

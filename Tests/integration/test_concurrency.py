@@ -15,6 +15,7 @@ import pwd
 import random
 import subprocess
 import tempfile
+import time
 
 import pytest
 
@@ -103,7 +104,7 @@ echo /srv/scratch/* > {shared_tmp}/{sid}""")))
     record(f"{len(sessions)} concurrent logins ({len(USERS)} users x {PER_USER} sessions), logouts interleaved",
            store.backend, len(sessions),
            len(sessions) - len([p for p in problems if p.split(":")[0] in results]), lost,
-           "each session saw its own marker and only its own user's files; no root went while in use")
+           "each session saw its own marker and only its own user's files; no root went while in use", problems)
     assert not problems and not lost, "\n".join(problems + lost)
 
 
@@ -111,23 +112,24 @@ def test_publish_and_update_while_many_sessions_are_open(store, many_users, shar
     write_config(store, "[store]\nkeep_generations = 1\n"
                         "[master]\nupdate_command = sleep " + str(3 * TIME_SCALE) + "; echo updated > /etc/image-version\n")
     before = json.loads(store.cli("status", "--json").stdout)["current"]
+    mark = f"published-{os.getpid()}-{time.time_ns()}"
     held = []
     problems = []
     try:
         for n in range(HELD):
-            held.append(HeldSession(store, USERS[n % len(USERS)], before=f"echo > /srv/scratch/held-{n}", after=f"""
-[ -e /srv/scratch/held-{n} ] || exit 12
-read version < /etc/image-version || version=none
-echo "$version" > {shared_tmp}/held-{n}"""))
+            # Each records the image version it saw before the publish and after.
+            look = "read version < /etc/image-version || version=none; echo $version > " + f"{shared_tmp}/held-{n}"
+            held.append(HeldSession(store, USERS[n % len(USERS)], before=f"echo > /srv/scratch/held-{n}\n{look}-before",
+                                    after=f"[ -e /srv/scratch/held-{n} ] || exit 12\n{look}-after"))
         wait_until_in(store, held)  # all are in before anything is published
 
-        store.cli("master", "run", "--", "sh", "-c", "echo published > /etc/image-version")
+        store.cli("master", "run", "--", "sh", "-c", f"echo {mark} > /etc/image-version")
         published = json.loads(store.cli("publish", "--json").stdout)["generation"]
         fresh = run(["pamtester", store.service, "lctest2", "open_session"], check=False)
         version = run(["nsenter", f"--mount={store.state}/pins/lctest2", "cat", "/etc/image-version"],
                       check=False).stdout.strip()
         store.cli("end", "lctest2", check=False)
-        if fresh.returncode != 0 or version != "published":
+        if fresh.returncode != 0 or version != mark:
             problems.append(f"a new login after the publish saw '{version}': {fresh.stdout}{fresh.stderr}")
 
         # The Athena race: a quick login and logout while an update runs.
@@ -151,9 +153,10 @@ echo "$version" > {shared_tmp}/held-{n}"""))
             session.release()
         results = [session.finish() for session in held]
     for n, (status, output) in enumerate(results):
-        version = open(f"{shared_tmp}/held-{n}").read().strip() if os.path.exists(f"{shared_tmp}/held-{n}") else "?"
-        if status != 0 or version != "none":
-            problems.append(f"held session {n}: exit {status}, saw image version '{version}': {output.strip()}")
+        seen = [open(path).read().strip() if os.path.exists(path) else "?"
+                for path in (f"{shared_tmp}/held-{n}-before", f"{shared_tmp}/held-{n}-after")]
+        if status != 0 or seen[0] != seen[1] or mark in seen:
+            problems.append(f"held session {n}: exit {status}, saw image versions {seen}: {output.strip()}")
     gc = json.loads(store.cli("gc", "--json").stdout)
     generations = json.loads(store.cli("status", "--json").stdout)["generations"]
     if [g["name"] for g in generations] != [newest]:
@@ -161,6 +164,6 @@ echo "$version" > {shared_tmp}/held-{n}"""))
     problems += settled_residue(store, users=USERS + ("lctest2",))
     record(f"publish and update while {HELD} sessions are open; quick login and logout during the update",
            store.backend, HELD + 2, HELD + 2 - len(problems), [],
-           f"generations {before} -> {published} -> {newest}; gc left {newest} only")
+           f"generations {before} -> {published} -> {newest}; gc left {newest} only", problems)
     assert not problems, "\n".join(problems)
 

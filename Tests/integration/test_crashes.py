@@ -100,7 +100,7 @@ def crash_at_each_step(store, canaries, case, operation, steps, setup=lambda: No
         failures += [f"{step}: {problem}" for problem in problems]
     held = len(steps) - len({f.split(": ")[0] for f in failures})
     record(case, store.backend, len(steps), held, [f for f in failures if "lost on the host" in f],
-           "steps: " + ", ".join(steps))
+           "steps: " + ", ".join(steps), failures)
     assert not failures, "\n".join(failures)
 
 

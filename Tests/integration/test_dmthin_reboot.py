@@ -26,7 +26,7 @@ def test_start_after_a_power_cut_mid_publish_with_open_sessions_leaves_a_consist
         # The publish had recorded its intent: a new generation's volume, creating.
         interrupted = [(role, thin_id) for role, (thin_id, state) in store.metadata()["volumes"].items()
                        if state == "creating"]
-        assert len(interrupted) == 1 and interrupted[0][0].startswith("generation:"), store.metadata()
+        assert len(interrupted) == 1 and interrupted[0][0].startswith("gen-"), store.metadata()
         role, thin_id = interrupted[0]
         out = store.cli("start").stdout
         assert "online" in out, out

@@ -84,7 +84,7 @@ def test_a_non_root_user_cannot_escape_the_root(store, users):
     record("a non-root user tries to leave the root, reach another user's root, or outlive the logout",
            store.backend, len(tries) + 1, held + (0 if any("surviv" in p for p in problems) else 1), lost,
            "attempts: " + "; ".join(a.replace(t, "T").replace(str(other_pid), "PID").replace(store.base, "BASE")
-                                    for a in tries))
+                                    for a in tries), problems)
     assert not problems and not lost, "\n".join(problems + lost)
     assert_no_residue(store)  # the survivor process included
 

@@ -129,7 +129,7 @@ def check_full_root(store, users, upper, shared_space):
     record(f"a session fills its root ({upper} upper)" if store.backend == "overlay" else "a session fills its root",
            store.backend, 1, 0 if problems else 1, lost,
            "the filler got ENOSPC; another user's session, the host and (when shared space is short) the refusal "
-           "of new logins held")
+           "of new logins held", problems)
     assert not problems and not lost, "\n".join(problems + lost)
 
 

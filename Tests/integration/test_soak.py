@@ -57,5 +57,5 @@ def test_open_and_close_many_times_in_one_process_grows_nothing(store):
         problems.append(f"grown (before, after): {grown}")
     record("open/close cycles in one PAM client process", store.backend, CYCLES, CYCLES - stats["failed"], [],
            f"client fds {stats['fds_first']} -> {stats['fds_last']}; RSS {stats['rss_kib_first']} -> "
-           f"{stats['rss_kib_last']} KiB; " + "; ".join(f"{k} {count(before[k])} -> {count(after[k])}" for k in before))
+           f"{stats['rss_kib_last']} KiB; " + "; ".join(f"{k} {count(before[k])} -> {count(after[k])}" for k in before), problems)
     assert not problems, "\n".join(problems)

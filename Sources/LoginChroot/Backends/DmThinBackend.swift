@@ -362,7 +362,7 @@ public final class DmThinBackend: SnapshotBackend {
     }
 
     private func withLock<T>(_ body: () throws -> T) throws -> T {
-        let lock = try FileLock(path: lockFile, timeoutSeconds: SessionManager.lockTimeoutSeconds)
+        let lock = try FileLock(path: lockFile, timeoutSeconds: config.lockTimeoutSeconds)
         defer { withExtendedLifetime(lock) {} }
         return try body()
     }

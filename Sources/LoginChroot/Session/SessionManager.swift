@@ -54,7 +54,7 @@ public final class SessionManager {
         let outcome: OpenOutcome
         do {
             try backend.checkStore()
-            let lock = try state.lock(timeoutSeconds: SessionManager.lockTimeoutSeconds)
+            let lock = try state.lock(timeoutSeconds: config.lockTimeoutSeconds)
             defer { withExtendedLifetime(lock) {} }
             try host.prepareStateDirectory(state)
             outcome = try openLocked(account)
@@ -67,10 +67,6 @@ public final class SessionManager {
         if case .entered = outcome { host.enterHome(account.home) }
         return outcome
     }
-
-    /// How long the module waits for the state lock before giving up (the
-    /// login follows on_error; a close is left to gc).
-    public static let lockTimeoutSeconds = 15
 
     private func openLocked(_ account: Account) throws -> OpenOutcome {
         let caller = host.caller()
@@ -213,7 +209,7 @@ public final class SessionManager {
             return .nothingToDo(reason: "unusable session reference '\(reference)'")
         }
         do {
-            let lock = try state.lock(timeoutSeconds: SessionManager.lockTimeoutSeconds)
+            let lock = try state.lock(timeoutSeconds: config.lockTimeoutSeconds)
             defer { withExtendedLifetime(lock) {} }
             guard var record = state.load(key) else { return .nothingToDo(reason: "root \(key) is already gone") }
             if let member = record.members.first(where: { $0.id == parts[1] }) {
@@ -333,7 +329,7 @@ public final class SessionManager {
 
     /// Ends root `key` as the logout of all its sessions would.
     public func end(_ key: RootKey) throws -> Bool {
-        let lock = try state.lock(timeoutSeconds: SessionManager.lockTimeoutSeconds)
+        let lock = try state.lock(timeoutSeconds: config.lockTimeoutSeconds)
         defer { withExtendedLifetime(lock) {} }
         guard var record = state.load(key) else { return false }
         guard teardown(&record) else { throw SetupError("root \(key) is quarantined: \(record.note)", fix: "see 'loginchroot status'") }
@@ -350,7 +346,7 @@ public final class SessionManager {
     /// only removes what no live session uses.
     public func gc() throws -> GCReport {
         var report = GCReport()
-        let lock = try state.lock(timeoutSeconds: SessionManager.lockTimeoutSeconds)
+        let lock = try state.lock(timeoutSeconds: config.lockTimeoutSeconds)
         defer { withExtendedLifetime(lock) {} }
         try host.prepareStateDirectory(state)
 
