@@ -162,11 +162,12 @@ class Store:
         return {"transaction": int(fields[3]), "data_free_percent": 100 * (data_total - data_used) // data_total,
                 "mode": fields[7]}
 
-    def dm_devices(self):
+    def dm_devices(self, suspended_only=False):
         names = []
         for path in glob.glob("/sys/block/dm-*/dm/name"):
             with contextlib.suppress(FileNotFoundError):  # removed while we looked
-                names.append(open(path).read().strip())
+                if not suspended_only or open(os.path.join(os.path.dirname(path), "suspended")).read().strip() == "1":
+                    names.append(open(path).read().strip())
         return sorted(n for n in names if n.startswith(self.pool + "-"))
 
     @contextlib.contextmanager
@@ -404,6 +405,8 @@ def residue(store, users=USERS):
         recorded, actual = store.metadata()["transaction"], store.pool_status()["transaction"]
         if recorded != actual:
             problems.append(f"the store recorded pool transaction {recorded}, the pool is at {actual}")
+        if store.dm_devices(suspended_only=True):
+            problems.append(f"devices left suspended: {store.dm_devices(suspended_only=True)}")
     return problems
 
 
