@@ -28,7 +28,7 @@ def attempts(store, t, other_pid):
         "mount -t tmpfs none /srv/scratch",
         f"echo $$ > {CGROUP2}/cgroup.procs",                       # out of the session's cgroup
         f"unshare -Urm sh -c 'mount --bind / /mnt && echo x > /mnt/lc-escape-{t}'",
-        f"echo x > /proc/sys/kernel/hostname",
+        "echo x > /proc/sys/kernel/hostname",
     ]
 
 
