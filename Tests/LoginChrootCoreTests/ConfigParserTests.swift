@@ -502,31 +502,9 @@ final class ConfigParserTests: XCTestCase {
     }
 
     func testMutatedValidConfigParsesOrThrowsConfigError() {
-        var random = SplitMix64(seed: 0x5EED_0003)
-        let original = Array(Self.validConfig.utf8)
         let interesting = Array("[]=#:/.\t\n\r \0\u{1}%-+".utf8) + [0xFF, 0xC3, 0x80]
-        var held = 0
-        for _ in 0..<CorruptInputTests.rounds {
-            var bytes = original
-            for _ in 0..<(1 + random.below(6)) {
-                let position = bytes.isEmpty ? 0 : random.below(bytes.count)
-                switch random.below(6) {
-                case 0: if !bytes.isEmpty { bytes.remove(at: position) }
-                case 1: bytes.insert(interesting[random.below(interesting.count)], at: position)
-                case 2: if !bytes.isEmpty { bytes[position] = UInt8(truncatingIfNeeded: random.next()) }
-                case 3: bytes = Array(bytes.prefix(position))
-                case 4:
-                    // Duplicate a slice (often a whole key line).
-                    let end = min(bytes.count, position + random.below(60))
-                    bytes.insert(contentsOf: bytes[position..<end], at: end)
-                default:
-                    // Repeat a byte: usually a few times, sometimes across the 4096-byte line limit.
-                    let count = random.below(10) == 0 ? 4090 + random.below(12) : random.below(8)
-                    if !bytes.isEmpty { bytes.insert(contentsOf: Array(repeating: bytes[position], count: count), at: position) }
-                }
-            }
-            if checkParseOrConfigError(String(decoding: bytes, as: UTF8.self)) { held += 1 }
-        }
+        let held = countHolding(mutationsOf: Self.validConfig, seed: 0x5EED_0003, interesting: interesting,
+                                rounds: CorruptInputTests.rounds) { checkParseOrConfigError($0) }
         recordReliability("random mutations of a valid loginchroot.conf (seeded)", tries: CorruptInputTests.rounds, held: held)
     }
 

@@ -8,6 +8,8 @@ import XCTest
 
 final class CorruptInputTests: XCTestCase {
     static let rounds = 20_000
+    /// Bytes that mean something in the store's files.
+    static let interesting = Array(" =\n\t0123456789-:+/".utf8) + [0xFF, 0x00]
 
     func testCorruptThinMetadataParsesOrIsRefused() {
         var metadata = ThinMetadata(sectors: 524288, blockSectors: 128)
@@ -17,7 +19,8 @@ final class CorruptInputTests: XCTestCase {
                             .init(id: 2, role: .generation(Generation(number: 2)), state: .live),
                             .init(id: 3, role: .session(RootKey("alice+7")!), state: .creating)]
         var refused = 0
-        let held = mutations(of: metadata.rendered, seed: 0x5EED_0101) { text in
+        let held = countHolding(mutationsOf: metadata.rendered, seed: 0x5EED_0101, interesting: Self.interesting,
+                                rounds: Self.rounds) { text in
             do {
                 let parsed = try ThinMetadata.parse(text, file: "/store/thin-metadata")
                 // What parses is what renders: nothing half-understood.
@@ -39,7 +42,8 @@ final class CorruptInputTests: XCTestCase {
                                 backend: .dmThin, generation: Generation(number: 3), phase: .active)
         record.members = [Member(id: "100.5000.0", pid: 100, startTime: 5000, cgroup: "/a/loginchroot-alice-0",
                                  parentCgroup: "/a")]
-        let held = mutations(of: record.serialized(), seed: 0x5EED_0102) { text in
+        let held = countHolding(mutationsOf: record.serialized(), seed: 0x5EED_0102, interesting: Self.interesting,
+                                rounds: Self.rounds) { text in
             guard let parsed = RootRecord.parse(text) else { return true }
             return RootRecord.parse(parsed.serialized()) == parsed && parsed.members.allSatisfy { !$0.id.isEmpty }
         }
@@ -72,31 +76,5 @@ final class CorruptInputTests: XCTestCase {
         }
         XCTAssertEqual(held, Self.rounds)
         recordReliability("hostile module arguments and PAM_USER bytes (random)", tries: Self.rounds, held: held)
-    }
-
-    /// Applies `rounds` random byte mutations to `text`; counts the inputs
-    /// for which `check` holds.
-    private func mutations(of text: String, seed: UInt64, _ check: (String) -> Bool) -> Int {
-        var random = SplitMix64(seed: seed)
-        let original = Array(text.utf8)
-        let interesting = Array(" =\n\t0123456789-:+/".utf8) + [0xFF, 0x00]
-        var held = 0
-        for _ in 0..<Self.rounds {
-            var bytes = original
-            for _ in 0..<(1 + random.below(4)) {
-                let position = bytes.isEmpty ? 0 : random.below(bytes.count)
-                switch random.below(5) {
-                case 0: if !bytes.isEmpty { bytes.remove(at: position) }
-                case 1: bytes.insert(interesting[random.below(interesting.count)], at: position)
-                case 2: if !bytes.isEmpty { bytes[position] = UInt8(truncatingIfNeeded: random.next()) }
-                case 3: bytes = Array(bytes.prefix(position))
-                default:
-                    let end = min(bytes.count, position + random.below(40))
-                    bytes.insert(contentsOf: bytes[position..<end], at: end)
-                }
-            }
-            if check(String(decoding: bytes, as: UTF8.self)) { held += 1 }
-        }
-        return held
     }
 }

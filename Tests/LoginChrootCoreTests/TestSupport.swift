@@ -1,4 +1,5 @@
 // Shared helpers for the unit tests: a reproducible PRNG and assertion helpers.
+import Foundation
 import XCTest
 @testable import LoginChrootCore
 
@@ -51,18 +52,48 @@ func parseConfig(_ text: String, file: StaticString = #filePath, line: UInt = #l
 
 func user(_ name: String) -> UserName { UserName(name)! }
 
+/// Applies `rounds` seeded random mutations to `text` (1 to 6 edits each:
+/// deletions, insertions of `interesting` bytes, overwrites, truncation, a
+/// duplicated slice, a repeated byte that sometimes crosses the 4096-byte
+/// line limit) and counts the inputs for which `check` holds.
+func countHolding(mutationsOf text: String, seed: UInt64, interesting: [UInt8], rounds: Int,
+                  _ check: (String) -> Bool) -> Int {
+    var random = SplitMix64(seed: seed)
+    let original = Array(text.utf8)
+    var held = 0
+    for _ in 0..<rounds {
+        var bytes = original
+        for _ in 0..<(1 + random.below(6)) {
+            let position = bytes.isEmpty ? 0 : random.below(bytes.count)
+            switch random.below(6) {
+            case 0: if !bytes.isEmpty { bytes.remove(at: position) }
+            case 1: bytes.insert(interesting[random.below(interesting.count)], at: position)
+            case 2: if !bytes.isEmpty { bytes[position] = UInt8(truncatingIfNeeded: random.next()) }
+            case 3: bytes = Array(bytes.prefix(position))
+            case 4:
+                // Duplicate a slice (often a whole line).
+                let end = min(bytes.count, position + random.below(60))
+                bytes.insert(contentsOf: bytes[position..<end], at: end)
+            default:
+                let count = random.below(10) == 0 ? 4090 + random.below(12) : random.below(8)
+                if !bytes.isEmpty { bytes.insert(contentsOf: Array(repeating: bytes[position], count: count), at: position) }
+            }
+        }
+        if check(String(decoding: bytes, as: UTF8.self)) { held += 1 }
+    }
+    return held
+}
+
 /// One row of RELIABILITY.md (scripts/reliability-report.py), when the test
 /// run was given LC_RELIABILITY_LOG (make unit-test gives it).
 func recordReliability(_ testCase: String, tries: Int, held: Int) {
-    guard let path = ProcessInfo.processInfo.environment["LC_RELIABILITY_LOG"],
-          let handle = FileHandle(forWritingAtPath: path) ?? {
-              _ = FileManager.default.createFile(atPath: path, contents: nil)
-              return FileHandle(forWritingAtPath: path)
-          }() else { return }
-    let escaped = testCase.replacingOccurrences(of: "\"", with: "'")
-    let line = "{\"case\": \"\(escaped)\", \"backend\": \"-\", \"tries\": \(tries), \"held\": \(held), "
-        + "\"lost\": [], \"measured\": \"unit test, seeded\", \"tier\": \"unit\"}\n"
+    guard let path = ProcessInfo.processInfo.environment["LC_RELIABILITY_LOG"] else { return }
+    let row: [String: Any] = ["case": testCase, "backend": "-", "tries": tries, "held": held, "lost": [String](),
+                              "measured": "unit test, seeded", "tier": "unit"]
+    guard let json = try? JSONSerialization.data(withJSONObject: row),
+          FileManager.default.fileExists(atPath: path) || FileManager.default.createFile(atPath: path, contents: nil),
+          let handle = FileHandle(forWritingAtPath: path) else { return }
     handle.seekToEndOfFile()
-    handle.write(line.data(using: .utf8)!)
+    handle.write(json + Data("\n".utf8))
     handle.closeFile()
 }

@@ -100,19 +100,28 @@ def pytest_runtest_makereport(item, call):
         report.sections.append(("module syslog (last lines)", "".join(lines)))
 
 
-@pytest.fixture(scope="session", autouse=True)
-def users():
+@contextlib.contextmanager
+def temporary_users(names):
+    """The accounts `names` (made if missing, removed afterwards if made)."""
     created = []
-    for name in USERS:
+    for name in names:
         try:
             pwd.getpwnam(name)
         except KeyError:
             run(["useradd", "-m", "-s", "/bin/sh", name])
             created.append(name)
-    yield {name: pwd.getpwnam(name) for name in USERS}
-    for name in created:
-        run(["pkill", "-KILL", "-u", name], check=False)
-        run(["userdel", "-r", name], check=False)
+    try:
+        yield {name: pwd.getpwnam(name) for name in names}
+    finally:
+        for name in created:
+            run(["pkill", "-KILL", "-u", name], check=False)
+            run(["userdel", "-r", name], check=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def users():
+    with temporary_users(USERS) as accounts:
+        yield accounts
 
 
 class Store:
@@ -520,16 +529,12 @@ class HeldSession:
     wait blocks on a FIFO whose write end the test holds: no polling, since
     process starts are dear in the VM lab."""
 
-    @staticmethod
-    def client():
-        return c_client("pamclient")
-
     def __init__(self, store, user, before="", after=""):
         self.fifo = os.path.join(tempfile.mkdtemp(prefix="lc-hold-", dir="/tmp"), "release")
         os.chmod(os.path.dirname(self.fifo), 0o755)
         os.mkfifo(self.fifo, 0o644)
         self.writer = os.open(self.fifo, os.O_RDWR)
-        self.proc = subprocess.Popen([self.client(), store.service, user, "1",
+        self.proc = subprocess.Popen([c_client("pamclient"), store.service, user, "1",
                                       f"{before}\ncat {self.fifo} >/dev/null\n{after}"],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

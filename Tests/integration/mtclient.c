@@ -4,14 +4,8 @@
  * MTCLIENT_CLOSE_UNPRIVILEGED is set, as systemd's user manager does).
  * Usage: mtclient SERVICE USER COMMAND */
 #include <pthread.h>
-#include <security/pam_appl.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
-#include <pwd.h>
-#include <grp.h>
+
+#include "pamclient.h"
 
 static volatile int stop;
 
@@ -25,15 +19,6 @@ static void *busy(void *arg)
         usleep(100);
     }
     return NULL;
-}
-
-static int conv(int n, const struct pam_message **msg, struct pam_response **resp, void *data)
-{
-    (void)data;
-    for (int i = 0; i < n; i++)
-        fprintf(stderr, "pam: %s\n", msg[i]->msg);
-    *resp = calloc((size_t)n, sizeof(**resp));
-    return *resp ? PAM_SUCCESS : PAM_BUF_ERR;
 }
 
 struct job { const char *service, *user, *command; int status; };
@@ -53,18 +38,8 @@ static void *session(void *arg)
         job->status = 101;
         return NULL;
     }
+    int status = run_as_user(job->user, job->command);
     struct passwd *pw = getpwnam(job->user);
-    pid_t pid = fork();
-    if (pid == 0) {
-        if (!pw || initgroups(pw->pw_name, pw->pw_gid) || setgid(pw->pw_gid) || setuid(pw->pw_uid))
-            _exit(102);
-        setenv("HOME", pw->pw_dir, 1);
-        setenv("PATH", "/bin:/usr/bin", 1);
-        execl("/bin/sh", "sh", "-c", job->command, (char *)NULL);
-        _exit(103);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
     /* systemd's user manager closes its PAM session after dropping root. */
     if (getenv("MTCLIENT_CLOSE_UNPRIVILEGED") && pw && (setgid(pw->pw_gid) || setuid(pw->pw_uid)))
         job->status = 106;

@@ -6,23 +6,8 @@
  * after the last, and how many cycles failed.
  * Usage: pamclient SERVICE USER CYCLES COMMAND */
 #include <dirent.h>
-#include <grp.h>
-#include <pwd.h>
-#include <security/pam_appl.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-static int conv(int n, const struct pam_message **msg, struct pam_response **resp, void *data)
-{
-    (void)data;
-    for (int i = 0; i < n; i++)
-        fprintf(stderr, "pam: %s\n", msg[i]->msg);
-    *resp = calloc((size_t)n, sizeof(**resp));
-    return *resp ? PAM_SUCCESS : PAM_BUF_ERR;
-}
+#include "pamclient.h"
 
 static int open_fds(void)
 {
@@ -63,21 +48,7 @@ static int cycle(const char *service, const char *user, const char *command)
         pam_end(pamh, rc);
         return 2;
     }
-    int status = 0;
-    if (*command) {
-        struct passwd *pw = getpwnam(user);
-        pid_t pid = fork();
-        if (pid == 0) {
-            if (!pw || initgroups(pw->pw_name, pw->pw_gid) || setgid(pw->pw_gid) || setuid(pw->pw_uid))
-                _exit(102);
-            setenv("HOME", pw->pw_dir, 1);
-            setenv("PATH", "/bin:/usr/bin", 1);
-            execl("/bin/sh", "sh", "-c", command, (char *)NULL);
-            _exit(103);
-        }
-        if (pid < 0 || waitpid(pid, &status, 0) != pid)
-            status = -1;
-    }
+    int status = *command ? run_as_user(user, command) : 0;
     rc = pam_close_session(pamh, 0);
     pam_end(pamh, rc);
     if (status != 0) {

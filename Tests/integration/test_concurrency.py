@@ -19,8 +19,8 @@ import time
 
 import pytest
 
-from conftest import (CLI, TIME_SCALE, Canaries, HeldSession, c_client, record, run, settled_residue, wait_until_in,
-                      write_config)
+from conftest import (CLI, TIME_SCALE, Canaries, HeldSession, c_client, record, run, settled_residue,
+                      temporary_users, wait_until_in, write_config)
 
 # The VM lab emulates its CPU and a dm-thin login costs it seconds: there
 # 20 logins at once (4 users x 5) and 10 held; the host tier runs 100 and 50.
@@ -32,17 +32,8 @@ HELD = 10 if IN_LAB else 50
 
 @pytest.fixture(scope="module")
 def many_users():
-    created = []
-    for name in USERS:
-        try:
-            pwd.getpwnam(name)
-        except KeyError:
-            run(["useradd", "-m", "-s", "/bin/sh", name])
-            created.append(name)
-    yield USERS
-    for name in created:
-        run(["pkill", "-KILL", "-u", name], check=False)
-        run(["userdel", "-r", name], check=False)
+    with temporary_users(USERS):
+        yield USERS
 
 
 @pytest.fixture

@@ -64,11 +64,11 @@ def holder(store):
     return held
 
 
-def recovered(store, canaries, holder=None):
+def recovered(store, canaries, held=None):
     """What is wrong after a crash once the next login and gc have run."""
     problems = []
-    if holder:
-        status, output = holder.finish()
+    if held:
+        status, output = held.finish()
         if status != 0:
             problems.append(f"the other session of the user was disturbed: {output}")
     login = pamtester(store, "open_session", "close_session")
@@ -104,9 +104,9 @@ def crash_at_each_step(store, canaries, case, operation, steps, setup=lambda: No
     assert not failures, "\n".join(failures)
 
 
-def test_kill_the_login_process_at_each_step_of_open_and_close(crashable):
-    store, canaries = crashable
-
+def login_steps(store):
+    """A login, and a login with its logout (each one pamtester process),
+    with the steps of the login and those the logout adds."""
     def login(environment):
         return pamtester(store, "open_session", environment=environment)
 
@@ -115,7 +115,12 @@ def test_kill_the_login_process_at_each_step_of_open_and_close(crashable):
 
     open_steps = traced(login)
     store.cli("gc")
-    close_steps = traced(login_and_logout)[len(open_steps):]
+    return login, login_and_logout, open_steps, traced(login_and_logout)[len(open_steps):]
+
+
+def test_kill_the_login_process_at_each_step_of_open_and_close(crashable):
+    store, canaries = crashable
+    login, login_and_logout, open_steps, close_steps = login_steps(store)
     assert "open.record-saved#1" in open_steps and "teardown.unpinned#1" in close_steps, (open_steps, close_steps)
     crash_at_each_step(store, canaries, "kill -9 the login process at each step of open_session",
                        login, open_steps)
@@ -127,17 +132,9 @@ def test_kill_the_login_process_at_each_step_of_open_and_close(crashable):
 def test_kill_a_login_that_joins_or_leaves_a_live_root(crashable):
     """The user's other session must not notice."""
     store, canaries = crashable
-
-    def login(environment):
-        return pamtester(store, "open_session", environment=environment)
-
-    def login_and_logout(environment):
-        return pamtester(store, "open_session", "close_session", environment=environment)
-
     held = holder(store)
     try:
-        join_steps = traced(login)
-        leave_steps = traced(login_and_logout)[len(join_steps):]
+        login, login_and_logout, join_steps, leave_steps = login_steps(store)
     finally:
         assert held.finish()[0] == 0
     store.cli("gc")

@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from conftest import (SYSLOG_FILE, TIME_SCALE, Canaries, HeldSession, LIBC, mount, record, run, settled_residue,
-                      write_config)
+from conftest import (SYSLOG_FILE, TIME_SCALE, Canaries, HeldSession, LIBC, c_client, mount, record, run,
+                      settled_residue, write_config)
 
 
 @contextlib.contextmanager
@@ -86,7 +86,7 @@ def check_full_root(store, users, upper, shared_space):
     other = HeldSession(store, "lctest2", after=OTHER_AFTER.format(t=t))
     try:
         other.wait_until_in(store)
-        fill = run([HeldSession.client(), store.service, "lctest1", "1", FILL], check=False,
+        fill = run([c_client("pamclient"), store.service, "lctest1", "1", FILL], check=False,
                    timeout=600 * TIME_SCALE)
         if "No space left on device" not in fill.stdout or "dd-exit=1" not in fill.stdout:
             problems.append(f"the filling session did not get ENOSPC: {fill.stdout}{fill.stderr}")

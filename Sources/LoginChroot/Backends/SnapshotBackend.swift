@@ -127,17 +127,18 @@ public struct StoreLayout {
     /// Refuses a new root while the filesystem at `path`, which roots write
     /// to, has less than `minFreePercent` free.
     public static func refuseNewRoot(below minFreePercent: Int, at path: String) throws {
-        var fs = statvfs()
-        try sys("statvfs", path) { statvfs(path, &fs) }
-        guard fs.f_blocks > 0 else { return }
-        let free = Int(UInt64(fs.f_bavail) * 100 / UInt64(fs.f_blocks))
+        let space = try usage(at: path)
+        guard space.totalBytes > 0 else { return }
+        let free = Int(space.freeBytes * 100 / space.totalBytes)
         guard free >= minFreePercent else {
             throw SetupError("\(path) has \(free)% space free, below min_free \(minFreePercent)%",
                              fix: "end sessions, remove old generations ('loginchroot gc'), or give the store more space")
         }
     }
 
-    public func usage() throws -> SpaceUsage {
+    public func usage() throws -> SpaceUsage { try StoreLayout.usage(at: path) }
+
+    static func usage(at path: String) throws -> SpaceUsage {
         var fs = statvfs()
         try sys("statvfs", path) { statvfs(path, &fs) }
         return SpaceUsage(totalBytes: UInt64(fs.f_blocks) * UInt64(fs.f_frsize),
