@@ -7,14 +7,17 @@ RELEASE     := .build/release
 MODULE      := $(RELEASE)/pam_loginchroot.so
 CLI         := $(RELEASE)/loginchroot
 
-.PHONY: all build debug-build deps demo test unit-test integration-test lab-test install clean
+.PHONY: all build debug-build deps demo test unit-test integration-test lab-test bench install clean
 
 all: build
 
 deps:
 	sh scripts/install-deps.sh
 
+# The static libstdc++ link the module wants (see Package.swift).
 build:
+	mkdir -p .build/static-libstdcxx
+	ln -sf "$$(gcc -print-file-name=libstdc++.a)" .build/static-libstdcxx/libstdc++.a
 	swift build -c release
 	cp $(RELEASE)/libloginchroot_pam.so $(MODULE)
 
@@ -42,6 +45,13 @@ lab-test: deps build debug-build
 # The whole suite, then RELIABILITY.md from the rows its tests recorded.
 test: deps unit-test integration-test demo lab-test
 	python3 scripts/reliability-report.py
+
+# Benchmarks, not tests: BENCHMARKS.md, side by side with schroot and LVM
+# (bench/bench.py; the dm-thin part boots the VM lab).
+bench:
+	sh scripts/install-deps.sh bench
+	$(MAKE) build
+	python3 bench/bench.py
 
 install: build
 	install -d $(DESTDIR)$(PAMDIR) $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)/etc/loginchroot \

@@ -16,9 +16,12 @@ let packageDir = Context.packageDirectory
 
 // The PAM module must load in processes that have no Swift toolchain, so the
 // runtime is linked in statically (release builds only: tests link debug).
+// `make build` points .build/static-libstdcxx/libstdc++.a at gcc's archive,
+// so that the runtime's -lstdc++ links statically too: loading libstdc++.so
+// cost every login about 4 ms (BENCHMARKS.md). Without it, it links dynamically.
 let staticStdlib: [SwiftSetting] = [.unsafeFlags(["-static-stdlib"], .when(configuration: .release))]
 let moduleLinkFlags: [LinkerSetting] = [
-    .unsafeFlags(["-static-stdlib"], .when(configuration: .release)),
+    .unsafeFlags(["-static-stdlib", "-L\(packageDir)/.build/static-libstdcxx"], .when(configuration: .release)),
     .unsafeFlags([
         "-Xlinker", "--version-script=\(packageDir)/CModule/exports.map",
         "-Xlinker", "-soname=pam_loginchroot.so",
@@ -43,7 +46,8 @@ let package = Package(
     targets: [
         .target(name: "LoginChrootCore", swiftSettings: staticStdlib),
         .target(name: "CLinux"),
-        .target(name: "CDeviceMapper", linkerSettings: [.linkedLibrary("devmapper")]),
+        // libdevmapper is dlopened on first use (devmapper.c); only its header is needed.
+        .target(name: "CDeviceMapper"),
         .target(name: "LoginChrootPlatform", dependencies: ["CLinux", "CDeviceMapper", "LoginChrootCore"], swiftSettings: staticStdlib),
         .target(
             name: "LoginChroot",

@@ -3,10 +3,12 @@
 # The VM lab (the dm-thin tier) needs Debian's kernel, qemu, kmod (the guest loads
 # its modules by hand), udev (one test runs udevd in there) and virtme-ng;
 # dmsetup is for the tests' own checks (loginchroot itself never runs it).
+# `install-deps.sh bench` adds the benchmark's anchors: schroot and LVM.
 set -eu
 packages="libpam0g-dev libdevmapper-dev libselinux1-dev pamtester openssh-server openssh-client
-          btrfs-progs busybox-static util-linux login passwd procps gcc make e2fsprogs dmsetup
+          btrfs-progs busybox-static util-linux login passwd procps gcc libstdc++-12-dev make e2fsprogs dmsetup
           linux-image-amd64 qemu-system-x86 kmod udev"
+[ "${1:-}" != bench ] || packages="$packages schroot lvm2 thin-provisioning-tools"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -83,7 +83,7 @@ chmod +x "$shared/guest.sh"
 # settles under emulation; systemd-tmpfiles costs ~20 s. Hide both from the
 # guest (in a private mount namespace: the host keeps them).
 set +e
-timeout 1800 unshare --mount --propagation private sh -c '
+timeout "${LC_VMLAB_TIMEOUT:-1800}" unshare --mount --propagation private sh -c '
     for hidden in /usr/lib/systemd /usr/lib/tmpfiles.d; do
         [ ! -d $hidden ] || mount -t tmpfs none $hidden || exit 2
     done

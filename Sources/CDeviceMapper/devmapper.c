@@ -1,5 +1,10 @@
-/* Implementation of include/cdevmapper.h over libdevmapper. */
+/* Implementation of include/cdevmapper.h over libdevmapper, which is opened
+ * on first use rather than linked: loading it (with the libselinux and
+ * libudev it pulls in) cost every login about 2 ms, btrfs and overlay logins
+ * included (BENCHMARKS.md). */
+#include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -20,11 +25,56 @@ static void capture_log(int level, const char *file, int line, int dm_errno_or_c
     va_end(args);
 }
 
-void lcdm_setup(int udev_running)
+#define DM_FUNCTIONS(X) X(dm_log_with_errno_init) X(dm_udev_set_sync_support) X(dm_task_destroy) \
+    X(dm_lib_release) X(dm_task_set_cookie) X(dm_task_run) X(dm_task_get_errno) X(dm_udev_wait) \
+    X(dm_task_create) X(dm_task_set_name) X(dm_task_set_uuid) X(dm_task_add_target) \
+    X(dm_task_deferred_remove) X(dm_task_set_sector) X(dm_task_set_message) X(dm_task_get_info) \
+    X(dm_get_next_target)
+#define DECLARE(name) __typeof__(name) *name;
+static struct { DM_FUNCTIONS(DECLARE) } dm;
+static int dm_loaded;
+static char dm_load_error[256];
+static pthread_once_t dm_once = PTHREAD_ONCE_INIT;
+
+static void load_once(void)
 {
-    dm_log_with_errno_init(capture_log);
+    /* Debian's soname, then Fedora's. RTLD_NODELETE: the module itself is
+     * never unloaded either. */
+    void *library = dlopen("libdevmapper.so.1.02.1", RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
+    if (!library)
+        library = dlopen("libdevmapper.so.1.02", RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
+    if (!library) {
+        snprintf(dm_load_error, sizeof dm_load_error, "cannot load libdevmapper (install libdevmapper1.02.1): %s",
+                 dlerror());
+        return;
+    }
+#define LOOKUP(name) if (!(*(void **)&dm.name = dlsym(library, #name))) { \
+        snprintf(dm_load_error, sizeof dm_load_error, "libdevmapper has no %s", #name); \
+        return; \
+    }
+    DM_FUNCTIONS(LOOKUP)
+    dm.dm_log_with_errno_init(capture_log);
+    dm_loaded = 1;
+}
+
+/* 0 once libdevmapper is loaded; else -1 with errno and the reason set. */
+static int load(void)
+{
+    pthread_once(&dm_once, load_once);
+    if (dm_loaded)
+        return 0;
+    snprintf(last_error, sizeof last_error, "%s", dm_load_error);
+    errno = ELIBACC;
+    return -1;
+}
+
+int lcdm_setup(int udev_running)
+{
+    if (load())
+        return -1;
     /* Without udev, libdevmapper makes the /dev/mapper nodes itself. */
-    dm_udev_set_sync_support(udev_running);
+    dm.dm_udev_set_sync_support(udev_running);
+    return 0;
 }
 
 const char *lcdm_last_error(void) { return last_error; }
@@ -35,8 +85,8 @@ const char *lcdm_last_error(void) { return last_error; }
 static int finish(struct dm_task *task, int result)
 {
     int saved = errno;
-    dm_task_destroy(task);
-    dm_lib_release();
+    dm.dm_task_destroy(task);
+    dm.dm_lib_release();
     errno = saved;
     return result;
 }
@@ -48,14 +98,14 @@ static int run(struct dm_task *task, int with_cookie)
 {
     uint32_t cookie = 0;
     last_error[0] = '\0';
-    if (with_cookie && !dm_task_set_cookie(task, &cookie, 0)) {
+    if (with_cookie && !dm.dm_task_set_cookie(task, &cookie, 0)) {
         errno = EIO;
         return finish(task, -1);
     }
-    int ok = dm_task_run(task);
-    int code = ok ? 0 : dm_task_get_errno(task);
+    int ok = dm.dm_task_run(task);
+    int code = ok ? 0 : dm.dm_task_get_errno(task);
     if (with_cookie)
-        (void)dm_udev_wait(cookie);
+        (void)dm.dm_udev_wait(cookie);
     if (!ok) {
         errno = code ? code : EIO;
         return finish(task, -1);
@@ -71,12 +121,14 @@ static int run_task(struct dm_task *task, int with_cookie)
 
 static struct dm_task *named_task(int type, const char *name)
 {
-    struct dm_task *task = dm_task_create(type);
+    if (load())
+        return NULL;
+    struct dm_task *task = dm.dm_task_create(type);
     if (!task) {
         errno = ENOMEM;
         return NULL;
     }
-    if (name && !dm_task_set_name(task, name)) {
+    if (name && !dm.dm_task_set_name(task, name)) {
         errno = EINVAL;
         finish(task, -1);
         return NULL;
@@ -90,8 +142,8 @@ int lcdm_create(const char *name, const char *uuid, const char *target_type,
     struct dm_task *task = named_task(DM_DEVICE_CREATE, name);
     if (!task)
         return -1;
-    if ((uuid && *uuid && !dm_task_set_uuid(task, uuid)) ||
-        !dm_task_add_target(task, 0, sectors, target_type, params)) {
+    if ((uuid && *uuid && !dm.dm_task_set_uuid(task, uuid)) ||
+        !dm.dm_task_add_target(task, 0, sectors, target_type, params)) {
         errno = EINVAL;
         return finish(task, -1);
     }
@@ -104,7 +156,7 @@ int lcdm_remove(const char *name, int deferred)
     if (!task)
         return -1;
     if (deferred)
-        (void)dm_task_deferred_remove(task);
+        (void)dm.dm_task_deferred_remove(task);
     return run_task(task, 1);
 }
 
@@ -126,7 +178,7 @@ int lcdm_message(const char *name, const char *message)
     struct dm_task *task = named_task(DM_DEVICE_TARGET_MSG, name);
     if (!task)
         return -1;
-    if (!dm_task_set_sector(task, 0) || !dm_task_set_message(task, message)) {
+    if (!dm.dm_task_set_sector(task, 0) || !dm.dm_task_set_message(task, message)) {
         errno = EINVAL;
         return finish(task, -1);
     }
@@ -140,7 +192,7 @@ int lcdm_info(const char *name, struct lcdm_info *out)
     if (!task || run(task, 0))
         return -1;
     struct dm_info info;
-    if (!dm_task_get_info(task, &info)) {
+    if (!dm.dm_task_get_info(task, &info)) {
         errno = EIO;
         return finish(task, -1);
     }
@@ -159,7 +211,7 @@ int lcdm_status(const char *name, char *buffer, size_t size)
         return -1;
     uint64_t start, length;
     char *type = NULL, *params = NULL;
-    (void)dm_get_next_target(task, NULL, &start, &length, &type, &params);
+    (void)dm.dm_get_next_target(task, NULL, &start, &length, &type, &params);
     snprintf(buffer, size, "%s", params ? params : "");
     return finish(task, 0);
 }

@@ -11,6 +11,7 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -150,4 +151,22 @@ int lc_loop_attach(int backing_fd, int readonly, int *number_out)
     }
     close(control);
     return -1;
+}
+
+int lc_is_mount_root(const char *path)
+{
+    struct statx stx;
+    if (statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &stx))
+        return -1;
+    if (!(stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT)) {
+        errno = ENOSYS;
+        return -1;
+    }
+    return (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT) != 0;
+}
+
+long long lc_filesystem_magic(const char *path)
+{
+    struct statfs info;
+    return statfs(path, &info) ? -1 : (long long)info.f_type;
 }

@@ -17,7 +17,8 @@ public enum DeviceMapper {
     /// every change waits on its udev cookie; elsewhere (the VM lab, early
     /// boot) libdevmapper makes the /dev/mapper nodes itself.
     public static func setUp() {
-        lcdm_setup(Files.exists("/run/udev/control") ? 1 : 0)
+        // A failed load is reported by the first call (ELIBACC, with the reason).
+        _ = lcdm_setup(Files.exists("/run/udev/control") ? 1 : 0)
     }
 
     public static func devicePath(_ name: String) -> String { "/dev/mapper/" + name }

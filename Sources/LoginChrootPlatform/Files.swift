@@ -90,15 +90,17 @@ public enum Files {
     }
 
     /// Writes through a temporary file and rename, so a crash leaves either
-    /// the old or the new content, never half of it.
-    public static func writeAtomically(_ path: String, _ text: String, mode: mode_t = 0o600) throws {
+    /// the old or the new content, never half of it. `durable` also syncs
+    /// both to disk, so that they survive a power loss.
+    public static func writeAtomically(_ path: String, _ text: String, mode: mode_t = 0o600, durable: Bool = true) throws {
         // ".NAME.tmp": a leading dot is never a valid record or generation name.
         let slash = path.lastIndex(of: "/").map { path.index(after: $0) } ?? path.startIndex
         let temporary = String(path[..<slash]) + "." + String(path[slash...]) + ".tmp"
         let fd = try Descriptor.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode: mode)
         try fd.writeAll(Array(text.utf8), path: temporary)
-        try sys("fsync", temporary) { fsync(fd.raw) }
+        if durable { try sys("fsync", temporary) { fsync(fd.raw) } }
         try sys("rename", path) { rename(temporary, path) }
+        guard durable else { return }
         // The rename itself is durable only once the directory is synced.
         let parent = parentDirectory(of: path)
         if let directory = try? Descriptor.open(parent.isEmpty ? "." : parent, O_RDONLY | O_DIRECTORY) {

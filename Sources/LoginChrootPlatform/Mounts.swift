@@ -32,12 +32,38 @@ public enum Mounts {
 
     /// (mount point, filesystem type) of every mount in the calling
     /// thread's namespace, in mountinfo order (later mounts stack on earlier).
+    /// Parsed as bytes: every login reads it several times, and with many
+    /// sessions open the table grows.
     public static func table() -> [(mountPoint: String, type: String)] {
-        guard let text = try? Files.read("/proc/thread-self/mountinfo") else { return [] }
-        return text.split(separator: "\n").compactMap { line in
-            let fields = line.split(separator: " ")
-            guard fields.count > 4, let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count else { return nil }
-            return (unescapeMountinfo(String(fields[4])), String(fields[dash + 1]))
+        guard let file = try? Descriptor.open("/proc/thread-self/mountinfo", O_RDONLY | O_NOFOLLOW),
+              let bytes = try? file.readAll() else { return [] }
+        var table: [(mountPoint: String, type: String)] = []
+        var fields: [Range<Int>] = []
+        var start = 0
+        for end in 0...bytes.count {
+            let atLineEnd = end == bytes.count || bytes[end] == UInt8(ascii: "\n")
+            guard atLineEnd || bytes[end] == UInt8(ascii: " ") else { continue }
+            if end > start { fields.append(start..<end) }
+            start = end + 1
+            guard atLineEnd else { continue }
+            // "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPER"
+            if fields.count > 4,
+               let dash = fields.indices.dropFirst(5).first(where: { fields[$0].count == 1 && bytes[fields[$0].lowerBound] == UInt8(ascii: "-") }),
+               dash + 1 < fields.count {
+                table.append((unescapeMountinfo(bytes[fields[4]]), String(decoding: bytes[fields[dash + 1]], as: UTF8.self)))
+            }
+            fields.removeAll(keepingCapacity: true)
+        }
+        return table
+    }
+
+    /// Whether something is mounted at exactly `path`: one statx, where the
+    /// kernel can tell (Linux 5.8+), else a read of the mount table.
+    public static func isMountPoint(_ path: String) -> Bool {
+        switch lc_is_mount_root(path) {
+        case 0: return false
+        case 1: return true
+        default: return filesystemType(at: path) != nil
         }
     }
 
@@ -46,18 +72,18 @@ public enum Mounts {
         table().last(where: { $0.mountPoint == path })?.type
     }
 
-    private static func unescapeMountinfo(_ field: String) -> String {
+    private static func unescapeMountinfo(_ field: ArraySlice<UInt8>) -> String {
         // mountinfo escapes space, tab, newline and backslash as \ooo.
         var bytes: [UInt8] = []
-        var utf8 = Array(field.utf8)[...]
-        while let byte = utf8.first {
-            if byte == UInt8(ascii: "\\"), utf8.count >= 4,
-               let value = UInt8(String(decoding: utf8.dropFirst().prefix(3), as: UTF8.self), radix: 8) {
+        var rest = field
+        while let byte = rest.first {
+            if byte == UInt8(ascii: "\\"), rest.count >= 4,
+               let value = UInt8(String(decoding: rest.dropFirst().prefix(3), as: UTF8.self), radix: 8) {
                 bytes.append(value)
-                utf8 = utf8.dropFirst(4)
+                rest = rest.dropFirst(4)
             } else {
                 bytes.append(byte)
-                utf8 = utf8.dropFirst()
+                rest = rest.dropFirst()
             }
         }
         return String(decoding: bytes, as: UTF8.self)

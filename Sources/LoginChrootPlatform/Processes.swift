@@ -79,11 +79,19 @@ public enum Processes {
 public struct Cgroups {
     public let mountPoint: String
 
-    /// Finds the cgroup2 mount (/sys/fs/cgroup on unified systems,
-    /// /sys/fs/cgroup/unified on hybrid ones).
+    /// Finds the cgroup2 mount: /sys/fs/cgroup on unified systems,
+    /// /sys/fs/cgroup/unified on hybrid ones (a statfs each, as systemd
+    /// looks), else wherever the mount table has it.
     public static func find() -> Cgroups? {
-        Mounts.table().first(where: { $0.type == "cgroup2" }).map { Cgroups(mountPoint: $0.mountPoint) }
+        for path in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+            if lc_filesystem_magic(path) == cgroup2Magic, Mounts.isMountPoint(path) {
+                return Cgroups(mountPoint: path)
+            }
+        }
+        return Mounts.table().first(where: { $0.type == "cgroup2" }).map { Cgroups(mountPoint: $0.mountPoint) }
     }
+
+    private static let cgroup2Magic = 0x6367_7270  // CGROUP2_SUPER_MAGIC
 
     /// The caller's own cgroup ("0::/path" in /proc/self/cgroup).
     public func current() -> String? {

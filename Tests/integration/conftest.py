@@ -241,14 +241,14 @@ class Store:
         return f"session required {module} config={self.config}{extra}\n"
 
 
-def write_config(store, extra=""):
+def write_config(store, extra="", image_size="768M"):
     os.makedirs(os.path.dirname(store.config), exist_ok=True)
     with open(store.config, "w") as f:
         f.write(f"""[store]
 backend = {store.backend}
 path = {store.path}
 image = {store.base}/store.img
-image_size = 768M
+image_size = {image_size}
 
 [dm-thin]
 pool_name = {store.pool}
@@ -277,11 +277,11 @@ def image_dir():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def make_store(backend, image_dir, extra=""):
+def make_store(backend, image_dir, extra="", image_size="768M"):
     base = tempfile.mkdtemp(prefix=f"lc-{backend}-", dir="/var/lib")
     os.chmod(base, 0o755)
     store = Store(backend, base)
-    write_config(store, extra)
+    write_config(store, extra, image_size)
     store.cli("init", "--from-dir", image_dir)
     write_service(store)
     return store

@@ -8,9 +8,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Routes libdevmapper's log into lcdm_last_error and chooses whether device
- * nodes come from udev (wait on cookies) or from libdevmapper itself. */
-void lcdm_setup(int udev_running);
+/* Loads libdevmapper (routing its log into lcdm_last_error) and chooses
+ * whether device nodes come from udev (wait on cookies) or from libdevmapper
+ * itself. -1 with errno ELIBACC when libdevmapper cannot be loaded (every
+ * call then fails the same way). */
+int lcdm_setup(int udev_running);
 /* The calling thread's last libdevmapper error message ("" if none). */
 const char *lcdm_last_error(void);
 

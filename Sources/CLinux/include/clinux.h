@@ -24,6 +24,14 @@ int lc_thread_cpus(int *cpus, int max);
 /* Restricts the calling thread to the `count` CPUs in `cpus`. */
 int lc_set_thread_cpus(const int *cpus, int count);
 
+/* 1 if `path` (not followed if a symlink) is the root of a mount, 0 if not,
+ * -1 with errno set on error, or with errno ENOSYS when the kernel cannot
+ * tell (statx without STATX_ATTR_MOUNT_ROOT, before Linux 5.8). */
+int lc_is_mount_root(const char *path);
+
+/* statfs(2)'s f_type (the filesystem's magic number) for `path`, or -1. */
+long long lc_filesystem_magic(const char *path);
+
 /* openat2(2): resolve `path` below `dirfd` with the given RESOLVE_* flags. */
 int lc_openat2(int dirfd, const char *path, int flags, mode_t mode, unsigned long long resolve);
 

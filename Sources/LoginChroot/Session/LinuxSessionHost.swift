@@ -5,8 +5,13 @@ import LoginChrootPlatform
 
 public struct LinuxSessionHost: SessionHost {
     let log: (String) -> Void
+    /// The cgroup2 mount, found once per host (each lookup parses mountinfo).
+    let cgroups: Cgroups?
 
-    public init(log: @escaping (String) -> Void) { self.log = log }
+    public init(log: @escaping (String) -> Void) {
+        self.log = log
+        cgroups = Cgroups.find()
+    }
 
     public func lookupAccount(_ name: UserName) throws -> Account? { try Accounts.lookup(name) }
 
@@ -96,7 +101,7 @@ public struct LinuxSessionHost: SessionHost {
     // MARK: cgroups and killing
 
     public func placeCaller(inCgroupNamed name: String) -> CgroupPlacement? {
-        guard let cgroups = Cgroups.find(), var parent = cgroups.current() else { return nil }
+        guard let cgroups, var parent = cgroups.current() else { return nil }
         // A process that opens a second session sits in its first one's
         // cgroup: make the new one a sibling, so killing one spares the other.
         if let slash = parent.lastIndex(of: "/"), parent[parent.index(after: slash)...].hasPrefix("loginchroot-") {
@@ -116,7 +121,7 @@ public struct LinuxSessionHost: SessionHost {
     }
 
     public func moveCaller(toCgroup parent: String) -> Bool {
-        guard let cgroups = Cgroups.find(), !parent.isEmpty else { return true }
+        guard let cgroups, !parent.isEmpty else { return true }
         do { try cgroups.move(pid: getpid(), to: parent) } catch {
             log("cannot move back to cgroup \(parent): \(error)")
             return false
@@ -125,7 +130,6 @@ public struct LinuxSessionHost: SessionHost {
     }
 
     public func killAll(cgroups names: [String], identity: RootIdentity?, timeoutSeconds: Int) -> Bool {
-        let cgroups = Cgroups.find()
         let own = getpid()
         let ownCgroup = cgroups?.current()
         let deadline = Clock.monotonicSeconds() + Double(timeoutSeconds)
@@ -160,7 +164,7 @@ public struct LinuxSessionHost: SessionHost {
     }
 
     public func removeCgroup(_ cgroup: String) {
-        guard let cgroups = Cgroups.find(), !cgroup.isEmpty, cgroups.exists(cgroup) else { return }
+        guard let cgroups, !cgroup.isEmpty, cgroups.exists(cgroup) else { return }
         for _ in 0..<50 {
             if (try? cgroups.remove(cgroup)) != nil { return }
             Processes.sleep(milliseconds: 10)
@@ -169,7 +173,7 @@ public struct LinuxSessionHost: SessionHost {
     }
 
     public func leftoverCgroups() -> [String] {
-        Cgroups.find()?.find(prefix: "loginchroot-") ?? []
+        cgroups?.find(prefix: "loginchroot-") ?? []
     }
 
     public func pause(milliseconds: Int) { Processes.sleep(milliseconds: milliseconds) }

@@ -26,7 +26,7 @@ public struct StateStore {
     /// directory); safe to repeat.
     public func prepare() throws {
         for sub in [rootsDir, pinsDir, stagingDir] { try Files.ensurePrivateDirectory(sub) }
-        if Mounts.filesystemType(at: pinsDir) == nil {
+        if !Mounts.isMountPoint(pinsDir) {
             try Mounts.bind(pinsDir, onto: pinsDir, recursive: false)
         }
         try Mounts.setPropagation(pinsDir, MS_PRIVATE, recursive: false)
@@ -72,8 +72,11 @@ public struct StateStore {
         }
     }
 
+    /// Not synced to disk: a record describes processes, namespaces and
+    /// mounts that a power loss ends anyway (state_dir belongs on /run), and
+    /// gc at boot reclaims their storage from the store's own record.
     public func save(_ record: RootRecord) throws {
-        try Files.writeAtomically(recordPath(record.key), record.serialized())
+        try Files.writeAtomically(recordPath(record.key), record.serialized(), durable: false)
     }
 
     public func delete(_ key: RootKey) throws { try Files.remove(recordPath(key)) }
