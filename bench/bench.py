@@ -37,6 +37,11 @@ USER_COUNT = 1 + max(SCALES)
 LARGE_PAYLOAD = ("usr/share/doc", "usr/share/locale", "usr/share/man")  # about 350 MiB in 34,000 files
 # Under emulation every file copied into the pool costs: the lab's large image is smaller.
 LAB_LARGE_PAYLOAD = ("usr/share/man",)
+LAB_ANCHOR_CYCLES = ROUNDS
+
+
+def progress(message):
+    print(f"bench {time.strftime('%H:%M:%S')}: {message}", flush=True)
 
 
 def build(name, *flags):
@@ -60,6 +65,36 @@ def timed(cmd):
     start = time.monotonic_ns()
     kit.run(cmd)
     return time.monotonic_ns() - start
+
+
+@contextlib.contextmanager
+def bench_users(count):
+    """`count` throwaway accounts (lcb000...), written straight into the
+    account files and restored afterwards: useradd takes seconds each under
+    emulation."""
+    names = [f"lcb{i:03d}" for i in range(count)]
+    files = {path: open(path).read() for path in ("/etc/passwd", "/etc/group", "/etc/shadow")}
+    taken = {int(line.split(":")[2]) for line in files["/etc/passwd"].splitlines() if line.count(":") >= 3}
+    ids = [uid for uid in range(61000, 65000) if uid not in taken][:count]
+    try:
+        with open("/etc/passwd", "a") as f:
+            f.writelines(f"{n}:x:{i}:{i}::/home/{n}:/bin/sh\n" for n, i in zip(names, ids))
+        with open("/etc/group", "a") as f:
+            f.writelines(f"{n}:x:{i}:\n" for n, i in zip(names, ids))
+        with open("/etc/shadow", "a") as f:
+            f.writelines(f"{n}:*:19000:0:99999:7:::\n" for n in names)
+        for name, uid in zip(names, ids):
+            os.makedirs(f"/home/{name}", exist_ok=True)
+            os.chown(f"/home/{name}", uid, uid)
+        yield names
+    finally:
+        for uid in ids:
+            kit.run(["pkill", "-KILL", "-U", str(uid)], check=False)
+        for path, text in files.items():
+            with open(path, "w") as f:
+                f.write(text)
+        for name in names:
+            shutil.rmtree(f"/home/{name}", ignore_errors=True)
 
 
 def tree_size(path):
@@ -195,8 +230,7 @@ def machine():
 
 def measure_host(out_path, cycles):
     results, extra = [], {}
-    users = [f"lcb{i:03d}" for i in range(USER_COUNT)]
-    with kit.temporary_users(users), images() as trees:
+    with bench_users(USER_COUNT) as users, images() as trees:
         extra["images"] = {name: tree_size(path) for name, path in trees.items()}
         for backend in ("btrfs", "overlay"):
             for image, tree in trees.items():
@@ -212,7 +246,7 @@ def measure_host(out_path, cycles):
 
 def measure_store(results, extra, store, backend, image, users, cycles):
     user = users[0]
-    print(f"bench: {backend}, {image} image", flush=True)
+    progress(f"{backend}, {image} image")
     ours = Measurement(results, "loginchroot", backend, image)
     generation = current_generation_path(store)
     work = tempfile.mkdtemp(prefix="lcbench-floor-", dir=store.path if backend == "btrfs" else "/var/lib")
@@ -246,6 +280,7 @@ def measure_store(results, extra, store, backend, image, users, cycles):
 
 def measure_scale(results, store, backend, image, users, cycles):
     for held in SCALES:
+        progress(f"{backend}, {image} image, {held} held open")
         with held_sessions(store, users[1:held + 1]):
             loginchroot_cycles(Measurement(results, "loginchroot", backend, image, held), store.service, users[0], cycles)
 
@@ -260,7 +295,8 @@ def measure_ssh(store, backend, user, cycles):
     sshd's session stack and, alternately, without it (the anchor)."""
     client = SshClient()
     client.setup(store)
-    shutil.copy(f"{client.dir}/authorized_keys.lctest1", f"{client.dir}/authorized_keys.{user}")
+    if user != "lctest1":  # the account SshClient authorized
+        shutil.copy(f"{client.dir}/authorized_keys.lctest1", f"{client.dir}/authorized_keys.{user}")
     samples = {"loginchroot": [], "without": []}
     with_module = open(client.service_file).read()
     without = "".join(line for line in with_module.splitlines(True) if "loginchroot" not in line) + \
@@ -347,14 +383,15 @@ class LvmVolumes:
 
 
 def measure_lab(out_path, cycles):
-    """dm-thin, in the VM lab: loginchroot, the raw floor, lvcreate -s and
-    schroot's lvm-snapshot."""
+    """dm-thin, in the VM lab: loginchroot and the raw floor on both images;
+    lvcreate -s, schroot's lvm-snapshot, scale and memory on the small one.
+    Under emulation an LVM anchor cycle takes about a minute (measured: 60 s
+    for schroot's lvm-snapshot, whose setup scripts run while it is
+    mounted), so the anchors run LAB_ANCHOR_CYCLES, one per round."""
     results, extra = [], {}
-    users = [f"lcb{i:03d}" for i in range(USER_COUNT)]
-    with kit.temporary_users(users), images() as trees:
-        extra["images"] = {name: tree_size(path) for name, path in trees.items()}
+    with bench_users(USER_COUNT) as users, images() as trees:
         for image, tree in trees.items():
-            print(f"bench: dm-thin, {image} image", flush=True)
+            progress(f"dm-thin, {image} image: making the store")
             store = kit.make_store("dm-thin", tree)
             lvm = schroot = None
             try:
@@ -363,21 +400,26 @@ def measure_lab(out_path, cycles):
                 origin = store.metadata()["volumes"][current][0]
                 work = tempfile.mkdtemp(prefix="lcbench-floor-", dir=store.base)
                 floor_args = ["dm-thin", f"{store.pool}-pool", str(origin), str(store.metadata()["sectors"]), "ext4", work]
-                lvm = LvmVolumes(tree, store.base)
-                schroot = Schroot("lcbench-lvm", {"type": "lvm-snapshot", "device": lvm.device("classic"),
-                                                  "lvm-snapshot-options": "--size 64M"})
                 ours = Measurement(results, "loginchroot", "dm-thin", image)
                 floor = Measurement(results, "raw floor", "dm-thin", image)
-                thin = Measurement(results, "lvcreate -s", "dm-thin", image,
-                                   note="thin LV: lvcreate -s -K, mount; umount, lvremove")
-                anchor = Measurement(results, "schroot", "dm-thin", image, note="lvm-snapshot")
-                loginchroot_cycles(Measurement([], "warm-up", "dm-thin", image), store.service, users[0], 3)
-                interleaved((cycles, lambda n: loginchroot_cycles(ours, store.service, users[0], n)),
-                            (cycles, lambda n: floor_cycles(floor, floor_args, n)),
-                            (anchor_cycles(cycles), lambda n: lvm.thin_snapshot_cycles(thin, n)),
-                            (anchor_cycles(cycles), lambda n: schroot.cycles(anchor, n)))
+                runs = [(cycles, lambda n: loginchroot_cycles(ours, store.service, users[0], n)),
+                        (cycles, lambda n: floor_cycles(floor, floor_args, n))]
                 if image == "small":
-                    measure_scale(results, store, "dm-thin", image, users, cycles)
+                    progress("making the LVM anchors' volumes")
+                    lvm = LvmVolumes(tree, store.base)
+                    schroot = Schroot("lcbench-lvm", {"type": "lvm-snapshot", "device": lvm.device("classic"),
+                                                      "lvm-snapshot-options": "--size 64M"})
+                    thin = Measurement(results, "lvcreate -s", "dm-thin", image,
+                                       note="thin LV: lvcreate -s -K, mount; umount, lvremove")
+                    anchor = Measurement(results, "schroot", "dm-thin", image, note="lvm-snapshot")
+                    runs += [(LAB_ANCHOR_CYCLES, lambda n: lvm.thin_snapshot_cycles(thin, n)),
+                             (LAB_ANCHOR_CYCLES, lambda n: schroot.cycles(anchor, n))]
+                progress("measuring")
+                loginchroot_cycles(Measurement([], "warm-up", "dm-thin", image), store.service, users[0], 3)
+                interleaved(*runs)
+                if image == "small":
+                    # A quarter of the cycles: the lab's 100 held roots take minutes to open.
+                    measure_scale(results, store, "dm-thin", image, users, anchor_cycles(cycles))
                     measure_memory(extra, store, "dm-thin", users[0])
             finally:
                 if schroot:
@@ -397,6 +439,7 @@ def run_lab(out_path, cycles):
         with images(LAB_LARGE_PAYLOAD) as trees:
             for name, tree in trees.items():
                 kit.run(["cp", "-a", tree, os.path.join(lab, name)], timeout=3600)
+            sizes = {name: tree_size(path) for name, path in trees.items()}
         kit.run(["bash", os.path.join(ROOT, "scripts/lab-sysdisk.sh"), os.path.join(lab, "system.disk")], timeout=3600)
         for name, flags in (("benchclient", ["-lpam", "-ldl"]), ("rawfloor", ["-DWITH_DEVMAPPER", "-ldevmapper"])):
             shutil.copy(build(name, *flags), os.path.join(lab, name))
@@ -406,11 +449,14 @@ def run_lab(out_path, cycles):
                     "DM_DISABLE_UDEV": "1", "PYTHONUNBUFFERED": "1"}
         command = ["env", *(f"{k}={v}" for k, v in settings.items()), sys.executable, os.path.abspath(__file__),
                    "--cycles", str(cycles), "measure", "lab", os.path.join(lab, "lab.json")]
-        print("bench: the VM lab (dm-thin)", flush=True)
+        progress("the VM lab (dm-thin); its output comes at the end")
         subprocess.run(["bash", os.path.join(ROOT, "scripts/vmlab.sh"), "--keep", lab,
                         "--system-disk", os.path.join(lab, "system.disk"), "--", *command],
                        env={**os.environ, "LC_VMLAB_TIMEOUT": "5400"}, check=True)
-        shutil.copy(os.path.join(lab, "lab.json"), out_path)
+        with open(os.path.join(lab, "lab.json")) as f:
+            part = json.load(f)
+        with open(out_path, "w") as f:
+            json.dump({**part, "images": sizes}, f)
     finally:
         shutil.rmtree(lab, ignore_errors=True)
 
@@ -419,12 +465,12 @@ def run_all(cycles, skip_lab):
     out = os.path.join(ROOT, ".build/bench")
     os.makedirs(out, exist_ok=True)
     parts = [os.path.join(out, "host.json")]
-    measure_host(parts[0], cycles)
-    if not skip_lab:
+    if not skip_lab:  # first: the longer part, and the one more likely to fail
         parts.append(os.path.join(out, "lab.json"))
         run_lab(parts[1], cycles)
+    measure_host(parts[0], cycles)
     report.write(os.path.join(ROOT, "BENCHMARKS.md"), [json.load(open(p)) for p in parts])
-    print("bench: wrote BENCHMARKS.md", flush=True)
+    progress("wrote BENCHMARKS.md")
 
 
 def main():

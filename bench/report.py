@@ -89,6 +89,7 @@ def write(path, parts):
     out += scale_table(rows)
     out += ssh_table(parts)
     out += memory_table(parts)
+    out += raw_samples(rows, parts)
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n")
 
@@ -238,3 +239,25 @@ def memory_table(parts):
                 lines.append(f"- dlopen of {name}: p50 {ms(statistics.median(loads))} ms, p95 "
                              f"{ms(percentile(loads, 95))} ms; RSS added by the load alone {rss:.0f} KiB.")
     return lines + [""]
+
+
+def raw_samples(rows, parts):
+    """Every sample of the run, in ms, in the order taken."""
+    lines = ["## Raw samples", "", "Every cycle of the run, in ms, in the order taken (begin+end for each cycle).", ""]
+    for row in rows:
+        if not row["begin_ns"]:
+            continue
+        label = f"{row['tool']}, {row['backend']}, {row['image']} image, {row['open_sessions']} held open"
+        lines += [f"<details><summary>{label}</summary>", "", "begin: " + ", ".join(ms(v) for v in row["begin_ns"]),
+                  "", "end: " + ", ".join(ms(v) for v in row["end_ns"]), "", "</details>", ""]
+    for part in parts:
+        for run in part.get("ssh", []):
+            lines += [f"<details><summary>ssh login, {run['backend']}</summary>", ""]
+            lines += [f"{side}: " + ", ".join(ms(v) for v in run[side]) + "\n" for side in ("loginchroot", "without")]
+            lines += ["</details>", ""]
+        if "load" in part:
+            lines += ["<details><summary>dlopen</summary>", ""]
+            lines += [f"{name}: " + ", ".join(ms(s["load_ns"]) for s in samples) + "\n"
+                      for name, samples in part["load"].items()]
+            lines += ["</details>", ""]
+    return lines

@@ -91,13 +91,21 @@ def syslog():
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """A failing test's report ends with the module's latest syslog lines:
-    the user only sees "contact the administrator", the reason is there."""
+    """A failing test's report ends with the module's syslog: the user only
+    sees "contact the administrator", the reason is there. Every error the
+    test's own run logged comes first (with many sessions at once the
+    reason is rarely among the last lines), then the latest lines."""
+    if call.when == "setup" and SYSLOG_FILE and os.path.exists(SYSLOG_FILE):
+        item.syslog_start = os.path.getsize(SYSLOG_FILE)
     report = (yield).get_result()
     if report.failed and SYSLOG_FILE and os.path.exists(SYSLOG_FILE):
         with open(SYSLOG_FILE, errors="replace") as log:
-            lines = [line for line in log if "loginchroot" in line][-15:]
-        report.sections.append(("module syslog (last lines)", "".join(lines)))
+            log.seek(getattr(item, "syslog_start", 0))
+            lines = [line for line in log if "loginchroot" in line]
+        errors = [line for line in lines
+                  if re.search(r"\.(err|crit|warn\w*) |quarantined|could not|cannot", line)]
+        report.sections.append(("module syslog: errors during this test", "".join(errors[:40]) or "none\n"))
+        report.sections.append(("module syslog (last lines)", "".join(lines[-15:])))
 
 
 @contextlib.contextmanager

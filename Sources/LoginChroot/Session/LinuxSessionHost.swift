@@ -5,7 +5,7 @@ import LoginChrootPlatform
 
 public struct LinuxSessionHost: SessionHost {
     let log: (String) -> Void
-    /// The cgroup2 mount, found once per host (each lookup parses mountinfo).
+    /// The cgroup2 mount, looked up once per host.
     let cgroups: Cgroups?
 
     public init(log: @escaping (String) -> Void) {
