@@ -175,6 +175,36 @@ def test_interrupted_pool_operations_are_rolled_back_or_forward(store):
     assert_pool_agrees(store)
 
 
+def test_a_login_during_another_pool_change_waits_instead_of_seeing_drift(store):
+    """A pool change moves the pool's transaction id, then the store's
+    record, under thin.lock. A login that compared the two without the lock,
+    in between, saw drift and was refused (20 concurrent logins, CI). Here
+    the test holds the lock with the pool one transaction ahead, as a change
+    in progress does: the login must wait, and get in once the lock is free."""
+    import fcntl
+    pool = f"{store.pool}-pool"
+    before = store.metadata()["transaction"]
+    lock = open(os.path.join(store.path, "thin.lock"), "w")
+    moved = False
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        run(["dmsetup", "message", pool, "0", f"set_transaction_id {before} {before + 1}"])
+        moved = True
+        login = subprocess.Popen(["pamtester", store.service, "lctest1", "open_session", "close_session"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(TIME_SCALE)  # long enough to have compared without the lock
+        waited = login.poll() is None
+    finally:
+        if moved:
+            run(["dmsetup", "message", pool, "0", f"set_transaction_id {before + 1} {before}"])
+        lock.close()
+    output = login.communicate(timeout=120 * TIME_SCALE)[0]
+    assert waited, f"the login did not wait for the pool change: {output}"
+    assert login.returncode == 0, output
+    assert_no_residue(store)
+    assert_pool_agrees(store)
+
+
 def test_a_busy_device_gets_a_deferred_remove_and_gc_finishes_later(store):
     pamtester(store, "lctest1", "open_session")
     device = f"/dev/mapper/{store.pool}-session-lctest1"

@@ -131,8 +131,13 @@ public final class DmThinBackend: SnapshotBackend {
         guard try DeviceMapper.info(poolName) != nil else {
             throw SetupError("thin pool \(poolName) is not active", fix: "run 'loginchroot start'")
         }
-        let metadata = try loadMetadata(), pool = try poolStatus().transaction
-        if metadata.settlement(poolTransaction: pool) == .mismatch { throw drift(metadata, pool: pool) }
+        // Under the lock: a change in progress moves the pool's transaction
+        // and then the metadata file, and a login reading both between the
+        // two saw drift that was not there (20 concurrent logins in the VM lab).
+        try withLock {
+            let metadata = try loadMetadata(), pool = try poolStatus().transaction
+            if metadata.settlement(poolTransaction: pool) == .mismatch { throw drift(metadata, pool: pool) }
+        }
     }
 
     public func currentGeneration() throws -> Generation {
