@@ -97,6 +97,38 @@ def bench_users(count):
             shutil.rmtree(f"/home/{name}", ignore_errors=True)
 
 
+@contextlib.contextmanager
+def module_syslog():
+    """A syslogd for the module's lines where the machine has none (the VM
+    lab): a refused cycle's reason is only there. On an error, the module's
+    last lines are printed before it propagates."""
+    log = None
+    if not os.path.exists("/dev/log"):
+        log = tempfile.NamedTemporaryFile(prefix="lcbench-syslog-", suffix=".log", delete=False).name
+        daemon = subprocess.Popen(["busybox", "syslogd", "-n", "-O", log])
+        for _ in range(50):
+            if os.path.exists("/dev/log"):
+                break
+            time.sleep(0.05)
+    try:
+        yield
+    except BaseException:
+        if log:
+            with open(log, errors="replace") as f:
+                lines = [line for line in f if "loginchroot" in line]
+            errors = [line for line in lines if ".err " in line or "quarantined" in line]
+            print("bench: the module's errors:\n" + "".join(errors[:40]) + "its last syslog lines:\n"
+                  + "".join(lines[-20:]), file=sys.stderr, flush=True)
+        raise
+    finally:
+        if log:
+            daemon.terminate()
+            daemon.wait()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink("/dev/log")
+            os.unlink(log)
+
+
 def tree_size(path):
     files, size = 0, 0
     for parent, _, names in os.walk(path):
@@ -230,7 +262,7 @@ def machine():
 
 def measure_host(out_path, cycles):
     results, extra = [], {}
-    with bench_users(USER_COUNT) as users, images() as trees:
+    with module_syslog(), bench_users(USER_COUNT) as users, images() as trees:
         extra["images"] = {name: tree_size(path) for name, path in trees.items()}
         for backend in ("btrfs", "overlay"):
             for image, tree in trees.items():
@@ -389,7 +421,7 @@ def measure_lab(out_path, cycles):
     for schroot's lvm-snapshot, whose setup scripts run while it is
     mounted), so the anchors run LAB_ANCHOR_CYCLES, one per round."""
     results, extra = [], {}
-    with bench_users(USER_COUNT) as users, images() as trees:
+    with module_syslog(), bench_users(USER_COUNT) as users, images() as trees:
         for image, tree in trees.items():
             progress(f"dm-thin, {image} image: making the store")
             store = kit.make_store("dm-thin", tree)

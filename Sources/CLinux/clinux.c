@@ -16,6 +16,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 #include <linux/btrfs.h>
+#include <linux/btrfs_tree.h>
 #include <linux/loop.h>
 #include <linux/mount.h>
 #include <linux/openat2.h>
@@ -104,6 +105,30 @@ int lc_btrfs_create_subvolume(int parent_fd, const char *name)
         return -2;
     strncpy(args.name, name, sizeof(args.name) - 1);
     return ioctl(parent_fd, BTRFS_IOC_SUBVOL_CREATE_V2, &args);
+}
+
+/* Each deleted subvolume whose space the kernel's cleaner has not yet
+ * reclaimed leaves an orphan item (offset: its root id) in the root tree,
+ * the same items `btrfs subvolume sync` waits on. */
+int lc_btrfs_deletions_pending(int fd)
+{
+    struct btrfs_ioctl_search_args args;
+    memset(&args, 0, sizeof(args));
+    args.key.tree_id = BTRFS_ROOT_TREE_OBJECTID;
+    args.key.min_objectid = args.key.max_objectid = BTRFS_ORPHAN_OBJECTID;
+    args.key.min_type = args.key.max_type = BTRFS_ORPHAN_ITEM_KEY;
+    args.key.max_offset = (__u64)-1;
+    args.key.max_transid = (__u64)-1;
+    args.key.nr_items = 1;
+    if (ioctl(fd, BTRFS_IOC_TREE_SEARCH, &args))
+        return -1;
+    return args.key.nr_items > 0;
+}
+
+/* Commits the current transaction of the btrfs filesystem of `fd`. */
+int lc_btrfs_commit(int fd)
+{
+    return ioctl(fd, BTRFS_IOC_SYNC, NULL);
 }
 
 int lc_btrfs_destroy_subvolume(int parent_fd, const char *name)

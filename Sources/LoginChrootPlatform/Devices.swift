@@ -19,6 +19,18 @@ public enum Btrfs {
         try sys("BTRFS_IOC_SNAP_DESTROY", name) { checkedName(lc_btrfs_destroy_subvolume(parent.raw, name)) }
     }
 
+    /// Whether deleted subvolumes of the filesystem of `fd` still hold
+    /// space: the kernel reclaims it in the background, after the delete.
+    public static func deletionsPending(on fd: Descriptor, path: String) throws -> Bool {
+        try sys("BTRFS_IOC_TREE_SEARCH", path) { lc_btrfs_deletions_pending(fd.raw) } == 1
+    }
+
+    /// Commits the filesystem's transaction: space freed since the last
+    /// commit becomes usable only then.
+    public static func commit(_ fd: Descriptor, path: String) throws {
+        try sys("BTRFS_IOC_SYNC", path) { lc_btrfs_commit(fd.raw) }
+    }
+
     /// A subvolume's root directory always has inode 256.
     public static func isSubvolume(_ info: Glibc.stat) -> Bool { info.st_ino == 256 }
 

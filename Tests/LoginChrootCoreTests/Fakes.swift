@@ -156,6 +156,11 @@ final class FakeBackend: SnapshotBackend {
     var temporaries: [String] = []
     var checkStoreError: Error?
     var prepareError: Error?
+    /// The next this-many prepare() calls fail with prepareError.
+    var prepareFailures = Int.max
+    /// What awaitReclaimedSpace answers, and the errors it was asked about.
+    var reclaimsSpace = false
+    var reclaimAsked: [String] = []
     /// The next this-many remove() calls fail.
     var removeFailures = 0
 
@@ -180,7 +185,10 @@ final class FakeBackend: SnapshotBackend {
     func prepare(_ key: RootKey, from generation: Generation) throws -> RootLayout {
         calls.append("prepare \(key) \(generation)")
         prepared.append((key, generation))
-        if let prepareError { throw prepareError }
+        if let prepareError, prepareFailures > 0 {
+            prepareFailures -= 1
+            throw prepareError
+        }
         snapshots.insert(key)
         return RootLayout(mounts: [.directory("sessions/\(key)")], rootSubpath: "sessions/\(key)/root")
     }
@@ -218,4 +226,9 @@ final class FakeBackend: SnapshotBackend {
     }
 
     func usage() throws -> SpaceUsage { SpaceUsage(totalBytes: 1 << 30, freeBytes: 1 << 29) }
+
+    func awaitReclaimedSpace(after error: Error, seconds: Int) -> Bool {
+        reclaimAsked.append("\(error)")
+        return reclaimsSpace
+    }
 }

@@ -286,6 +286,27 @@ final class SessionManagerTests: ManagerTestCase {
         XCTAssertEqual(backend.removed, [alice], "a half-made snapshot is removed")
     }
 
+    func testOutOfSpaceRetriesOnceTheStoreReclaimedSpace() {
+        backend.prepareError = FakeError("no space left")
+        backend.prepareFailures = 1
+        backend.reclaimsSpace = true
+        let manager = makeManager()
+        enter(manager)
+        XCTAssertEqual(backend.reclaimAsked, ["fake failure: no space left"])
+        XCTAssertEqual(backend.prepared.count, 2)
+        XCTAssertEqual(state.load(alice)?.phase, .active)
+        XCTAssertTrue(logs.contains { $0.containsLiteral("retrying after the store reclaimed") }, "\(logs)")
+    }
+
+    func testOutOfSpaceFailsWhenNothingIsBeingReclaimed() {
+        backend.prepareError = FakeError("no space left")
+        backend.prepareFailures = 1
+        let manager = makeManager()
+        assertFailed(manager.open(user: user("alice")), reasonContains: "no space left")
+        XCTAssertEqual(backend.prepared.count, 1, "no retry")
+        XCTAssertEqual(recordFiles(), [])
+    }
+
     func testBuildRootFailureRemovesSnapshot() {
         host.buildError = FakeError("mount refused")
         let manager = makeManager()

@@ -89,6 +89,21 @@ def syslog():
     os.unlink(log)
 
 
+def syslog_mark():
+    """Where the module's syslog ends now, for syslog_since."""
+    return os.path.getsize(SYSLOG_FILE) if SYSLOG_FILE else 0
+
+
+def syslog_since(mark):
+    """What the module logged since syslog_mark() returned `mark`; "" when
+    /dev/log is the machine's own syslog (then the tests cannot read it)."""
+    if not SYSLOG_FILE:
+        return ""
+    with open(SYSLOG_FILE, errors="replace") as f:
+        f.seek(mark)
+        return f.read()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """A failing test's report ends with the module's syslog: the user only

@@ -41,6 +41,11 @@ int lc_openat2(int dirfd, const char *path, int flags, mode_t mode, unsigned lon
 int lc_btrfs_snapshot(int parent_fd, int source_fd, const char *name, int readonly);
 int lc_btrfs_create_subvolume(int parent_fd, const char *name);
 int lc_btrfs_destroy_subvolume(int parent_fd, const char *name);
+/* 1 if some deleted subvolume of the btrfs filesystem of `fd` still waits
+ * for the kernel to reclaim its space, 0 if none, -1 with errno on error. */
+int lc_btrfs_deletions_pending(int fd);
+/* Commits the current transaction of the btrfs filesystem of `fd`. */
+int lc_btrfs_commit(int fd);
 
 /* Attaches `backing_fd` to a free loop device with autoclear and returns the
  * open loop fd (its number in *number_out). Keep the fd open until the

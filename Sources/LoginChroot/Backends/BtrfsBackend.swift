@@ -75,6 +75,25 @@ public final class BtrfsBackend: SnapshotBackend {
 
     public func usage() throws -> SpaceUsage { try store.usage() }
 
+    /// btrfs frees a deleted snapshot's space in a kernel thread, later,
+    /// and the freed space is usable only after the next commit (every 30
+    /// s by default): a burst of logouts and logins can outrun it, most of
+    /// all once a full disk has left no unallocated space for metadata.
+    public func awaitReclaimedSpace(after error: Error, seconds: Int) -> Bool {
+        guard (error as? SystemError)?.errno == ENOSPC,
+              let filesystem = try? Descriptor.openDirectory(store.path) else { return false }
+        let deadline = Clock.monotonicSeconds() + Double(seconds)
+        // A commit also wakes the cleaner.
+        guard (try? Btrfs.commit(filesystem, path: store.path)) != nil else { return false }
+        while (try? Btrfs.deletionsPending(on: filesystem, path: store.path)) == true,
+              Clock.monotonicSeconds() < deadline {
+            Processes.sleep(milliseconds: 20)
+        }
+        // Each snapshot the cleaner dropped frees space: a retry may succeed
+        // after a partial wait too.
+        return (try? Btrfs.commit(filesystem, path: store.path)) != nil
+    }
+
     private func destroy(in directory: String, name: String) throws {
         let parent = try Descriptor.openDirectory(directory)
         var info = Glibc.stat()

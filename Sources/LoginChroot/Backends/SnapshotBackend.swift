@@ -52,6 +52,15 @@ public protocol SnapshotBackend: AnyObject {
     func removeTemporaries() throws -> [String]
 
     func usage() throws -> SpaceUsage
+
+    /// After opening a root failed with `error`: waits, at most `seconds`,
+    /// for space the store frees only some time after a remove, and returns
+    /// whether a retry may now succeed. Most backends free space at once.
+    func awaitReclaimedSpace(after error: Error, seconds: Int) -> Bool
+}
+
+extension SnapshotBackend {
+    public func awaitReclaimedSpace(after error: Error, seconds: Int) -> Bool { false }
 }
 
 /// The directory layout every backend shares:

@@ -22,6 +22,9 @@ public enum CloseOutcome: Equatable {
 }
 
 public final class SessionManager {
+    /// How long a login out of space waits for the store to reclaim what
+    /// earlier logouts removed (under the state lock: other logins wait too).
+    static let reclaimWaitSeconds = 5
     public let config: Config
     let backend: SnapshotBackend
     let host: SessionHost
@@ -122,7 +125,14 @@ public final class SessionManager {
                 }
                 log("user \(account.name) joined root \(key) (generation \(existing.generation), \(existing.members.count) sessions)")
             } else {
-                try create(key: key, account: account, member: member, hostNamespace: hostNamespace)
+                do {
+                    try create(key: key, account: account, member: member, hostNamespace: hostNamespace)
+                } catch where state.load(key) == nil
+                    && backend.awaitReclaimedSpace(after: error, seconds: Self.reclaimWaitSeconds) {
+                    // Rolled back cleanly, and the store has freed space since.
+                    log("opening root \(key) ran out of space (\(error)); retrying after the store reclaimed removed roots")
+                    try create(key: key, account: account, member: member, hostNamespace: hostNamespace)
+                }
             }
         } catch {
             host.closeDescriptor(hostNamespace)
