@@ -98,10 +98,11 @@ def bench_users(count):
 
 
 @contextlib.contextmanager
-def module_syslog():
+def module_syslog(keep_as):
     """A syslogd for the module's lines where the machine has none (the VM
     lab): a refused cycle's reason is only there. On an error, the module's
-    last lines are printed before it propagates."""
+    errors and last lines are printed and the whole log is kept as
+    `keep_as`, before the error propagates."""
     log = None
     if not os.path.exists("/dev/log"):
         log = tempfile.NamedTemporaryFile(prefix="lcbench-syslog-", suffix=".log", delete=False).name
@@ -116,6 +117,7 @@ def module_syslog():
         if log:
             with open(log, errors="replace") as f:
                 lines = [line for line in f if "loginchroot" in line]
+            shutil.copy(log, keep_as)
             errors = [line for line in lines if ".err " in line or "quarantined" in line]
             print("bench: the module's errors:\n" + "".join(errors[:40]) + "its last syslog lines:\n"
                   + "".join(lines[-20:]), file=sys.stderr, flush=True)
@@ -143,9 +145,14 @@ def tree_size(path):
 def images(payload=LARGE_PAYLOAD):
     """The small image (the tests' busybox root) and a large one: the same
     plus `payload`, directories of the host's /usr/share."""
-    if os.environ.get("LC_BENCH_IMAGES"):  # made on the host for the VM lab
-        given = os.environ["LC_BENCH_IMAGES"]
-        yield {name: os.path.join(given, name) for name in ("small", "large")}
+    if os.environ.get("LC_BENCH_IMAGES_DISK"):  # made on the host for the VM lab
+        mountpoint = tempfile.mkdtemp(prefix="lcbench-images-")
+        kit.run(["mount", "-o", "ro", os.environ["LC_BENCH_IMAGES_DISK"], mountpoint])
+        try:
+            yield {name: os.path.join(mountpoint, name) for name in ("small", "large")}
+        finally:
+            kit.run(["umount", mountpoint], check=False)
+            os.rmdir(mountpoint)
         return
     base = tempfile.mkdtemp(prefix="lcbench-images-", dir="/var/lib")
     small, large = os.path.join(base, "small"), os.path.join(base, "large")
@@ -262,7 +269,7 @@ def machine():
 
 def measure_host(out_path, cycles):
     results, extra = [], {}
-    with module_syslog(), bench_users(USER_COUNT) as users, images() as trees:
+    with module_syslog(out_path + ".syslog"), bench_users(USER_COUNT) as users, images() as trees:
         extra["images"] = {name: tree_size(path) for name, path in trees.items()}
         for backend in ("btrfs", "overlay"):
             for image, tree in trees.items():
@@ -421,10 +428,13 @@ def measure_lab(out_path, cycles):
     for schroot's lvm-snapshot, whose setup scripts run while it is
     mounted), so the anchors run LAB_ANCHOR_CYCLES, one per round."""
     results, extra = [], {}
-    with module_syslog(), bench_users(USER_COUNT) as users, images() as trees:
+    with module_syslog(out_path + ".syslog"), bench_users(USER_COUNT) as users, images() as trees:
         for image, tree in trees.items():
             progress(f"dm-thin, {image} image: making the store")
-            store = kit.make_store("dm-thin", tree)
+            # Each open dm-thin root took about 6 MiB of the pool (its ext4's
+            # mount and the module's writes, at the pool's block size): 100
+            # held roots need more than the tests' 640 MiB above min_free.
+            store = kit.make_store("dm-thin", tree, pool_size="2G")
             lvm = schroot = None
             try:
                 metadata = open(os.path.join(store.path, "thin-metadata")).read()
@@ -468,23 +478,30 @@ def run_lab(out_path, cycles):
     needs made here on the host, where it is fast."""
     lab = tempfile.mkdtemp(prefix="lcbench-lab-", dir="/var/tmp")
     try:
+        # On a disk of their own: the guest reads the shared directory
+        # through 9p, where copying the large image into a pool took 12 minutes.
+        disk = os.path.join(lab, "images.disk")
         with images(LAB_LARGE_PAYLOAD) as trees:
-            for name, tree in trees.items():
-                kit.run(["cp", "-a", tree, os.path.join(lab, name)], timeout=3600)
             sizes = {name: tree_size(path) for name, path in trees.items()}
+            kit.run(["mkfs.ext4", "-q", "-d", os.path.dirname(trees["small"]), disk, "1G"], timeout=3600)
         kit.run(["bash", os.path.join(ROOT, "scripts/lab-sysdisk.sh"), os.path.join(lab, "system.disk")], timeout=3600)
         for name, flags in (("benchclient", ["-lpam", "-ldl"]), ("rawfloor", ["-DWITH_DEVMAPPER", "-ldevmapper"])):
             shutil.copy(build(name, *flags), os.path.join(lab, name))
         shutil.copy(kit.c_client("pamclient"), os.path.join(lab, "pamclient"))
-        settings = {"LC_TIME_SCALE": "10", "LC_BACKENDS": "dm-thin", "LC_BENCH_BIN": lab, "LC_BENCH_IMAGES": lab,
+        settings = {"LC_TIME_SCALE": "10", "LC_BACKENDS": "dm-thin", "LC_BENCH_BIN": lab, "LC_BENCH_IMAGES_DISK": "/dev/vda",
                     "LC_PAMCLIENT": os.path.join(lab, "pamclient"), "LC_MODULE": kit.MODULE, "LC_CLI": kit.CLI,
                     "DM_DISABLE_UDEV": "1", "PYTHONUNBUFFERED": "1"}
         command = ["env", *(f"{k}={v}" for k, v in settings.items()), sys.executable, os.path.abspath(__file__),
                    "--cycles", str(cycles), "measure", "lab", os.path.join(lab, "lab.json")]
         progress("the VM lab (dm-thin); its output comes at the end")
-        subprocess.run(["bash", os.path.join(ROOT, "scripts/vmlab.sh"), "--keep", lab,
-                        "--system-disk", os.path.join(lab, "system.disk"), "--", *command],
-                       env={**os.environ, "LC_VMLAB_TIMEOUT": "5400"}, check=True)
+        booted = subprocess.run(["bash", os.path.join(ROOT, "scripts/vmlab.sh"), "--keep", lab, "--disk", disk,
+                                 "--system-disk", os.path.join(lab, "system.disk"), "--", *command],
+                                env={**os.environ, "LC_VMLAB_TIMEOUT": "5400"})
+        if os.path.exists(os.path.join(lab, "lab.json.syslog")):
+            shutil.copy(os.path.join(lab, "lab.json.syslog"), out_path + ".syslog")
+            print(f"bench: the module's syslog in the VM lab is in {out_path}.syslog", flush=True)
+        if booted.returncode != 0:
+            sys.exit(f"bench: the VM lab part failed (exit {booted.returncode})")
         with open(os.path.join(lab, "lab.json")) as f:
             part = json.load(f)
         with open(out_path, "w") as f:
@@ -501,7 +518,8 @@ def run_all(cycles, skip_lab):
         parts.append(os.path.join(out, "lab.json"))
         run_lab(parts[1], cycles)
     measure_host(parts[0], cycles)
-    report.write(os.path.join(ROOT, "BENCHMARKS.md"), [json.load(open(p)) for p in parts])
+    targets = report.write(os.path.join(ROOT, "BENCHMARKS.md"), [json.load(open(p)) for p in parts])
+    print("\n".join(["bench: the targets (BENCHMARKS.md says why where one is not met):", *targets]), flush=True)
     progress("wrote BENCHMARKS.md")
 
 
@@ -522,7 +540,7 @@ def main():
     if args.command == "measure":
         (measure_host if args.tier == "host" else measure_lab)(args.out, args.cycles)
     elif args.command == "report":
-        report.write(args.out, [json.load(open(p)) for p in args.parts])
+        print("\n".join(report.write(args.out, [json.load(open(p)) for p in args.parts])))
     else:
         run_all(args.cycles, args.skip_lab)
 

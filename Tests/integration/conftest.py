@@ -264,7 +264,7 @@ class Store:
         return f"session required {module} config={self.config}{extra}\n"
 
 
-def write_config(store, extra="", image_size="768M"):
+def write_config(store, extra="", image_size="768M", pool_size="640M"):
     os.makedirs(os.path.dirname(store.config), exist_ok=True)
     with open(store.config, "w") as f:
         f.write(f"""[store]
@@ -275,7 +275,7 @@ image_size = {image_size}
 
 [dm-thin]
 pool_name = {store.pool}
-data_size = 640M
+data_size = {pool_size}
 metadata_size = 16M
 volume_size = 256M
 
@@ -300,11 +300,11 @@ def image_dir():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def make_store(backend, image_dir, extra="", image_size="768M"):
+def make_store(backend, image_dir, extra="", image_size="768M", pool_size="640M"):
     base = tempfile.mkdtemp(prefix=f"lc-{backend}-", dir="/var/lib")
     os.chmod(base, 0o755)
     store = Store(backend, base)
-    write_config(store, extra, image_size)
+    write_config(store, extra, image_size, pool_size)
     store.cli("init", "--from-dir", image_dir)
     write_service(store)
     return store
