@@ -434,6 +434,8 @@ def measure_lab(out_path, cycles):
             # Each open dm-thin root took about 6 MiB of the pool (its ext4's
             # mount and the module's writes, at the pool's block size): 100
             # held roots need more than the tests' 640 MiB above min_free.
+            # (The pool's loop files are in the guest's RAM: run_lab gives
+            # the guest 8 GiB.)
             store = kit.make_store("dm-thin", tree, pool_size="2G")
             lvm = schroot = None
             try:
@@ -496,7 +498,7 @@ def run_lab(out_path, cycles):
         progress("the VM lab (dm-thin); its output comes at the end")
         booted = subprocess.run(["bash", os.path.join(ROOT, "scripts/vmlab.sh"), "--keep", lab, "--disk", disk,
                                  "--system-disk", os.path.join(lab, "system.disk"), "--", *command],
-                                env={**os.environ, "LC_VMLAB_TIMEOUT": "5400"})
+                                env={**os.environ, "LC_VMLAB_TIMEOUT": "5400", "LC_VMLAB_MEMORY": "8G"})
         if os.path.exists(os.path.join(lab, "lab.json.syslog")):
             shutil.copy(os.path.join(lab, "lab.json.syslog"), out_path + ".syslog")
             print(f"bench: the module's syslog in the VM lab is in {out_path}.syslog", flush=True)

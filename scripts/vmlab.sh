@@ -13,7 +13,8 @@
 # /var, /tmp, /home and a tmpfs on /var/tmp; only DIR (a fresh directory
 # unless --keep names one, for state that must survive a reboot) is written
 # through to the host. KVM does not work here, so qemu emulates (TCG): a boot
-# takes about a minute.
+# takes about a minute. The guest has LC_VMLAB_MEMORY (3G by default), and
+# its writable overlays, in RAM, half of it.
 set -euo pipefail
 
 keep=""
@@ -88,7 +89,7 @@ timeout "${LC_VMLAB_TIMEOUT:-1800}" unshare --mount --propagation private sh -c 
         [ ! -d $hidden ] || mount -t tmpfs none $hidden || exit 2
     done
     kernel=$1 shared=$2 vng=$3; shift 3
-    exec "$vng" -v -r "$kernel" --disable-kvm --memory 3G --cpus 2 --rwdir "$shared" "$@" --exec "$shared/guest.sh"' \
+    exec "$vng" -v -r "$kernel" --disable-kvm --memory "${LC_VMLAB_MEMORY:-3G}" --cpus 2 --rwdir "$shared" "$@" --exec "$shared/guest.sh"' \
     vmlab "$kernel" "$shared" "$vng" "${disks[@]}" "${workdir[@]}" > "$shared/console" 2>&1
 vng_status=$?
 set -e
