@@ -94,14 +94,25 @@ def syslog_mark():
     return os.path.getsize(SYSLOG_FILE) if SYSLOG_FILE else 0
 
 
-def syslog_since(mark):
-    """What the module logged since syslog_mark() returned `mark`; "" when
-    /dev/log is the machine's own syslog (then the tests cannot read it)."""
+def syslog_since(mark, waiting_for=None):
+    """What the module logged since syslog_mark() returned `mark`; None when
+    /dev/log is the machine's own syslog (then the tests cannot read it).
+    With `waiting_for`, gives syslogd up to 5 s to write that text."""
     if not SYSLOG_FILE:
-        return ""
-    with open(SYSLOG_FILE, errors="replace") as f:
-        f.seek(mark)
-        return f.read()
+        return None
+    for _ in range(100):
+        with open(SYSLOG_FILE, errors="replace") as f:
+            f.seek(mark)
+            logged = f.read()
+        if waiting_for is None or waiting_for in logged:
+            break
+        time.sleep(0.05)
+    return logged
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    item.syslog_start = syslog_mark()
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -110,8 +121,6 @@ def pytest_runtest_makereport(item, call):
     sees "contact the administrator", the reason is there. Every error the
     test's own run logged comes first (with many sessions at once the
     reason is rarely among the last lines), then the latest lines."""
-    if call.when == "setup" and SYSLOG_FILE and os.path.exists(SYSLOG_FILE):
-        item.syslog_start = os.path.getsize(SYSLOG_FILE)
     report = (yield).get_result()
     if report.failed and SYSLOG_FILE and os.path.exists(SYSLOG_FILE):
         with open(SYSLOG_FILE, errors="replace") as log:

@@ -184,22 +184,32 @@ def test_a_login_during_another_pool_change_waits_instead_of_seeing_drift(store)
     import fcntl
     pool = f"{store.pool}-pool"
     before = store.metadata()["transaction"]
-    lock = open(os.path.join(store.path, "thin.lock"), "w")
-    moved = False
-    try:
+    lock_path = os.path.realpath(os.path.join(store.path, "thin.lock"))
+    login = None
+    with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         run(["dmsetup", "message", pool, "0", f"set_transaction_id {before} {before + 1}"])
-        moved = True
-        login = subprocess.Popen(["pamtester", store.service, "lctest1", "open_session", "close_session"],
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        time.sleep(TIME_SCALE)  # long enough to have compared without the lock
-        waited = login.poll() is None
-    finally:
-        if moved:
+        try:
+            login = subprocess.Popen(["pamtester", store.service, "lctest1", "open_session", "close_session"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            waiting = False  # the login holds thin.lock open, waiting for its flock
+            for _ in range(100 * TIME_SCALE):
+                if login.poll() is not None:
+                    break
+                with contextlib.suppress(OSError):
+                    fds = os.listdir(f"/proc/{login.pid}/fd")
+                    waiting = any(os.readlink(f"/proc/{login.pid}/fd/{fd}") == lock_path for fd in fds)
+                if waiting:
+                    break
+                time.sleep(0.1)
+        finally:
             run(["dmsetup", "message", pool, "0", f"set_transaction_id {before + 1} {before}"])
-        lock.close()
-    output = login.communicate(timeout=120 * TIME_SCALE)[0]
-    assert waited, f"the login did not wait for the pool change: {output}"
+    try:
+        output = login.communicate(timeout=120 * TIME_SCALE)[0]
+    finally:
+        if login.poll() is None:
+            login.kill()
+    assert waiting, f"the login did not wait on thin.lock: {output}"
     assert login.returncode == 0, output
     assert_no_residue(store)
     assert_pool_agrees(store)

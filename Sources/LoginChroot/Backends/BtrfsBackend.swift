@@ -76,21 +76,23 @@ public final class BtrfsBackend: SnapshotBackend {
     public func usage() throws -> SpaceUsage { try store.usage() }
 
     /// btrfs frees a deleted snapshot's space in a kernel thread, later,
-    /// and the freed space is usable only after the next commit (every 30
-    /// s by default): a burst of logouts and logins can outrun it, most of
-    /// all once a full disk has left no unallocated space for metadata.
+    /// and the freed space is usable only after a commit: a burst of
+    /// logouts and logins can outrun it, most of all once a full disk has
+    /// left no unallocated space for metadata to grow into. Waits only when
+    /// deletions are pending: a store that is simply full fails at once.
     public func awaitReclaimedSpace(after error: Error, seconds: Int) -> Bool {
         guard (error as? SystemError)?.errno == ENOSPC,
-              let filesystem = try? Descriptor.openDirectory(store.path) else { return false }
+              let filesystem = try? Descriptor.openDirectory(store.path),
+              (try? Btrfs.deletionsPending(on: filesystem, path: store.path)) == true else { return false }
         let deadline = Clock.monotonicSeconds() + Double(seconds)
-        // A commit also wakes the cleaner.
+        // The commit hands the latest deletions to the cleaner and wakes it.
         guard (try? Btrfs.commit(filesystem, path: store.path)) != nil else { return false }
         while (try? Btrfs.deletionsPending(on: filesystem, path: store.path)) == true,
               Clock.monotonicSeconds() < deadline {
             Processes.sleep(milliseconds: 20)
         }
         // Each snapshot the cleaner dropped frees space: a retry may succeed
-        // after a partial wait too.
+        // after a partial wait too, once this commit makes it usable.
         return (try? Btrfs.commit(filesystem, path: store.path)) != nil
     }
 
