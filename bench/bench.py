@@ -33,7 +33,7 @@ import report  # noqa: E402
 
 SCALES = (1, 10, 100)  # sessions of other users held open while measuring
 ROUNDS = 4  # the cycles of each comparison are split into this many interleaved rounds
-USER_COUNT = 1 + max(SCALES)
+BENCH_USERS = [f"lcb{i:03d}" for i in range(1 + max(SCALES))]  # the measured one, then those held open
 LARGE_PAYLOAD = ("usr/share/doc", "usr/share/locale", "usr/share/man")  # about 350 MiB in 34,000 files
 # Under emulation every file copied into the pool costs: the lab's large image is smaller.
 LAB_LARGE_PAYLOAD = ("usr/share/man",)
@@ -68,67 +68,22 @@ def timed(cmd):
 
 
 @contextlib.contextmanager
-def bench_users(count):
-    """`count` throwaway accounts (lcb000...), written straight into the
-    account files and restored afterwards: useradd takes seconds each under
-    emulation."""
-    names = [f"lcb{i:03d}" for i in range(count)]
-    files = {path: open(path).read() for path in ("/etc/passwd", "/etc/group", "/etc/shadow")}
-    taken = {int(line.split(":")[2]) for line in files["/etc/passwd"].splitlines() if line.count(":") >= 3}
-    ids = [uid for uid in range(61000, 65000) if uid not in taken][:count]
-    try:
-        with open("/etc/passwd", "a") as f:
-            f.writelines(f"{n}:x:{i}:{i}::/home/{n}:/bin/sh\n" for n, i in zip(names, ids))
-        with open("/etc/group", "a") as f:
-            f.writelines(f"{n}:x:{i}:\n" for n, i in zip(names, ids))
-        with open("/etc/shadow", "a") as f:
-            f.writelines(f"{n}:*:19000:0:99999:7:::\n" for n in names)
-        for name, uid in zip(names, ids):
-            os.makedirs(f"/home/{name}", exist_ok=True)
-            os.chown(f"/home/{name}", uid, uid)
-        yield names
-    finally:
-        for uid in ids:
-            kit.run(["pkill", "-KILL", "-U", str(uid)], check=False)
-        for path, text in files.items():
-            with open(path, "w") as f:
-                f.write(text)
-        for name in names:
-            shutil.rmtree(f"/home/{name}", ignore_errors=True)
-
-
-@contextlib.contextmanager
 def module_syslog(keep_as):
     """A syslogd for the module's lines where the machine has none (the VM
     lab): a refused cycle's reason is only there. On an error, the module's
     errors and last lines are printed and the whole log is kept as
     `keep_as`, before the error propagates."""
-    log = None
-    if not os.path.exists("/dev/log"):
-        log = tempfile.NamedTemporaryFile(prefix="lcbench-syslog-", suffix=".log", delete=False).name
-        daemon = subprocess.Popen(["busybox", "syslogd", "-n", "-O", log])
-        for _ in range(50):
-            if os.path.exists("/dev/log"):
-                break
-            time.sleep(0.05)
-    try:
-        yield
-    except BaseException:
-        if log:
-            with open(log, errors="replace") as f:
-                lines = [line for line in f if "loginchroot" in line]
-            shutil.copy(log, keep_as)
-            errors = [line for line in lines if ".err " in line or "quarantined" in line]
-            print("bench: the module's errors:\n" + "".join(errors[:40]) + "its last syslog lines:\n"
-                  + "".join(lines[-20:]), file=sys.stderr, flush=True)
-        raise
-    finally:
-        if log:
-            daemon.terminate()
-            daemon.wait()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink("/dev/log")
-            os.unlink(log)
+    with kit.private_syslog() as log:
+        try:
+            yield
+        except BaseException:
+            if log:
+                with open(log, errors="replace") as f:
+                    lines = [line for line in f if "loginchroot" in line]
+                shutil.copy(log, keep_as)
+                print("bench: the module's errors:\n" + "".join(kit.module_errors(lines)[:40])
+                      + "its last syslog lines:\n" + "".join(lines[-20:]), file=sys.stderr, flush=True)
+            raise
 
 
 def tree_size(path):
@@ -269,7 +224,8 @@ def machine():
 
 def measure_host(out_path, cycles):
     results, extra = [], {}
-    with module_syslog(out_path + ".syslog"), bench_users(USER_COUNT) as users, images() as trees:
+    with module_syslog(out_path + ".syslog"), kit.temporary_users(BENCH_USERS), images() as trees:
+        users = BENCH_USERS
         extra["images"] = {name: tree_size(path) for name, path in trees.items()}
         for backend in ("btrfs", "overlay"):
             for image, tree in trees.items():
@@ -429,7 +385,8 @@ def measure_lab(out_path, cycles):
     setup scripts run while it is mounted), so the anchors run
     LAB_ANCHOR_CYCLES, one per round."""
     results, extra = [], {}
-    with module_syslog(out_path + ".syslog"), bench_users(USER_COUNT) as users, images() as trees:
+    with module_syslog(out_path + ".syslog"), kit.temporary_users(BENCH_USERS), images() as trees:
+        users = BENCH_USERS
         for image, tree in trees.items():
             progress(f"dm-thin, {image} image: making the store")
             # Each open dm-thin root took about 6 MiB of the pool (its ext4's

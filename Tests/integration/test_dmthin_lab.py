@@ -9,6 +9,7 @@ Under emulation every process costs seconds, so the tests share the store
 and each proves several things.
 """
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -181,11 +182,9 @@ def test_a_login_during_another_pool_change_waits_instead_of_seeing_drift(store)
     in between, saw drift and was refused (20 concurrent logins, CI). Here
     the test holds the lock with the pool one transaction ahead, as a change
     in progress does: the login must wait, and get in once the lock is free."""
-    import fcntl
     pool = f"{store.pool}-pool"
     before = store.metadata()["transaction"]
     lock_path = os.path.realpath(os.path.join(store.path, "thin.lock"))
-    login = None
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         run(["dmsetup", "message", pool, "0", f"set_transaction_id {before} {before + 1}"])
