@@ -89,7 +89,7 @@ login() { # login USER COMMAND
 }
 
 say "3. $user logs in over ssh and works in the root"
-login $user 'echo "  inside: $(cat /etc/loginchroot-image), root id $(cat /run/loginchroot-session), cwd $(pwd)"
+login $user 'echo "  inside: $(cat /etc/loginchroot-image), root id $(head -n1 /run/loginchroot-session), cwd $(pwd)"
 echo "a note on the root filesystem" > /srv/scratch/note
 echo "scratch" > /tmp/lcdemo-tmp; echo "kept" > $HOME/lcdemo-home
 nohup sleep 4001 >/dev/null 2>&1 </dev/null &

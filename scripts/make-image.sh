@@ -14,6 +14,7 @@ mkdir -p bin sbin usr/bin usr/sbin etc root proc sys dev tmp var/tmp home run/us
 # srv/scratch is writable by everyone and NOT bound from the host: what a
 # user writes there lives in the session's snapshot only.
 chmod 1777 tmp var/tmp srv/scratch
+ln -s ../run var/run  # as in Debian: utmp is /var/run/utmp
 cp "$busybox" bin/busybox
 for applet in ${*:-$(./bin/busybox --list)}; do
     [ -e "bin/$applet" ] || ln -s busybox "bin/$applet"

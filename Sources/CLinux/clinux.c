@@ -40,6 +40,21 @@ int lc_make_readonly(const char *path, int recursive)
     return (int)syscall(SYS_mount_setattr, AT_FDCWD, path, recursive ? AT_RECURSIVE : 0, &attr, sizeof(attr));
 }
 
+int lc_harden_mount(const char *path, int nosuid)
+{
+    struct mount_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.attr_set = MOUNT_ATTR_NODEV | MOUNT_ATTR_NOATIME | (nosuid ? MOUNT_ATTR_NOSUID : 0);
+    attr.attr_clr = MOUNT_ATTR__ATIME;
+    return (int)syscall(SYS_mount_setattr, AT_FDCWD, path, 0, &attr, sizeof(attr));
+}
+
+int lc_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+int lc_pidfd_kill(int pidfd) { return (int)syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0); }
+
+int lc_getresuid(uid_t *real, uid_t *effective, uid_t *saved) { return getresuid(real, effective, saved); }
+int lc_set_real_uid(uid_t real) { return setresuid(real, (uid_t)-1, (uid_t)-1); }
+
 int lc_unshare(int flags) { return unshare(flags); }
 int lc_setns(int fd, int nstype) { return setns(fd, nstype); }
 int lc_pivot_root(const char *new_root, const char *put_old)

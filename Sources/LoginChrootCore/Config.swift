@@ -77,6 +77,10 @@ public enum OverlayUpper: Equatable, Sendable {
 public struct Config: Equatable, Sendable {
     public static let defaultPath = "/etc/loginchroot/loginchroot.conf"
 
+    /// Names this instance (its state directory) in the names of the
+    /// cgroups it makes, so gc never touches another instance's sessions.
+    public var instanceTag: String { fnv1aHex(stateDir) }
+
     // [store]
     public var backend: BackendKind = .btrfs
     public var storePath = "/var/lib/loginchroot"
@@ -102,6 +106,14 @@ public struct Config: Equatable, Sendable {
     /// How long a login, a logout or a command waits for the state lock
     /// (a login then follows on_error; a logout is left to gc).
     public var lockTimeoutSeconds = 15
+    /// Whether setuid and setgid bits of the image's programs work inside a
+    /// root (su, sudo, and unix_chkpwd, which screen lockers need). They
+    /// decide who becomes root in the root, and root there is root of the
+    /// machine's kernel; `setuid = no` mounts roots nosuid.
+    public var allowSetuid = true
+    /// Size of the tmpfs each root gets as its own /run/user/UID (as
+    /// logind's RuntimeDirectorySize: a share of RAM, or bytes).
+    public var runtimeDirectorySize = "10%"
 
     // [overlay]
     /// nil: the upper layer is a tmpfs of `overlayTmpfsSize`.
@@ -142,7 +154,15 @@ public struct Config: Equatable, Sendable {
         BindEntry(source: "/tmp"),
         BindEntry(source: "/var/tmp"),
         BindEntry(source: "/home", recursive: true),  // automounted and NFS homes below it
-        BindEntry(source: "/run/user/%u", optional: true),
+        // Login records and the system log: sshd's monitor and login stay
+        // in the root after open_session and write utmp, wtmp and lastlog
+        // there, and log through /dev/log, which on systemd hosts points
+        // into /run. Root-owned; users can read them as on the host.
+        BindEntry(source: "/run/utmp", optional: true),
+        BindEntry(source: "/var/log/wtmp", optional: true),
+        BindEntry(source: "/var/log/lastlog", optional: true),
+        BindEntry(source: "/run/systemd/journal/dev-log", optional: true),
+        BindEntry(source: "/run/systemd/journal/socket", optional: true),
     ]
 
     /// Binds for `loginchroot master run`: enough for a package manager,
@@ -153,4 +173,12 @@ public struct Config: Equatable, Sendable {
         BindEntry(source: "/dev"),
         BindEntry(source: "/dev/pts"),
     ]
+}
+
+/// 32-bit FNV-1a of `text`, as 8 hex digits: a short, stable tag.
+func fnv1aHex(_ text: String) -> String {
+    var hash: UInt32 = 2_166_136_261
+    for byte in text.utf8 { hash = (hash ^ UInt32(byte)) &* 16_777_619 }
+    let digits = String(hash, radix: 16)
+    return String(repeating: "0", count: 8 - digits.count) + digits
 }

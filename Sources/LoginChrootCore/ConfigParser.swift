@@ -128,6 +128,13 @@ public enum ConfigParser {
         case ("session", "copy_files"): config.copyFiles = try value.words.map { try absolutePath($0, key: key) }
         case ("session", "kill_timeout"): config.killTimeoutSeconds = try integer(value, key: key, in: 1...300)
         case ("session", "lock_timeout"): config.lockTimeoutSeconds = try integer(value, key: key, in: 1...600)
+        case ("session", "setuid"): config.allowSetuid = try boolean(value, key: key)
+        case ("session", "runtime_dir_size"):
+            if value.hasSuffix("%"), let share = Int(value.dropLast()), (1...100).contains(share) {
+                config.runtimeDirectorySize = value
+            } else {
+                config.runtimeDirectorySize = String(try size(value, key: key))
+            }
         case ("overlay", "upper"):
             config.overlayUpperDirectory = value == "tmpfs" ? nil : try absolutePath(value, key: key)
         case ("overlay", "tmpfs_size"):

@@ -1,5 +1,12 @@
 // Who gets a session root. Pure: the caller looks the account up.
 
+/// One group of an account, as the host's NSS gives it.
+public struct GroupEntry: Equatable, Sendable {
+    public var name: String
+    public var gid: UInt32
+    public init(name: String, gid: UInt32) { self.name = name; self.gid = gid }
+}
+
 /// The account facts the policy and the plan need, looked up by the platform.
 public struct Account: Equatable, Sendable {
     public var name: UserName
@@ -9,22 +16,46 @@ public struct Account: Equatable, Sendable {
     public var shell: String
     /// The full passwd line, as NSS returned it, for the root's /etc/passwd.
     public var passwdLine: String
-    /// Names of the user's groups, primary first.
-    public var groupNames: [String]
+    /// The user's groups on the host, primary first: exactly the gids a
+    /// session inside the root may have.
+    public var groups: [GroupEntry]
+    public var groupNames: [String] { groups.map(\.name) }
 
-    public init(name: UserName, uid: UInt32, gid: UInt32, home: String, shell: String, passwdLine: String, groupNames: [String]) {
+    public init(name: UserName, uid: UInt32, gid: UInt32, home: String, shell: String, passwdLine: String, groups: [GroupEntry]) {
         self.name = name; self.uid = uid; self.gid = gid; self.home = home
-        self.shell = shell; self.passwdLine = passwdLine; self.groupNames = groupNames
+        self.shell = shell; self.passwdLine = passwdLine; self.groups = groups
     }
 }
 
 public enum PolicyDecision: Equatable, Sendable {
     case enterRoot
+    /// The module has nothing to do (PAM_IGNORE).
     case leaveAlone(reason: String)
+    case refuse(reason: String)
+}
+
+/// What the module writes into every root at /run/loginchroot-session: the
+/// root's key, then its owner's uid. Its presence is how a login from inside
+/// a root is recognised.
+public struct RootMarker: Equatable, Sendable {
+    public static let path = "/run/loginchroot-session"
+    public var key: RootKey
+    public var uid: UInt32
+
+    public init(key: RootKey, uid: UInt32) { self.key = key; self.uid = uid }
+
+    public func serialized() -> String { "\(key)\nuid=\(uid)\n" }
+
+    public static func parse(_ text: String) -> RootMarker? {
+        let lines = text.split(separator: "\n").map(String.init)
+        guard lines.count == 2, let key = RootKey(lines[0]), lines[1].hasPrefix("uid="),
+              let uid = UInt32(lines[1].dropFirst(4)) else { return nil }
+        return RootMarker(key: key, uid: uid)
+    }
 }
 
 public enum Policy {
-    public static func decide(account: Account, config: Config, insideSessionRoot: Bool) -> PolicyDecision {
+    public static func decide(account: Account, config: Config) -> PolicyDecision {
         // uid 0 is always exempt, whatever the list says: an admin must be
         // able to log in and repair a machine whose image is broken.
         if account.uid == 0 {
@@ -36,9 +67,24 @@ public enum Policy {
         if let group = account.groupNames.first(where: config.exemptGroups.contains) {
             return .leaveAlone(reason: "group \(group) is exempt")
         }
-        if insideSessionRoot {
-            return .leaveAlone(reason: "already inside a session root; roots never nest")
-        }
         return .enterRoot
+    }
+
+    /// A login from inside a root (the image's own PAM stack has the
+    /// module): roots never nest, and only the root's owner may log in
+    /// there. Anyone else, root included, would run in the owner's root,
+    /// untracked, with whatever the owner planted in it.
+    /// `markerText` is nil when the marker is unreadable or absent.
+    public static func decideInside(markerText: String?, user: UserName, uid: UInt32?) -> PolicyDecision {
+        guard let markerText, let marker = RootMarker.parse(markerText) else {
+            return .refuse(reason: "inside a session root whose marker \(RootMarker.path) cannot be read")
+        }
+        guard let uid else {
+            return .refuse(reason: "user \(user) is unknown inside root \(marker.key)")
+        }
+        guard uid == marker.uid else {
+            return .refuse(reason: "user \(user) (uid \(uid)) may not log in inside root \(marker.key) of uid \(marker.uid)")
+        }
+        return .leaveAlone(reason: "already inside their own root \(marker.key); roots never nest")
     }
 }

@@ -76,6 +76,9 @@ public struct RootRecord: Equatable, Sendable {
     /// the /proc scan can find every process that still uses the root.
     public var namespaceInode: UInt64 = 0
     public var rootDevice: UInt64 = 0
+    /// The boot those numbers belong to: after a reboot they name nothing
+    /// of ours (a state_dir that persists keeps the record, not the root).
+    public var bootID = ""
     public var members: [Member] = []
     /// Serial of the next member: member ids and cgroup names never repeat
     /// within a root, even for one process that opens several sessions.
@@ -100,6 +103,7 @@ public struct RootRecord: Equatable, Sendable {
             "generation=\(generation)", "phase=\(phase.rawValue)",
             "namespace_inode=\(namespaceInode)", "root_device=\(rootDevice)", "next_member=\(nextMember)",
         ]
+        if !bootID.isEmpty { lines.append("boot_id=\(bootID)") }
         for member in members {
             lines.append("member=\(member.id) \(member.pid) \(member.startTime) \(member.cgroup.isEmpty ? "-" : member.cgroup) \(member.parentCgroup.isEmpty ? "-" : member.parentCgroup)")
         }
@@ -136,6 +140,7 @@ public struct RootRecord: Equatable, Sendable {
         record.members = members
         record.nextMember = fields["next_member"].flatMap { UInt64($0) } ?? UInt64(members.count)
         record.note = fields["note"] ?? ""
+        record.bootID = fields["boot_id"] ?? ""
         return record
     }
 

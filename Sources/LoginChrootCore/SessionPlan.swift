@@ -16,10 +16,20 @@ public enum MountSpec: Equatable, Sendable {
 public enum RootFileEdit: Equatable, Sendable {
     /// Copy a host file over the root's file of the same path.
     case copyFromHost(String)
-    /// Add `line` to a colon-separated database unless an entry named `name` is there.
-    case ensureEntry(file: String, name: String, line: String)
-    /// Add the user to group `name`'s member list, creating the group line if missing.
-    case ensureGroupMember(group: String, gid: UInt32?, user: String)
+    /// Make `line` the only entry named `name` in a colon-separated database:
+    /// the image's own entry for that name, if any, gives way to the host's.
+    case replaceEntry(file: String, name: String, line: String)
+    /// Make /etc/group give `user` exactly the host's groups: see reconcilingGroups.
+    case reconcileGroups(user: String, groups: [GroupEntry])
+}
+
+/// A tmpfs that is the root's own /run/user/UID, owned by the user.
+public struct RuntimeDirectory: Equatable, Sendable {
+    public var path: String
+    public var uid: UInt32
+    public var gid: UInt32
+    /// tmpfs's size= option: "10%" or a number of bytes.
+    public var size: String
 }
 
 public struct SessionPlan: Equatable, Sendable {
@@ -27,30 +37,34 @@ public struct SessionPlan: Equatable, Sendable {
     public var rootMounts: [MountSpec]
     /// Where the finished root is, relative to the staging directory.
     public var rootSubpath: String
+    /// A session root is mounted nodev and noatime (nosuid too with
+    /// `setuid = no`); master, which package managers write, is not.
+    public var sessionRootFlags: Bool
+    public var nosuid: Bool
     public var binds: [BindEntry]
     public var edits: [RootFileEdit]
-    /// Written last; its presence inside a root is how nesting is detected.
-    public var markerPath: String
+    /// Written after the edits; nil for master.
+    public var marker: RootMarker?
+    public var runtimeDirectory: RuntimeDirectory?
     public var home: String
     /// The login shell, which must exist in the finished root ("" = no check).
     public var shell: String
 
-    public static let markerPath = "/run/loginchroot-session"
-
     public static func make(key: RootKey, account: Account, config: Config,
-                            rootMounts: [MountSpec], rootSubpath: String,
-                            groupIDs: [String: UInt32]) -> SessionPlan {
+                            rootMounts: [MountSpec], rootSubpath: String) -> SessionPlan {
         var edits: [RootFileEdit] = config.copyFiles.map { .copyFromHost($0) }
         if config.addUserEntries {
-            edits.append(.ensureEntry(file: "/etc/passwd", name: account.name.value, line: account.passwdLine))
-            for group in account.groupNames {
-                edits.append(.ensureGroupMember(group: group, gid: groupIDs[group], user: account.name.value))
-            }
+            edits.append(.replaceEntry(file: "/etc/passwd", name: account.name.value, line: account.passwdLine))
+            edits.append(.reconcileGroups(user: account.name.value, groups: account.groups))
         }
         return SessionPlan(
             key: key, rootMounts: rootMounts, rootSubpath: rootSubpath,
+            sessionRootFlags: true, nosuid: !config.allowSetuid,
             binds: config.binds.map { $0.resolved(uid: account.uid) },
-            edits: edits, markerPath: markerPath, home: account.home,
+            edits: edits, marker: RootMarker(key: key, uid: account.uid),
+            runtimeDirectory: RuntimeDirectory(path: "/run/user/\(account.uid)", uid: account.uid, gid: account.gid,
+                                               size: config.runtimeDirectorySize),
+            home: account.home,
             shell: account.shell.isEmpty ? "/bin/sh" : account.shell)  // passwd(5): empty means /bin/sh
     }
 
@@ -58,34 +72,55 @@ public struct SessionPlan: Equatable, Sendable {
     /// package-manager binds, the host's resolver, and no user identity.
     public static func master(rootMounts: [MountSpec], rootSubpath: String) -> SessionPlan {
         SessionPlan(key: RootKey("master")!, rootMounts: rootMounts, rootSubpath: rootSubpath,
+                    sessionRootFlags: false, nosuid: false,
                     binds: Config.masterBinds, edits: [.copyFromHost("/etc/resolv.conf")],
-                    markerPath: "", home: "/root", shell: "")
+                    marker: nil, runtimeDirectory: nil, home: "/root", shell: "")
     }
 }
 
-/// Appends `line` to a colon-separated database text unless `name` has an entry.
-public func ensuringEntry(in text: String, name: String, line: String) -> String? {
-    if text.split(separator: "\n").contains(where: { $0.split(separator: ":", maxSplits: 1).first.map(String.init) == name }) {
-        return nil
-    }
-    return (text.isEmpty || text.hasSuffix("\n") ? text : text + "\n") + line + "\n"
-}
-
-/// Adds `user` to `group` in /etc/group text; adds the group line when missing
-/// and `gid` is known. Returns nil when nothing changes.
-public func ensuringGroupMember(in text: String, group: String, gid: UInt32?, user: String) -> String? {
+/// Makes `line` the one entry named `name` in a colon-separated database
+/// text (replacing the image's, appending when there is none). Returns nil
+/// when nothing changes.
+public func replacingEntry(in text: String, name: String, line: String) -> String? {
     var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
     if lines.last == "" { lines.removeLast() }
-    for (index, line) in lines.enumerated() {
-        var fields = line.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
-        guard fields.count == 4, fields[0] == group else { continue }
-        let members = fields[3].split(separator: ",").map(String.init)
-        if members.contains(user) { return nil }
-        fields[3] = (members + [user]).joined(separator: ",")
-        lines[index] = fields.joined(separator: ":")
-        return lines.joined(separator: "\n") + "\n"
+    let named = { (entry: String) in entry.split(separator: ":", maxSplits: 1).first.map(String.init) == name }
+    if lines.filter(named) == [line] { return nil }
+    guard let first = lines.firstIndex(where: named) else { return (lines + [line]).joined(separator: "\n") + "\n" }
+    var result: [String] = []
+    for (index, entry) in lines.enumerated() where !named(entry) || index == first {
+        result.append(index == first ? line : entry)
     }
-    guard let gid else { return nil }
-    lines.append("\(group):x:\(gid):\(user)")
-    return lines.joined(separator: "\n") + "\n"
+    return result.joined(separator: "\n") + "\n"
+}
+
+/// /etc/group text in which `user` has exactly the host's `groups`, by gid:
+/// sshd computes supplementary groups inside the root, from this file.
+/// - A group the host has keeps its name and gets the host's gid (an image
+///   that gives the name another gid is overruled), with the user listed.
+/// - The user is struck from every other group's member list, so the image
+///   never grants a gid the host did not.
+/// - Host groups the image lacks are appended.
+/// Returns nil when nothing changes.
+public func reconcilingGroups(in text: String, user: String, groups: [GroupEntry]) -> String? {
+    var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+    if lines.last == "" { lines.removeLast() }
+    var missing = groups
+    var result: [String] = []
+    for line in lines {
+        var fields = line.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+        guard fields.count == 4 else { result.append(line); continue }
+        var members = fields[3].split(separator: ",").map(String.init)
+        if let host = groups.first(where: { $0.name == fields[0] }) {
+            missing.removeAll { $0.name == host.name }
+            fields[2] = String(host.gid)
+            if !members.contains(user) { members.append(user) }
+        } else {
+            members.removeAll { $0 == user }
+        }
+        fields[3] = members.joined(separator: ",")
+        result.append(fields.joined(separator: ":"))
+    }
+    result += missing.map { "\($0.name):x:\($0.gid):\(user)" }
+    return result == lines ? nil : result.joined(separator: "\n") + "\n"
 }

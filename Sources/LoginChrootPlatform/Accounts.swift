@@ -46,12 +46,12 @@ public enum Accounts {
         // Groups whose names could not be written safely into the root's
         // /etc/group (an AD "domain users" has a blank) are left out of it;
         // they cannot be exempt groups either (those names are validated).
-        var groups: [String] = []
+        var groups: [GroupEntry] = []
         for gid in gids.prefix(Int(count)) {
-            if let group = try groupName(gid), UserName(group) != nil { groups.append(group) }
+            if let group = try groupName(gid), UserName(group) != nil { groups.append(GroupEntry(name: group, gid: gid)) }
         }
         return Account(name: name, uid: found.uid, gid: found.gid, home: found.home, shell: found.shell,
-                       passwdLine: line, groupNames: groups)
+                       passwdLine: line, groups: groups)
     }
 
     public static func groupName(_ gid: gid_t) throws -> String? {
@@ -62,15 +62,6 @@ public enum Accounts {
             return rc == 0 && result != nil ? (0, String(cString: entry.gr_name)) : (rc, nil)
         }
     }
-
-    public static func groupID(_ name: String) -> UInt32? {
-        try? withBuffer("getgrnam_r", name) { buffer, size in
-            var entry = group()
-            var result: UnsafeMutablePointer<group>?
-            let rc = getgrnam_r(name, &entry, buffer, size, &result)
-            return rc == 0 && result != nil ? (0, entry.gr_gid) : (rc, nil)
-        }
-    }
 }
 
 /// An exclusive flock on a file, released when the value is dropped.
@@ -79,14 +70,16 @@ public final class FileLock {
 
     /// Waits at most `timeoutSeconds` (nil: forever). A login must never
     /// hang because another process holds the lock (stopped, or stuck).
-    public init(path: String, timeoutSeconds: Int? = nil) throws {
+    /// `shared`: a shared lock, which only an exclusive one excludes.
+    public init(path: String, timeoutSeconds: Int? = nil, shared: Bool = false) throws {
         fd = try Descriptor.open(path, O_RDWR | O_CREAT | O_NOFOLLOW, mode: 0o600)
+        let mode = shared ? LOCK_SH : LOCK_EX
         guard let timeoutSeconds else {
-            try sys("flock", path) { flock(fd.raw, LOCK_EX) }
+            try sys("flock", path) { flock(fd.raw, mode) }
             return
         }
         let deadline = Clock.monotonicSeconds() + Double(timeoutSeconds)
-        while flock(fd.raw, LOCK_EX | LOCK_NB) != 0 {
+        while flock(fd.raw, mode | LOCK_NB) != 0 {
             guard errno == EWOULDBLOCK || errno == EINTR else { throw SystemError(call: "flock", path: path, errno: errno) }
             guard Clock.monotonicSeconds() < deadline else {
                 throw SetupError("\(path) has been locked by another process for \(timeoutSeconds)s",

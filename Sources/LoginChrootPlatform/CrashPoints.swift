@@ -10,6 +10,9 @@
 //   LOGINCHROOT_TEST_CRASH_AT=STEP:power-loss
 //                                        reset the machine at STEP without
 //                                        syncing (the VM lab's power cut)
+//   LOGINCHROOT_TEST_CRASH_AT=STEP:stop  SIGSTOP the process at STEP (a
+//                                        login stopped with what it holds)
+//   LOGINCHROOT_TEST_CRASH_AT=STEP:pause sleep 3 s at STEP
 import Glibc
 
 public enum CrashPoint {
@@ -37,6 +40,10 @@ public enum CrashPoint {
         guard let wanted = getenv("LOGINCHROOT_TEST_CRASH_AT").map({ String(cString: $0) }) else { return }
         if wanted == step || wanted == "\(step)#\(count)" {
             kill(getpid(), SIGKILL)
+        } else if wanted == step + ":stop" {
+            kill(getpid(), SIGSTOP)
+        } else if wanted == step + ":pause" {
+            sleep(3)
         } else if wanted == step + ":power-loss" {
             let fd = open("/proc/sysrq-trigger", O_WRONLY | O_CLOEXEC)
             if fd >= 0 { _ = write(fd, "b", 1) }  // reboots at once, no sync

@@ -164,27 +164,159 @@ public enum Files {
     /// Deletes the tree at `name` below `parent` without following symlinks
     /// and without crossing into another filesystem: a tree that still has
     /// something mounted in it fails with EBUSY instead of being emptied.
+    /// Any depth and width, with a handful of fds (TreeWalk).
     public static func removeTree(parent: Descriptor, name: String) throws {
-        let device = try parent.stat().st_dev
-        try removeTree(parentFD: parent.raw, name: name, device: device)
-    }
-
-    static func removeTree(parentFD: Int32, name: String, device: UInt) throws {
         var info = Glibc.stat()
-        if fstatat(parentFD, name, &info, AT_SYMLINK_NOFOLLOW) != 0 {
+        if fstatat(parent.raw, name, &info, AT_SYMLINK_NOFOLLOW) != 0 {
             if errno == ENOENT { return }
             throw SystemError(call: "fstatat", path: name, errno: errno)
         }
-        if (info.st_mode & S_IFMT) == S_IFDIR {
-            guard info.st_dev == device else { throw SystemError(call: "removeTree", path: name, errno: EBUSY) }
-            let fd = try sys("openat", name) { openat(parentFD, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
-            let child = Descriptor(adopting: fd)
-            for entry in try listDirectory(child.procPath) {
-                try removeTree(parentFD: child.raw, name: entry, device: device)
-            }
-            try sys("unlinkat", name) { unlinkat(parentFD, name, AT_REMOVEDIR) }
-        } else {
-            try sys("unlinkat", name) { unlinkat(parentFD, name, 0) }
+        guard (info.st_mode & S_IFMT) == S_IFDIR else {
+            try sys("unlinkat", name) { unlinkat(parent.raw, name, 0) }
+            return
         }
+        let device = try parent.stat().st_dev
+        guard info.st_dev == device else { throw SystemError(call: "removeTree", path: name, errno: EBUSY) }
+        let top = Descriptor(adopting: try sys("openat", name) {
+            openat(parent.raw, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        })
+        try TreeWalk.postOrder(top, descend: { _, child in child.st_dev == device }, file: { directory, entry, entryInfo in
+            guard (entryInfo.st_mode & S_IFMT) != S_IFDIR else {
+                throw SystemError(call: "removeTree", path: entry, errno: EBUSY)  // a mount point
+            }
+            try sys("unlinkat", entry) { unlinkat(directory.raw, entry, 0) }
+        }, leave: { parentOfEntry, entry, _, _ in
+            try sys("unlinkat", entry) { unlinkat(parentOfEntry.raw, entry, AT_REMOVEDIR) }
+        })
+        try sys("unlinkat", name) { unlinkat(parent.raw, name, AT_REMOVEDIR) }
+    }
+
+    /// Resolves a host path the way a bind source must be: a symlink on the
+    /// way is followed only when nobody but root could have put it there
+    /// (owned by root, in a directory owned by root that nobody else may
+    /// write), so one user cannot point another user's bind at a place of
+    /// their choosing. Returns an O_PATH fd, which opens nothing and never
+    /// blocks (a FIFO is harmless). Every component must belong to root or
+    /// to `user`: a directory another user made in a shared place (a
+    /// /scratch/UID made ahead of its owner) would collect the user's files.
+    public static func openHostPath(_ path: String, user: UInt32) throws -> Descriptor {
+        var pending = path.split(separator: "/").map(String.init)
+        var current = try Descriptor.open("/", Descriptor.pathOnly | O_DIRECTORY)
+        var followed = 0
+        var resolved = ""
+        while !pending.isEmpty {
+            let component = pending.removeFirst()
+            if component == "." { continue }
+            var info = Glibc.stat()
+            try sys("fstatat", resolved + "/" + component) {
+                fstatat(current.raw, component, &info, AT_SYMLINK_NOFOLLOW)
+            }
+            if (info.st_mode & S_IFMT) == S_IFLNK {
+                let directory = try current.stat()
+                guard info.st_uid == 0, directory.st_uid == 0, directory.st_mode & (S_IWGRP | S_IWOTH) == 0 else {
+                    throw SetupError("\(path): \(resolved)/\(component) is a symlink that uid \(info.st_uid) could have planted (in a directory of uid \(directory.st_uid), mode \(String(directory.st_mode & 0o7777, radix: 8)))",
+                                     fix: "bind a path without such symlinks; under a directory others can write, give each user a directory made by root")
+                }
+                followed += 1
+                guard followed <= 40 else { throw SystemError(call: "openHostPath", path: path, errno: ELOOP) }
+                var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+                let length = try sys("readlinkat", component) { readlinkat(current.raw, component, &buffer, Int(PATH_MAX)) }
+                let target = String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                pending = target.split(separator: "/").map(String.init) + pending
+                if target.hasPrefix("/") {
+                    current = try Descriptor.open("/", Descriptor.pathOnly | O_DIRECTORY)
+                    resolved = ""
+                }
+                continue
+            }
+            guard info.st_uid == 0 || info.st_uid == user else {
+                throw SetupError("\(path): \(resolved)/\(component) belongs to uid \(info.st_uid), neither root nor the user",
+                                 fix: "remove it; paths bound for a user belong to root or to that user")
+            }
+            current = Descriptor(adopting: try sys("openat", resolved + "/" + component) {
+                openat(current.raw, component, Descriptor.pathOnly | O_NOFOLLOW | O_CLOEXEC)
+            })
+            resolved += "/" + component
+        }
+        return current
+    }
+}
+
+/// A depth-first walk of a directory tree that holds at most four fds and
+/// bounded memory whatever the tree's depth: it climbs back through "..",
+/// and remembers the names on the way down only for the first levels
+/// (deeper, it finds a directory's name in its parent by device and inode).
+/// Entries are visited in name order; the tree must not change meanwhile
+/// except through the callbacks.
+public enum TreeWalk {
+    static let rememberedLevels = 4096
+
+    /// `descend(parentInfo, childInfo)` says whether to enter a directory;
+    /// `file(directory, name, info)` is called for every entry not entered;
+    /// `leave(parent, name, info, parentInfo)` for every directory entered,
+    /// once everything below it is done (not for `top` itself).
+    public static func postOrder(_ top: Descriptor,
+                                 descend: (Glibc.stat, Glibc.stat) -> Bool,
+                                 file: (Descriptor, String, Glibc.stat) throws -> Void,
+                                 leave: (Descriptor, String, Glibc.stat, Glibc.stat) throws -> Void) throws {
+        var directory = try reopen(top, ".")
+        var directoryInfo = try directory.stat()
+        var names: [String] = []
+        var depth = 0
+        var resumeAfter: String?
+        while true {
+            var next: (name: String, info: Glibc.stat)?
+            for name in try Files.listDirectory(directory.procPath) where resumeAfter.map({ name > $0 }) ?? true {
+                var info = Glibc.stat()
+                if fstatat(directory.raw, name, &info, AT_SYMLINK_NOFOLLOW) != 0 {
+                    if errno == ENOENT { continue }
+                    throw SystemError(call: "fstatat", path: name, errno: errno)
+                }
+                if (info.st_mode & S_IFMT) == S_IFDIR && descend(directoryInfo, info) {
+                    next = (name, info)
+                    break
+                }
+                try file(directory, name, info)
+            }
+            if let next {
+                let child = try reopen(directory, next.name)
+                let childInfo = try child.stat()
+                guard childInfo.st_dev == next.info.st_dev, childInfo.st_ino == next.info.st_ino else {
+                    throw SystemError(call: "openat", path: next.name, errno: ESTALE)  // changed under us
+                }
+                if depth < rememberedLevels { names.append(next.name) }
+                depth += 1
+                directory = child
+                directoryInfo = childInfo
+                resumeAfter = nil
+                continue
+            }
+            if depth == 0 { return }
+            let parent = try reopen(directory, "..")
+            let parentInfo = try parent.stat()
+            let name = depth <= rememberedLevels ? names.removeLast() : try nameOf(directoryInfo, in: parent)
+            depth -= 1
+            try leave(parent, name, directoryInfo, parentInfo)
+            directory = parent
+            directoryInfo = parentInfo
+            resumeAfter = name
+        }
+    }
+
+    private static func reopen(_ directory: Descriptor, _ name: String) throws -> Descriptor {
+        Descriptor(adopting: try sys("openat", name) {
+            openat(directory.raw, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        })
+    }
+
+    private static func nameOf(_ info: Glibc.stat, in parent: Descriptor) throws -> String {
+        for name in try Files.listDirectory(parent.procPath) {
+            var candidate = Glibc.stat()
+            if fstatat(parent.raw, name, &candidate, AT_SYMLINK_NOFOLLOW) == 0,
+               candidate.st_dev == info.st_dev, candidate.st_ino == info.st_ino {
+                return name
+            }
+        }
+        throw SystemError(call: "TreeWalk", path: "..", errno: ENOENT)
     }
 }

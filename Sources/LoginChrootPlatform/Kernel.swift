@@ -12,4 +12,10 @@ public enum Kernel {
         let parts = release.split(whereSeparator: { !$0.isNumber }).prefix(2).compactMap { Int($0) }
         return parts.count == 2 ? (parts[0], parts[1]) : nil
     }
+
+    /// This boot's id: numbers recorded in an earlier boot (namespace
+    /// inodes, device numbers) name nothing of ours in this one.
+    public static func bootID() -> String {
+        ((try? Files.read("/proc/sys/kernel/random/boot_id")) ?? "").filter { $0 != "\n" }
+    }
 }

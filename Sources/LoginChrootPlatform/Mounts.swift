@@ -22,6 +22,12 @@ public enum Mounts {
         try sys("mount_setattr", target) { lc_make_readonly(target, recursive ? 1 : 0) }
     }
 
+    /// nodev and noatime on the mount at `target` (nosuid too when asked):
+    /// for a session root, whose device nodes must open nothing.
+    public static func harden(_ target: String, nosuid: Bool) throws {
+        try sys("mount_setattr", target) { lc_harden_mount(target, nosuid ? 1 : 0) }
+    }
+
     public static func setPropagation(_ target: String, _ flag: Int, recursive: Bool) throws {
         try mount(source: "none", target: target, type: nil, flags: UInt(flag) | (recursive ? UInt(MS_REC) : 0))
     }
@@ -176,6 +182,17 @@ public enum Namespaces {
             throw error
         }
     }
+
+    /// The inode of the namespace pinned at `path`, or nil when nothing is
+    /// pinned there. An empty file left where a pin was is on the state
+    /// directory's filesystem, never nsfs: the magic number tells them apart.
+    public static func pinnedInode(at path: String) -> UInt64? {
+        guard let fd = try? Descriptor.open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK),
+              lc_filesystem_magic(fd.procPath) == nsfsMagic, let info = try? fd.stat() else { return nil }
+        return UInt64(info.st_ino)
+    }
+
+    private static let nsfsMagic: Int64 = 0x6e73_6673  // NSFS_MAGIC
 
     public static func unpin(_ path: String) throws {
         if Files.exists(path) {

@@ -30,24 +30,56 @@ public enum Processes {
         ((try? Files.listDirectory("/proc")) ?? []).compactMap { Int32($0) }
     }
 
-    /// Processes whose mount namespace or root directory belongs to the
-    /// session root: the /proc scan behind cgroup.kill.
-    public static func usingRoot(namespaceInode: UInt64, rootDevice: UInt64, excluding own: Int32) -> [Int32] {
-        allPids().filter { pid in
-            guard pid != own else { return false }
-            var info = Glibc.stat()
-            if namespaceInode != 0, stat("/proc/\(pid)/ns/mnt", &info) == 0, UInt64(info.st_ino) == namespaceInode {
-                return true
-            }
-            if rootDevice != 0, stat("/proc/\(pid)/root", &info) == 0, UInt64(info.st_dev) == rootDevice {
-                return true
-            }
-            return false
+    /// Whether `pid` uses the session root now: its mount namespace is the
+    /// root's, or its root directory is on the root's device.
+    public static func usesRoot(_ pid: Int32, namespaceInode: UInt64, rootDevice: UInt64) -> Bool {
+        var info = Glibc.stat()
+        if namespaceInode != 0, stat("/proc/\(pid)/ns/mnt", &info) == 0, UInt64(info.st_ino) == namespaceInode {
+            return true
         }
+        return rootDevice != 0 && stat("/proc/\(pid)/root", &info) == 0 && UInt64(info.st_dev) == rootDevice
     }
 
-    public static func kill(_ pid: Int32) {
-        _ = Glibc.kill(pid, SIGKILL)
+    /// Kills every process (but `own`) that uses the session root: the
+    /// /proc scan behind cgroup.kill. Returns how many it signalled.
+    public static func killUsingRoot(namespaceInode: UInt64, rootDevice: UInt64, excluding own: Int32) -> Int {
+        var killed = 0
+        for pid in allPids() where pid != own && usesRoot(pid, namespaceInode: namespaceInode, rootDevice: rootDevice) {
+            if kill(pid, ifStill: { usesRoot($0, namespaceInode: namespaceInode, rootDevice: rootDevice) }) { killed += 1 }
+        }
+        return killed
+    }
+
+    /// SIGKILLs `pid` through a pidfd, and only if `matches` still holds once
+    /// the pidfd pins the process: a pid reused between the check and the
+    /// kill gets nothing. True when a signal was sent.
+    @discardableResult
+    public static func kill(_ pid: Int32, ifStill matches: (Int32) -> Bool) -> Bool {
+        let pidfd = lc_pidfd_open(pid)
+        guard pidfd >= 0 else { return false }  // gone already
+        defer { close(pidfd) }
+        return matches(pid) && lc_pidfd_kill(pidfd) == 0
+    }
+
+    /// Runs `body` where the user who started this login cannot stop or
+    /// kill it: kill(2) lets a user signal a process whose real uid is
+    /// theirs, and su and login keep the caller's real uid, so it is root's
+    /// meanwhile; and the terminal's stop signals (^Z) are blocked. Nothing
+    /// a user can signal holds what a login needs for long.
+    public static func shielded<T>(_ body: () throws -> T) rethrows -> T {
+        var real: uid_t = 0, effective: uid_t = 0, saved: uid_t = 0
+        let switched = lc_getresuid(&real, &effective, &saved) == 0 && effective == 0 && real != 0
+            && lc_set_real_uid(0) == 0
+        var stops = sigset_t()
+        sigemptyset(&stops)
+        for signal in [SIGTSTP, SIGTTIN, SIGTTOU] { sigaddset(&stops, signal) }
+        var previous = sigset_t()
+        let blocked = pthread_sigmask(SIG_BLOCK, &stops, &previous) == 0
+        defer {
+            if blocked { pthread_sigmask(SIG_SETMASK, &previous, nil) }
+            if switched { _ = lc_set_real_uid(real) }
+        }
+        return try body()
     }
 
     public static func sleep(milliseconds: Int) {
@@ -122,6 +154,22 @@ public struct Cgroups {
         let file = joinPath(path(cgroup), "cgroup.kill")
         guard let fd = try? Descriptor.open(file, O_WRONLY) else { return false }
         return (try? fd.writeAll(Array("1".utf8), path: file)) != nil
+    }
+
+    /// Whether process `pid` is in `cgroup` now (not below it).
+    public func contains(_ pid: Int32, _ cgroup: String) -> Bool {
+        guard let text = try? Files.read("/proc/\(pid)/cgroup") else { return false }
+        return text.split(separator: "\n").contains { $0 == "0::" + cgroup }
+    }
+
+    /// SIGKILLs every process in `cgroup` but `own`, one by one (where there
+    /// is no cgroup.kill, or it would take the caller too).
+    public func killEach(in cgroup: String, excluding own: Int32) -> Int {
+        var killed = 0
+        for pid in pids(cgroup) where pid > 0 && pid != own {
+            if Processes.kill(pid, ifStill: { contains($0, cgroup) }) { killed += 1 }
+        }
+        return killed
     }
 
     public func pids(_ cgroup: String) -> [Int32] {

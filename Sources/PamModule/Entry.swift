@@ -65,10 +65,18 @@ public func loginchrootOpenSession(_ handle: OpaquePointer?, _ flags: Int32, _ a
         return PAM_SESSION_ERR
     }
     // Inside a root already (an image whose own PAM stack has this module):
-    // nothing to do, and the config may not even exist in here.
-    if LinuxSessionHost(log: { _ in }).insideSessionRoot() {
+    // the root's owner stays in it, anyone else is refused. Decided before
+    // the config is read: there may be none in here.
+    if Files.exists(RootMarker.path) {
+        let uid = (try? Accounts.lookup(name))?.uid
+        let decision = Policy.decideInside(markerText: try? Files.read(RootMarker.path), user: name, uid: uid)
+        if case .refuse(let reason) = decision {
+            pam.log(LOG_ERR, "refusing session: \(reason)")
+            pam.tellUser("You cannot log in to another account inside a session root.")
+            return PAM_SESSION_ERR
+        }
         pam.log(LOG_DEBUG, "session of \(name) stays in the root it is in: roots never nest")
-        return PAM_SUCCESS
+        return PAM_IGNORE
     }
     let config: Config
     do {
@@ -76,7 +84,7 @@ public func loginchrootOpenSession(_ handle: OpaquePointer?, _ flags: Int32, _ a
     } catch {
         if pam.isSuperuser(name) {
             pam.log(LOG_ERR, "\(error); letting uid 0 in on the host root")
-            return PAM_SUCCESS
+            return PAM_IGNORE
         }
         pam.log(LOG_ERR, "refusing session of \(name): \(error)")
         pam.tellUser("Login roots are misconfigured on this machine; please contact the administrator.")
@@ -90,11 +98,11 @@ public func loginchrootOpenSession(_ handle: OpaquePointer?, _ flags: Int32, _ a
         return PAM_SUCCESS
     case .leftAlone(let reason):
         pam.log(LOG_DEBUG, "session of \(name) stays on the host root: \(reason)")
-        return PAM_SUCCESS
+        return PAM_IGNORE
     case .failed(let userMessage, let reason):
         if config.onError == .allow {
             pam.log(LOG_ERR, "\(reason); on_error=allow, so the session continues on the host root")
-            return PAM_SUCCESS
+            return PAM_IGNORE
         }
         pam.log(LOG_ERR, "refusing session: \(reason)")
         pam.tellUser(userMessage)
@@ -110,7 +118,7 @@ public func loginchrootCloseSession(_ handle: OpaquePointer?, _ flags: Int32, _ 
     var hostNamespace: Int32 = -1
     guard let pointer = lc_pam_load_session(handle, &hostNamespace) else {
         pam.log(LOG_DEBUG, "close_session: this PAM handle opened no root")
-        return PAM_SUCCESS
+        return PAM_IGNORE
     }
     let reference = String(decoding: bytes(pointer, limit: 256), as: UTF8.self)
     // Out of the root first: the config and the state live on the host.

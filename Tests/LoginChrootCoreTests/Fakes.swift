@@ -15,8 +15,9 @@ final class FakeHost: SessionHost {
     // Configuration
     var accounts: [String: Account] = [:]
     var lookupError: Error?
-    var gids: [String: UInt32] = [:]
-    var inside = false
+    var boot = "boot-1"
+    /// The namespace inode each pin holds (buildRoot pins, unpin drops).
+    var pins: [String: UInt64] = [:]
     var root = true
     var cgroupsAvailable = true
     /// Each caller() hands out the next pid unless `fixedPid` is set.
@@ -55,8 +56,8 @@ final class FakeHost: SessionHost {
         return accounts[name.value]
     }
 
-    func groupIDs(_ names: [String]) -> [String: UInt32] { gids.filter { names.contains($0.key) } }
-    func insideSessionRoot() -> Bool { inside }
+    func bootID() -> String { boot }
+    func pinnedNamespace(at pin: String) -> UInt64? { pins[pin] }
     func isRoot() -> Bool { root }
 
     func caller() -> (pid: Int32, startTime: UInt64) {
@@ -67,10 +68,16 @@ final class FakeHost: SessionHost {
 
     func isAlive(_ member: Member) -> Bool { !deadPids.contains(member.pid) }
 
-    func prepareStateDirectory(_ state: StateStore) throws {
+    var shieldedCalls = 0
+    func shielded<T>(_ body: () throws -> T) rethrows -> T {
+        shieldedCalls += 1
+        return try body()
+    }
+
+    func prepareStateDirectory(_ state: StateStore, timeoutSeconds: Int) throws {
         statePrepared += 1
         calls.append("prepareStateDirectory")
-        for directory in [state.directory, state.rootsDir, state.pinsDir, state.stagingDir] {
+        for directory in [state.directory, state.rootsDir, state.pinsDir, state.stagingDir, state.locksDir] {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
                                                     attributes: [.posixPermissions: 0o700])
         }
@@ -90,8 +97,11 @@ final class FakeHost: SessionHost {
         builtPlans.append((plan, staging, pin))
         if let buildError { throw buildError }
         // The real host pins the namespace with a file bind-mounted over it.
-        if let pin { _ = FileManager.default.createFile(atPath: pin, contents: nil) }
         nextInode += 1
+        if let pin {
+            _ = FileManager.default.createFile(atPath: pin, contents: nil)
+            pins[pin] = nextInode
+        }
         return RootIdentity(namespaceInode: nextInode, rootDevice: 77)
     }
 
@@ -117,6 +127,7 @@ final class FakeHost: SessionHost {
         unpinned.append(pin)
         if let unpinError { throw unpinError }
         try? FileManager.default.removeItem(atPath: pin)
+        pins[pin] = nil
     }
 
     func placeCaller(inCgroupNamed name: String) -> CgroupPlacement? {
@@ -143,7 +154,9 @@ final class FakeHost: SessionHost {
     }
 
     func removeCgroup(_ cgroup: String) { calls.append("removeCgroup \(cgroup)"); removedCgroups.append(cgroup) }
-    func leftoverCgroups() -> [String] { leftover }
+    func leftoverCgroups(prefix: String) -> [String] {
+        leftover.filter { ($0.split(separator: "/").last.map(String.init) ?? "").hasPrefix(prefix) }
+    }
     func pause(milliseconds: Int) { pauses += 1 }
 }
 

@@ -36,7 +36,7 @@ final class HardeningTests: ManagerTestCase {
         host.moveSucceeds = false
         XCTAssertEqual(manager.close(user: UserName("alice")!, reference: reference, hostNamespace: fd), .closed(destroyed: true))
         XCTAssertEqual(host.movedTo, ["/user.slice"])
-        XCTAssertEqual(host.killCalls.first?.cgroups, ["/user.slice/loginchroot-alice-0"])
+        XCTAssertEqual(host.killCalls.first?.cgroups, ["/user.slice/loginchroot-\(manager.config.instanceTag)-alice-0"])
     }
 
     /// The module never waits forever for the state lock.
@@ -60,9 +60,10 @@ final class HardeningTests: ManagerTestCase {
         let record = try RootRecord.opening(key: alice, user: UserName("alice")!, uid: 1000, backend: .btrfs,
                                             generation: Generation(number: 1))
         try state.save(record)
-        XCTAssertEqual(state.load(alice), record)
+        XCTAssertEqual(try state.load(alice), record)
         try record.serialized().write(toFile: state.rootsDir + "/alice.tmp", atomically: false, encoding: .utf8)
-        XCTAssertNil(state.load(RootKey("alice.tmp")!), "content names alice, file names alice.tmp")
+        XCTAssertThrowsError(try state.load(RootKey("alice.tmp")!), "content names alice, file names alice.tmp: quarantined, not absent")
+        XCTAssertNil(try state.load(RootKey("bob")!), "no record is nil")
         XCTAssertEqual(state.loadAll().map(\.key), [alice])
         XCTAssertEqual(state.unreadableRecords(), ["alice.tmp"])
         let names = try FileManager.default.contentsOfDirectory(atPath: state.rootsDir).sorted()

@@ -4,6 +4,7 @@ import Foundation
 import XCTest
 @testable import LoginChroot
 @testable import LoginChrootCore
+import LoginChrootPlatform
 
 /// What every manager test starts from: a fake host with alice, bob and
 /// root, a fake backend, and a state directory of its own.
@@ -15,6 +16,8 @@ class ManagerTestCase: XCTestCase {
 
     let alice = RootKey.perUser(UserName("alice")!)
     var state: StateStore { StateStore(directory: temp + "/state") }
+    /// This instance's tag in its cgroup names (Config.instanceTag).
+    var tag: String { makeManager().config.instanceTag }
 
     override func setUpWithError() throws {
         temp = FileManager.default.temporaryDirectory.appendingPathComponent("loginchroot-unit-\(UUID().uuidString)").path
@@ -25,7 +28,6 @@ class ManagerTestCase: XCTestCase {
         host.add(testAccount("alice", uid: 1000, groups: ["alice", "audio"]))
         host.add(testAccount("bob", uid: 1001, groups: ["bob", "wheel"]))
         host.add(testAccount("root", uid: 0, groups: ["root"]))
-        host.gids = ["alice": 1000, "audio": 29, "bob": 1001, "wheel": 10]
     }
 
     override func tearDownWithError() throws {
@@ -84,21 +86,21 @@ final class SessionManagerTests: ManagerTestCase {
         XCTAssertEqual(built.plan.rootMounts, [.directory("sessions/alice")])
         XCTAssertEqual(built.plan.rootSubpath, "sessions/alice/root")
         XCTAssertEqual(built.plan.home, "/home/alice")
-        XCTAssertTrue(built.plan.edits.contains(.ensureGroupMember(group: "audio", gid: 29, user: "alice")))
-        XCTAssertTrue(built.plan.binds.contains(BindEntry(source: "/run/user/1000", optional: true)))
+        XCTAssertTrue(built.plan.edits.contains(.reconcileGroups(user: "alice", groups: host.accounts["alice"]!.groups)))
+        XCTAssertEqual(built.plan.runtimeDirectory?.path, "/run/user/1000")
         // buildRoot pins the namespace and returns to the host; joinRoot enters it.
         XCTAssertEqual(host.joined.map(\.pin), [state.pinPath(alice)])
         XCTAssertEqual(host.homes, ["/home/alice"], "the caller starts in the user's home (after the lock is released)")
 
         // The caller went into its own cgroup before the namespace changed.
-        XCTAssertEqual(host.placements, [CgroupPlacement(cgroup: "/user.slice/loginchroot-alice-0", parent: "/user.slice")])
+        XCTAssertEqual(host.placements, [CgroupPlacement(cgroup: "/user.slice/loginchroot-\(tag)-alice-0", parent: "/user.slice")])
         let order = host.calls.filter { ["placeCaller", "openHostNamespace", "buildRoot", "joinRoot"].contains(String($0.prefix { $0 != " " })) }
-        XCTAssertEqual(order, ["placeCaller loginchroot-alice-0", "openHostNamespace", "buildRoot alice",
+        XCTAssertEqual(order, ["placeCaller loginchroot-\(tag)-alice-0", "openHostNamespace", "buildRoot alice",
                                "joinRoot \(state.pinPath(alice))"])
         XCTAssertEqual(host.closedFDs, [], "the host namespace fd goes to close_session")
         XCTAssertEqual(host.removedCgroups, [])
 
-        let record = try XCTUnwrap(state.load(alice))
+        let record = try XCTUnwrap(try state.load(alice))
         XCTAssertEqual(record.phase, .active)
         XCTAssertEqual(record.user, user("alice"))
         XCTAssertEqual(record.uid, 1000)
@@ -107,7 +109,7 @@ final class SessionManagerTests: ManagerTestCase {
         XCTAssertEqual(record.namespaceInode, 4026532001)
         XCTAssertEqual(record.rootDevice, 77)
         XCTAssertEqual(record.members, [Member(id: "1000.10000.0", pid: 1000, startTime: 10000,
-                                               cgroup: "/user.slice/loginchroot-alice-0", parentCgroup: "/user.slice")])
+                                               cgroup: "/user.slice/loginchroot-\(tag)-alice-0", parentCgroup: "/user.slice")])
         XCTAssertEqual(recordFiles(), ["alice"], "no temporary files left behind")
     }
 
@@ -119,10 +121,10 @@ final class SessionManagerTests: ManagerTestCase {
         XCTAssertEqual(backend.prepared.count, 1, "no second snapshot")
         XCTAssertEqual(host.builtPlans.count, 1, "the second session joins the pinned namespace")
         XCTAssertEqual(host.joined.map(\.pin), [state.pinPath(alice), state.pinPath(alice)])
-        let record = try XCTUnwrap(state.load(alice))
+        let record = try XCTUnwrap(try state.load(alice))
         XCTAssertEqual(record.phase, .active)
         XCTAssertEqual(record.members.map(\.pid), [1000, 1001])
-        XCTAssertEqual(record.members.map(\.cgroup), ["/user.slice/loginchroot-alice-0", "/user.slice/loginchroot-alice-1"])
+        XCTAssertEqual(record.members.map(\.cgroup), ["/user.slice/loginchroot-\(tag)-alice-0", "/user.slice/loginchroot-\(tag)-alice-1"])
     }
 
     func testRootWhoseSessionsAllDiedIsReplacedNotJoined() throws {
@@ -136,7 +138,7 @@ final class SessionManagerTests: ManagerTestCase {
         XCTAssertEqual(backend.prepared.map(\.generation.number), [1, 2], "a fresh root of the current generation")
         XCTAssertEqual(backend.removed, [alice], "the dead root is torn down first")
         XCTAssertEqual(host.builtPlans.count, 2)
-        let record = try XCTUnwrap(state.load(alice))
+        let record = try XCTUnwrap(try state.load(alice))
         XCTAssertEqual(record.generation, Generation(number: 2))
         XCTAssertEqual(record.members.map(\.pid), [1001])
         XCTAssertEqual(record.phase, .active)
@@ -147,7 +149,7 @@ final class SessionManagerTests: ManagerTestCase {
         enter(manager)
         backend.current = Generation(number: 2)
         enter(manager)
-        XCTAssertEqual(state.load(alice)?.generation, Generation(number: 1))
+        XCTAssertEqual(try state.load(alice)?.generation, Generation(number: 1))
         XCTAssertEqual(backend.prepared.count, 1)
     }
 
@@ -181,14 +183,14 @@ final class SessionManagerTests: ManagerTestCase {
         enter(manager)
         let serial = UInt64(1000) + (1 << 32)
         XCTAssertEqual(backend.prepared.map(\.key.value), ["alice+1000", "alice+\(serial)"])
-        XCTAssertNotNil(state.load(.perSession(user("alice"), serial: serial)))
+        XCTAssertNotNil(try state.load(.perSession(user("alice"), serial: serial)))
     }
 
     func testWithoutCgroupsTheSessionStillEnters() throws {
         host.cgroupsAvailable = false
         let manager = makeManager()
         let session = enter(manager)
-        XCTAssertEqual(state.load(alice)?.members.first?.cgroup, "")
+        XCTAssertEqual(try state.load(alice)?.members.first?.cgroup, "")
         XCTAssertEqual(manager.close(user: user("alice"), reference: session.reference, hostNamespace: session.fd), .closed(destroyed: true))
         XCTAssertFalse(host.killCalls.contains { $0.cgroups.contains("") }, "an empty cgroup name is never killed")
         XCTAssertEqual(host.removedCgroups, [])
@@ -212,14 +214,6 @@ final class SessionManagerTests: ManagerTestCase {
         assertNothingTouched()
         // alice is not in wheel.
         enter(manager, "alice")
-    }
-
-    func testInsideSessionRootIsLeftAlone() {
-        host.inside = true
-        let manager = makeManager()
-        guard case .leftAlone(let reason) = manager.open(user: user("alice")) else { return XCTFail("roots must not nest") }
-        XCTAssertTrue(reason.containsLiteral("never nest"))
-        assertNothingTouched()
     }
 
     func assertNothingTouched(file: StaticString = #filePath, line: UInt = #line) {
@@ -267,7 +261,7 @@ final class SessionManagerTests: ManagerTestCase {
         let manager = makeManager()
         assertFailed(manager.open(user: user("alice")), reasonContains: "no fds")
         XCTAssertEqual(host.movedTo, ["/user.slice"])
-        XCTAssertEqual(host.removedCgroups, ["/user.slice/loginchroot-alice-0"])
+        XCTAssertEqual(host.removedCgroups, ["/user.slice/loginchroot-\(tag)-alice-0"])
         XCTAssertEqual(backend.prepared.count, 0)
         XCTAssertEqual(recordFiles(), [])
     }
@@ -277,11 +271,11 @@ final class SessionManagerTests: ManagerTestCase {
         let manager = makeManager()
         assertFailed(manager.open(user: user("alice")), reasonContains: "no space left")
         XCTAssertEqual(recordFiles(), [], "no record may be left")
-        XCTAssertNil(state.load(alice))
+        XCTAssertNil(try state.load(alice))
         XCTAssertEqual(host.builtPlans.count, 0)
         // Cgroup placement undone, host namespace fd closed.
         XCTAssertEqual(host.movedTo, ["/user.slice"])
-        XCTAssertTrue(host.removedCgroups.contains("/user.slice/loginchroot-alice-0"))
+        XCTAssertTrue(host.removedCgroups.contains("/user.slice/loginchroot-\(tag)-alice-0"))
         XCTAssertEqual(host.closedFDs, [51])
         XCTAssertEqual(backend.removed, [alice], "a half-made snapshot is removed")
     }
@@ -294,7 +288,7 @@ final class SessionManagerTests: ManagerTestCase {
         enter(manager)
         XCTAssertEqual(backend.reclaimAsked, ["fake failure: no space left"])
         XCTAssertEqual(backend.prepared.count, 2)
-        XCTAssertEqual(state.load(alice)?.phase, .active)
+        XCTAssertEqual(try state.load(alice)?.phase, .active)
         XCTAssertTrue(logs.contains { $0.containsLiteral("retrying after the store reclaimed") }, "\(logs)")
     }
 
@@ -317,12 +311,12 @@ final class SessionManagerTests: ManagerTestCase {
         XCTAssertTrue(host.returnedToHost.contains(51), "out of the half-built root before removing it")
         XCTAssertEqual(host.closedFDs, [51])
         XCTAssertEqual(host.movedTo, ["/user.slice"])
-        XCTAssertTrue(host.removedCgroups.contains("/user.slice/loginchroot-alice-0"))
+        XCTAssertTrue(host.removedCgroups.contains("/user.slice/loginchroot-\(tag)-alice-0"))
         XCTAssertFalse(FileManager.default.fileExists(atPath: state.pinPath(alice)))
         // The next login starts cleanly.
         host.buildError = nil
         enter(manager)
-        XCTAssertEqual(state.load(alice)?.phase, .active)
+        XCTAssertEqual(try state.load(alice)?.phase, .active)
     }
 
     func testEnteringANewRootFailsRollsItBack() {
@@ -344,7 +338,7 @@ final class SessionManagerTests: ManagerTestCase {
         backend.removeFailures = 20
         let manager = makeManager()
         assertFailed(manager.open(user: user("alice")), reasonContains: "mount refused")
-        let record = try XCTUnwrap(state.load(alice))
+        let record = try XCTUnwrap(try state.load(alice))
         XCTAssertEqual(record.phase, .quarantined)
         XCTAssertTrue(record.note.containsLiteral("snapshot alice busy"), record.note)
         XCTAssertEqual(backend.removed.count, 20, "removal is retried before giving up")
@@ -352,7 +346,7 @@ final class SessionManagerTests: ManagerTestCase {
 
         let report = try manager.gc()
         XCTAssertTrue(report.actions.contains("root alice: destroyed"), "\(report)")
-        XCTAssertNil(state.load(alice))
+        XCTAssertNil(try state.load(alice))
         XCTAssertEqual(backend.snapshots, [])
     }
 
@@ -361,12 +355,12 @@ final class SessionManagerTests: ManagerTestCase {
         enter(manager)
         host.joinError = FakeError("setns denied")
         assertFailed(manager.open(user: user("alice")), reasonContains: "setns denied")
-        let record = try XCTUnwrap(state.load(alice))
+        let record = try XCTUnwrap(try state.load(alice))
         XCTAssertEqual(record.members.map(\.pid), [1000])
         XCTAssertEqual(record.phase, .active)
         XCTAssertEqual(host.closedFDs, [52])
         XCTAssertEqual(host.movedTo, ["/user.slice"])
-        XCTAssertEqual(host.removedCgroups, ["/user.slice/loginchroot-alice-1"])
+        XCTAssertEqual(host.removedCgroups, ["/user.slice/loginchroot-\(tag)-alice-1"])
         XCTAssertEqual(backend.removed, [], "the other session's root stays")
     }
 
@@ -376,10 +370,10 @@ final class SessionManagerTests: ManagerTestCase {
             try tearDownWithError()
             try setUpWithError()
             let manager = makeManager()
-            try host.prepareStateDirectory(state)
+            try host.prepareStateDirectory(state, timeoutSeconds: 1)
             var leftover = RootRecord(key: alice, user: user("alice"), uid: 1000, backend: .btrfs,
                                       generation: Generation(number: 1), phase: phase)
-            leftover.members = [Member(id: "1.10.0", pid: 1, startTime: 10, cgroup: "/user.slice/loginchroot-alice-1", parentCgroup: "/user.slice")]
+            leftover.members = [Member(id: "1.10.0", pid: 1, startTime: 10, cgroup: "/user.slice/loginchroot-\(tag)-alice-1", parentCgroup: "/user.slice")]
             try state.save(leftover)
             backend.snapshots = [alice]
             host.statePrepared = 0
@@ -387,9 +381,9 @@ final class SessionManagerTests: ManagerTestCase {
             let session = enter(manager)
             XCTAssertEqual(session.reference, "alice 1000.10000.0", "\(phase)")
             XCTAssertEqual(backend.calls, ["checkStore", "remove alice", "currentGeneration", "prepare alice gen-1"], "\(phase)")
-            XCTAssertEqual(host.killCalls.first?.cgroups, ["/user.slice/loginchroot-alice-1"], "\(phase)")
+            XCTAssertEqual(host.killCalls.first?.cgroups, ["/user.slice/loginchroot-\(tag)-alice-1"], "\(phase)")
             XCTAssertTrue(host.unpinned.contains(state.pinPath(alice)), "\(phase)")
-            let record = try XCTUnwrap(state.load(alice))
+            let record = try XCTUnwrap(try state.load(alice))
             XCTAssertEqual(record.phase, .active, "\(phase)")
             XCTAssertEqual(record.members.map(\.pid), [1000], "\(phase)")
             XCTAssertTrue(logs.contains { $0.containsLiteral("left in phase \(phase.rawValue)") }, "\(phase)")
@@ -398,13 +392,13 @@ final class SessionManagerTests: ManagerTestCase {
 
     func testLeftoverThatCannotBeCleanedBlocksTheLogin() throws {
         let manager = makeManager()
-        try host.prepareStateDirectory(state)
+        try host.prepareStateDirectory(state, timeoutSeconds: 1)
         try state.save(RootRecord(key: alice, user: user("alice"), uid: 1000, backend: .btrfs,
                                   generation: Generation(number: 1), phase: .preparing))
         host.killSucceeds = false
         assertFailed(manager.open(user: user("alice")), reasonContains: "could not be cleaned up")
         XCTAssertEqual(backend.prepared.count, 0)
-        XCTAssertEqual(state.load(alice)?.phase, .quarantined)
+        XCTAssertEqual(try state.load(alice)?.phase, .quarantined)
         XCTAssertEqual(host.placements, [], "nothing is placed before the leftover is gone")
     }
 
@@ -418,12 +412,12 @@ final class SessionManagerTests: ManagerTestCase {
         XCTAssertEqual(outcome, .closed(destroyed: false))
         XCTAssertEqual(host.returnedToHost, [first.fd])
         XCTAssertEqual(host.movedTo, ["/user.slice"], "the caller leaves its session cgroup before it is killed")
-        XCTAssertEqual(host.killCalls.map(\.cgroups), [["/user.slice/loginchroot-alice-0"]])
+        XCTAssertEqual(host.killCalls.map(\.cgroups), [["/user.slice/loginchroot-\(tag)-alice-0"]])
         XCTAssertNil(host.killCalls.first?.identity, "only that session's processes are killed")
-        XCTAssertEqual(host.removedCgroups, ["/user.slice/loginchroot-alice-0"])
+        XCTAssertEqual(host.removedCgroups, ["/user.slice/loginchroot-\(tag)-alice-0"])
         XCTAssertEqual(backend.removed, [])
         XCTAssertEqual(host.unpinned, [])
-        let record = try XCTUnwrap(state.load(alice))
+        let record = try XCTUnwrap(try state.load(alice))
         XCTAssertEqual(record.phase, .active)
         XCTAssertEqual(record.members.map(\.pid), [1001])
     }
@@ -435,12 +429,12 @@ final class SessionManagerTests: ManagerTestCase {
         XCTAssertEqual(manager.close(user: user("alice"), reference: first.reference, hostNamespace: first.fd), .closed(destroyed: false))
         host.killCalls = []
         XCTAssertEqual(manager.close(user: user("alice"), reference: second.reference, hostNamespace: second.fd), .closed(destroyed: true))
-        XCTAssertEqual(host.killCalls.map(\.cgroups), [["/user.slice/loginchroot-alice-1"], []])
+        XCTAssertEqual(host.killCalls.map(\.cgroups), [["/user.slice/loginchroot-\(tag)-alice-1"], []])
         XCTAssertEqual(host.killCalls.last?.identity, RootIdentity(namespaceInode: 4026532001, rootDevice: 77),
                        "the teardown scans /proc for anything still using the root")
         XCTAssertEqual(host.unpinned, [state.pinPath(alice)])
         XCTAssertEqual(backend.removed, [alice])
-        XCTAssertNil(state.load(alice))
+        XCTAssertNil(try state.load(alice))
         XCTAssertEqual(recordFiles(), [])
         XCTAssertFalse(FileManager.default.fileExists(atPath: state.pinPath(alice)))
     }
@@ -457,11 +451,11 @@ final class SessionManagerTests: ManagerTestCase {
         let second = enter(manager)
         XCTAssertEqual(manager.close(user: user("alice"), reference: first.reference, hostNamespace: first.fd), .closed(destroyed: false))
         let third = enter(manager)
-        let ids = try XCTUnwrap(state.load(alice)).members.map(\.id)
+        let ids = try XCTUnwrap(try state.load(alice)).members.map(\.id)
         XCTAssertEqual(Set(ids).count, ids.count, "member ids \(ids) must be unique; \(second.reference) vs \(third.reference)")
         XCTAssertEqual(manager.close(user: user("alice"), reference: third.reference, hostNamespace: third.fd), .closed(destroyed: false),
                        "the second session is still open")
-        XCTAssertEqual(state.load(alice)?.members.map(\.id), [second.reference.words[1]])
+        XCTAssertEqual(try state.load(alice)?.members.map(\.id), [second.reference.words[1]])
     }
 
     func testCloseWithoutReferenceHasNothingToDo() throws {
@@ -476,14 +470,14 @@ final class SessionManagerTests: ManagerTestCase {
                        .nothingToDo(reason: "root bob is already gone"))
         XCTAssertEqual(backend.removed, [])
         XCTAssertEqual(host.killCalls.count, 0)
-        XCTAssertEqual(state.load(alice)?.members.count, 1)
+        XCTAssertEqual(try state.load(alice)?.members.count, 1)
     }
 
     func testCloseWithUnknownMemberOnlyReconciles() throws {
         let manager = makeManager()
         enter(manager)
         XCTAssertEqual(manager.close(user: user("alice"), reference: "alice 9.9.9", hostNamespace: 51), .closed(destroyed: false))
-        XCTAssertEqual(state.load(alice)?.members.count, 1)
+        XCTAssertEqual(try state.load(alice)?.members.count, 1)
         XCTAssertEqual(host.killCalls.count, 0)
     }
 
@@ -496,18 +490,17 @@ final class SessionManagerTests: ManagerTestCase {
         }
         XCTAssertEqual(host.returnedToHost, [])
         XCTAssertEqual(host.killCalls.count, 0)
-        XCTAssertEqual(state.load(alice)?.members.count, 1)
+        XCTAssertEqual(try state.load(alice)?.members.count, 1)
     }
 
     func testCloseInsideRootWithoutWayOutIsDeferred() {
         let manager = makeManager()
         let session = enter(manager)
-        host.inside = true
         guard case .deferred = manager.close(user: user("alice"), reference: session.reference, hostNamespace: -1) else {
             return XCTFail("expected deferred")
         }
         XCTAssertEqual(host.killCalls.count, 0)
-        XCTAssertEqual(state.load(alice)?.members.count, 1)
+        XCTAssertEqual(try state.load(alice)?.members.count, 1)
     }
 
     func testCloseWhenLeavingTheNamespaceFailsIsDeferred() {
@@ -519,7 +512,7 @@ final class SessionManagerTests: ManagerTestCase {
         }
         XCTAssertTrue(reason.containsLiteral("setns failed"))
         XCTAssertEqual(host.killCalls.count, 0, "nothing is killed from inside the root")
-        XCTAssertEqual(state.load(alice)?.members.count, 1)
+        XCTAssertEqual(try state.load(alice)?.members.count, 1)
     }
 
     func testCloseReclaimsDeadMembersToo() throws {
@@ -528,7 +521,7 @@ final class SessionManagerTests: ManagerTestCase {
         enter(manager)
         host.deadPids = [1001]
         XCTAssertEqual(manager.close(user: user("alice"), reference: first.reference, hostNamespace: first.fd), .closed(destroyed: true))
-        XCTAssertNil(state.load(alice))
+        XCTAssertNil(try state.load(alice))
         XCTAssertEqual(backend.removed, [alice])
     }
 
@@ -540,7 +533,7 @@ final class SessionManagerTests: ManagerTestCase {
             return XCTFail("expected deferred")
         }
         XCTAssertTrue(reason.containsLiteral("quarantined"), reason)
-        var record = try XCTUnwrap(state.load(alice))
+        var record = try XCTUnwrap(try state.load(alice))
         XCTAssertEqual(record.phase, .quarantined)
         XCTAssertEqual(record.note, "processes survived SIGKILL for 5s")
         XCTAssertEqual(backend.removed, [], "nothing is deleted while processes may still use it")
@@ -552,7 +545,7 @@ final class SessionManagerTests: ManagerTestCase {
         // gc while the processes still survive: still quarantined, reported.
         var report = try manager.gc()
         XCTAssertTrue(report.failures.contains("root alice: processes survived SIGKILL for 5s"), "\(report)")
-        record = try XCTUnwrap(state.load(alice))
+        record = try XCTUnwrap(try state.load(alice))
         XCTAssertEqual(record.phase, .quarantined)
         XCTAssertTrue(backend.snapshots.contains(alice), "gc keeps the snapshot of a quarantined root")
 
@@ -561,7 +554,7 @@ final class SessionManagerTests: ManagerTestCase {
         report = try manager.gc()
         XCTAssertTrue(report.actions.contains("root alice: destroyed"), "\(report)")
         XCTAssertEqual(report.failures, [])
-        XCTAssertNil(state.load(alice))
+        XCTAssertNil(try state.load(alice))
         XCTAssertEqual(backend.removed, [alice])
         XCTAssertEqual(host.unpinned, [state.pinPath(alice)])
     }
@@ -571,7 +564,7 @@ final class SessionManagerTests: ManagerTestCase {
         enter(manager)
         enter(manager)
         XCTAssertTrue(try manager.end(alice))
-        XCTAssertNil(state.load(alice))
+        XCTAssertNil(try state.load(alice))
         XCTAssertEqual(backend.removed, [alice])
         XCTAssertFalse(try manager.end(alice), "ending a root that is gone")
 
@@ -580,7 +573,7 @@ final class SessionManagerTests: ManagerTestCase {
         XCTAssertThrowsError(try manager.end(alice)) { error in
             XCTAssertTrue(error is SetupError, "\(error)")
         }
-        XCTAssertEqual(state.load(alice)?.phase, .quarantined)
+        XCTAssertEqual(try state.load(alice)?.phase, .quarantined)
     }
 
     // MARK: gc
@@ -593,16 +586,16 @@ final class SessionManagerTests: ManagerTestCase {
         var report = try manager.gc()
         XCTAssertEqual(report.actions, ["root alice: dropped 1 dead session(s)"])
         XCTAssertEqual(report.failures, [])
-        XCTAssertEqual(state.load(alice)?.members.map(\.pid), [1001])
-        XCTAssertEqual(host.killCalls.map(\.cgroups), [["/user.slice/loginchroot-alice-0"]])
-        XCTAssertEqual(host.removedCgroups, ["/user.slice/loginchroot-alice-0"])
+        XCTAssertEqual(try state.load(alice)?.members.map(\.pid), [1001])
+        XCTAssertEqual(host.killCalls.map(\.cgroups), [["/user.slice/loginchroot-\(tag)-alice-0"]])
+        XCTAssertEqual(host.removedCgroups, ["/user.slice/loginchroot-\(tag)-alice-0"])
         XCTAssertEqual(host.movedTo, [], "gc is not a member; it never moves itself")
         XCTAssertEqual(backend.removed, [])
 
         host.deadPids = [1000, 1001]
         report = try manager.gc()
         XCTAssertEqual(report.actions, ["root alice: dropped 1 dead session(s)", "root alice: destroyed"])
-        XCTAssertNil(state.load(alice))
+        XCTAssertNil(try state.load(alice))
         XCTAssertEqual(backend.removed, [alice])
     }
 
@@ -611,7 +604,7 @@ final class SessionManagerTests: ManagerTestCase {
         enter(manager)
         let report = try manager.gc()
         XCTAssertEqual(report, SessionManager.GCReport())
-        XCTAssertEqual(state.load(alice)?.members.count, 1)
+        XCTAssertEqual(try state.load(alice)?.members.count, 1)
         XCTAssertEqual(backend.removed, [])
         XCTAssertEqual(host.unpinned, [])
     }
@@ -640,23 +633,95 @@ final class SessionManagerTests: ManagerTestCase {
         enter(manager)
         let ghostPin = joinPath(state.pinsDir, "ghost")
         XCTAssertTrue(FileManager.default.createFile(atPath: ghostPin, contents: nil))
-        let live = "/user.slice/loginchroot-alice-0"
-        host.leftover = ["/user.slice/loginchroot-ghost-7", live]
+        let live = "/user.slice/loginchroot-\(tag)-alice-0"
+        host.leftover = ["/user.slice/loginchroot-\(tag)-ghost-7", live]
         let report = try manager.gc()
         XCTAssertTrue(report.actions.contains("namespace pin ghost: removed (no record)"), "\(report)")
-        XCTAssertTrue(report.actions.contains("cgroup /user.slice/loginchroot-ghost-7: removed (no session)"), "\(report)")
+        XCTAssertTrue(report.actions.contains("cgroup /user.slice/loginchroot-\(tag)-ghost-7: removed (no session)"), "\(report)")
         XCTAssertEqual(host.unpinned, [ghostPin], "the live root's pin stays")
-        XCTAssertEqual(host.removedCgroups, ["/user.slice/loginchroot-ghost-7"])
+        XCTAssertEqual(host.removedCgroups, ["/user.slice/loginchroot-\(tag)-ghost-7"])
         XCTAssertFalse(host.killCalls.contains { $0.cgroups.contains(live) })
     }
 
-    func testGCReportsUnreadableRecords() throws {
+    func testOneUsersHeldLockDelaysNoOtherUser() throws {
+        let manager = makeManager { $0.lockTimeoutSeconds = 1 }
+        try host.prepareStateDirectory(state, timeoutSeconds: 1)
+        var alicesLogin: FileLock? = try state.lock(user: user("alice"), timeoutSeconds: 0)  // stopped inside open
+        let started = Date()
+        enter(manager, "bob")
+        XCTAssertLessThan(Date().timeIntervalSince(started), 0.5, "bob waited on alice's lock")
+        guard case .failed(_, let reason) = manager.open(user: user("alice")) else { return XCTFail("alice's second login waits for her first") }
+        XCTAssertTrue(reason.containsLiteral("locked by another process"), reason)
+        XCTAssertNotNil(alicesLogin)
+        alicesLogin = nil
+        enter(manager, "alice")
+        XCTAssertGreaterThan(host.shieldedCalls, 0, "logins run shielded from the user's signals")
+    }
+
+    func testGCLeavesARootWhoseUserIsLoggingInOrOut() throws {
         let manager = makeManager()
-        try host.prepareStateDirectory(state)
-        XCTAssertTrue(FileManager.default.createFile(atPath: joinPath(state.rootsDir, "zed"), contents: Data("garbage".utf8)))
+        let session = enter(manager, "alice")
+        host.deadPids.insert(Int32(session.reference.split(separator: " ")[1].split(separator: ".")[0])!)
+        var held: FileLock? = try state.lock(user: user("alice"), timeoutSeconds: 0)
         let report = try manager.gc()
-        XCTAssertEqual(report.failures, ["state file \(joinPath(state.rootsDir, "zed")) is unreadable; inspect and remove it"])
+        XCTAssertTrue(report.actions.contains("root alice: a login or logout of its user is running; left for the next gc"), "\(report)")
+        XCTAssertNotNil(try state.load(alice), "the dead root is left while its user's lock is held")
+        XCTAssertNotNil(held)
+        held = nil
+        XCTAssertTrue(try manager.gc().actions.contains("root alice: destroyed"), "the control: free, it goes")
+    }
+
+    func testGCReportsUnreadableRecordsAndLeavesTheirRootsAlone() throws {
+        let manager = makeManager()
+        try host.prepareStateDirectory(state, timeoutSeconds: 1)
+        XCTAssertTrue(FileManager.default.createFile(atPath: joinPath(state.rootsDir, "zed"), contents: Data("garbage".utf8)))
+        XCTAssertTrue(FileManager.default.createFile(atPath: state.pinPath(RootKey("zed")!), contents: nil))
+        backend.snapshots = [RootKey("zed")!, RootKey("ghost")!]
+        let zedCgroup = "/user.slice/loginchroot-\(tag)-zed-0", otherInstance = "/user.slice/loginchroot-0000beef-ghost-0"
+        host.leftover = [zedCgroup, otherInstance, "/user.slice/loginchroot-\(tag)-ghost-0"]
+        let report = try manager.gc()
+        XCTAssertEqual(report.failures, ["state file \(joinPath(state.rootsDir, "zed")) is unreadable; its root is left alone; inspect and remove it"])
         XCTAssertTrue(FileManager.default.fileExists(atPath: joinPath(state.rootsDir, "zed")), "never deleted by force")
+        XCTAssertEqual(host.unpinned, [], "the pin of a corrupt record stays")
+        XCTAssertEqual(backend.snapshots, [RootKey("zed")!], "its snapshot stays; one without any record goes (the control)")
+        XCTAssertEqual(host.removedCgroups, ["/user.slice/loginchroot-\(tag)-ghost-0"],
+                       "its cgroups and another instance's stay; this instance's leftover goes (the control)")
+    }
+
+    func testACorruptRecordRefusesItsUsersLoginWithTheReason() throws {
+        let manager = makeManager()
+        try host.prepareStateDirectory(state, timeoutSeconds: 1)
+        XCTAssertTrue(FileManager.default.createFile(atPath: joinPath(state.rootsDir, "alice"), contents: Data("garbage".utf8)))
+        guard case .failed(_, let reason) = manager.open(user: user("alice")) else { return XCTFail("must be refused") }
+        XCTAssertTrue(reason.containsLiteral("does not parse"), reason)
+        XCTAssertEqual(backend.calls.filter { $0.hasPrefix("prepare") }, [], "no second root over a quarantined one")
+    }
+
+    func testAJoinChecksTheRootsUid() throws {
+        let manager = makeManager()
+        enter(manager, "alice")
+        host.accounts["alice"]!.uid = 2000  // the name now belongs to another account
+        guard case .failed(_, let reason) = manager.open(user: user("alice")) else { return XCTFail("must be refused") }
+        XCTAssertTrue(reason.containsLiteral("belongs to uid 1000"), reason)
+    }
+
+    func testNumbersFromAnotherBootOrWithoutTheirPinAreNotScannedFor() throws {
+        for breakIt in ["boot", "pin"] {
+            let manager = makeManager()
+            let session = enter(manager, "alice")
+            if breakIt == "boot" { host.boot = "boot-2" } else { host.pins = [:] }
+            host.killCalls = []
+            XCTAssertEqual(manager.close(user: user("alice"), reference: session.reference, hostNamespace: session.fd),
+                           .closed(destroyed: true))
+            XCTAssertEqual(host.killCalls.last?.identity, RootIdentity(namespaceInode: 0, rootDevice: 0), breakIt)
+            host.boot = "boot-1"
+        }
+        // The control: with this boot's id and the pin in place, the numbers are used.
+        let manager = makeManager()
+        let session = enter(manager, "alice")
+        XCTAssertEqual(manager.close(user: user("alice"), reference: session.reference, hostNamespace: session.fd),
+                       .closed(destroyed: true))
+        XCTAssertNotEqual(host.killCalls.last?.identity?.namespaceInode, 0)
     }
 
     func testGCCollectsGenerations() throws {

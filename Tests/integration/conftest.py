@@ -306,7 +306,9 @@ class Store:
         return []
 
     def pam_lines(self, extra="", module=MODULE):
-        return f"session required {module} config={self.config}{extra}\n"
+        # pam_permit after it, as in every real stack: a module that has
+        # nothing to do returns PAM_IGNORE, and a stack of ignores fails.
+        return f"session required {module} config={self.config}{extra}\nsession optional pam_permit.so\n"
 
 
 def write_config(store, extra="", image_size="768M", pool_size="640M"):
@@ -408,8 +410,8 @@ def needs_backend(backend):
                               f"'{' '.join(BACKENDS)}' (the host tier runs it)")
 
 
-@pytest.fixture
-def system_services(store):
+@contextlib.contextmanager
+def services_for(store):
     """Points su -l, runuser -l and login at this store's config; restores the
     distribution's files afterwards."""
     saved = {}
@@ -419,14 +421,22 @@ def system_services(store):
         auth = "auth sufficient pam_rootok.so\nauth required pam_permit.so\n"
         with open(path, "w") as f:
             f.write(auth + "account required pam_permit.so\n" + store.pam_lines())
-    yield
-    for name, text in saved.items():
-        path = f"/etc/pam.d/{name}"
-        if text is None:
-            os.unlink(path)
-        else:
-            with open(path, "w") as f:
-                f.write(text)
+    try:
+        yield
+    finally:
+        for name, text in saved.items():
+            path = f"/etc/pam.d/{name}"
+            if text is None:
+                os.unlink(path)
+            else:
+                with open(path, "w") as f:
+                    f.write(text)
+
+
+@pytest.fixture
+def system_services(store):
+    with services_for(store):
+        yield
 
 
 def processes_of(uid):

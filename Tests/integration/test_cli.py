@@ -77,7 +77,8 @@ def test_unknown_and_hostile_module_arguments_are_ignored(store):
     hostile = ["bogus_argument", "config", "config=", "config=relative/loginchroot.conf", "%n%n%s%x", "debug=1"]
     with open(f"/etc/pam.d/{store.service}", "wb") as f:
         f.write(b"auth required pam_permit.so\naccount required pam_permit.so\n"
-                + store.pam_lines(" " + " ".join(hostile)).rstrip("\n").encode() + b" \xff\xfe\n")
+                + store.pam_lines(" " + " ".join(hostile)).splitlines()[0].encode() + b" \xff\xfe\n"
+                + b"session optional pam_permit.so\n")
     run(["pamtester", store.service, "lctest1", "open_session", "close_session"])
     assert_no_residue(store)
 

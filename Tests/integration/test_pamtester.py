@@ -41,7 +41,7 @@ setsid sleep 3002 >/dev/null 2>&1 </dev/null &
 ( sleep 3003 >/dev/null 2>&1 </dev/null & ) &
 unshare -Urm sleep 3006 >/dev/null 2>&1 </dev/null &
 sh -c 'while :; do sleep 3007 & sleep {SPAWN_INTERVAL}; done' >/dev/null 2>&1 </dev/null &
-cat /srv/scratch/rootfile-{t}; cat /run/loginchroot-session""").stdout
+cat /srv/scratch/rootfile-{t}; head -n1 /run/loginchroot-session""").stdout
     assert out.split() == ["root", "lctest1"]
     try:
         with store.image_trees() as trees:
@@ -109,18 +109,23 @@ def test_missing_store_fails_closed_or_allows_when_configured(store):
         assert json.loads(store.cli("sessions", "--json").stdout) == []
 
 
-def test_logins_never_nest(store):
+def test_logins_never_nest_and_only_the_roots_owner_stays(store, users):
     """A login from inside a session root (its /run/loginchroot-session
-    marker is there) stays where it is. Simulated on the host: a private
-    mount namespace with the marker bound in, running the real module."""
+    marker is there) stays where it is when it is the root's owner's, and
+    is refused for anyone else. Simulated on the host: a private mount
+    namespace with the marker bound in, running the real module."""
     marker = "/run/loginchroot-session"
     assert not os.path.exists(marker), "this host itself looks like a session root"
     open(marker, "w").close()  # the mount point; the host's copy stays empty
     try:
-        script = f"echo someroot > /tmp/lc-marker-$$ && mount --bind /tmp/lc-marker-$$ {marker} && rm /tmp/lc-marker-$$ " \
-                 f"&& pamtester {store.service} lctest2 open_session close_session"
-        result = run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], check=False)
-        assert result.returncode == 0, result.stdout + result.stderr
+        results = {}
+        for owner in ("lctest2", "lctest1"):
+            script = f"printf 'someroot\\nuid={users[owner].pw_uid}\\n' > /tmp/lc-marker-$$ " \
+                     f"&& mount --bind /tmp/lc-marker-$$ {marker} && rm /tmp/lc-marker-$$ " \
+                     f"&& pamtester {store.service} lctest2 open_session close_session"
+            results[owner] = run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], check=False)
+        assert results["lctest2"].returncode == 0, results["lctest2"].stdout + results["lctest2"].stderr
+        assert results["lctest1"].returncode != 0, "lctest2 got a session inside lctest1's root"
         assert json.loads(store.cli("sessions", "--json").stdout) == []
     finally:
         os.unlink(marker)

@@ -14,6 +14,15 @@ extern const unsigned long long LC_RESOLVE_NO_SYMLINKS;
 extern const int LC_O_PATH;
 
 int lc_make_readonly(const char *path, int recursive);
+/* Sets nodev and noatime (and nosuid when asked) on the mount at `path`. */
+int lc_harden_mount(const char *path, int nosuid);
+/* pidfd_open(2) and pidfd_send_signal(2) with SIGKILL: a kill that reaches
+ * the process the fd was opened for, or nobody, never a reused pid. */
+int lc_pidfd_open(pid_t pid);
+int lc_pidfd_kill(int pidfd);
+/* getresuid(2), and setresuid(2) of the real uid alone. */
+int lc_getresuid(uid_t *real, uid_t *effective, uid_t *saved);
+int lc_set_real_uid(uid_t real);
 int lc_unshare(int flags);
 int lc_setns(int fd, int nstype);
 int lc_pivot_root(const char *new_root, const char *put_old);

@@ -111,27 +111,20 @@ public final class BtrfsBackend: SnapshotBackend {
         } catch let error as SystemError where error.errno == ENOTEMPTY {
             // A user made subvolumes inside the session: those go first.
             let top = Descriptor(adopting: try sys("openat", name) { openat(parent.raw, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) })
-            try destroyNested(in: top, device: info.st_dev, depth: 0)
+            try destroyNested(in: top)
             try Btrfs.destroySubvolume(in: parent, name: name)
         }
     }
 
-    /// Deletes, deepest first, every subvolume below `directory` (which is
-    /// on subvolume `device`). Never follows symlinks or crosses mounts.
-    private func destroyNested(in directory: Descriptor, device: UInt, depth: Int) throws {
-        guard depth < 512 else {
-            throw SetupError("subvolumes nested too deep to remove", fix: "remove them with 'btrfs subvolume delete -R'")
-        }
-        for name in try Files.listDirectory(directory.procPath) {
-            var info = Glibc.stat()
-            guard fstatat(directory.raw, name, &info, AT_SYMLINK_NOFOLLOW) == 0, (info.st_mode & S_IFMT) == S_IFDIR else { continue }
-            let nested = info.st_dev != device
-            guard !nested || Btrfs.isSubvolume(info) else { continue }  // a mount point: not ours to walk
-            let child = Descriptor(adopting: try sys("openat", name) {
-                openat(directory.raw, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-            })
-            try destroyNested(in: child, device: info.st_dev, depth: depth + 1)
-            if nested { try Btrfs.destroySubvolume(in: directory, name: name) }
-        }
+    /// Deletes, deepest first, every subvolume below `top`, however deep
+    /// a user nested them (TreeWalk: a few fds, bounded memory). Enters
+    /// directories of the same subvolume and nested subvolumes, never other
+    /// mounts, never symlinks.
+    private func destroyNested(in top: Descriptor) throws {
+        try TreeWalk.postOrder(top, descend: { parent, child in
+            child.st_dev == parent.st_dev || Btrfs.isSubvolume(child)
+        }, file: { _, _, _ in }, leave: { parent, name, info, parentInfo in
+            if info.st_dev != parentInfo.st_dev { try Btrfs.destroySubvolume(in: parent, name: name) }
+        })
     }
 }

@@ -15,14 +15,10 @@ public struct LinuxSessionHost: SessionHost {
 
     public func lookupAccount(_ name: UserName) throws -> Account? { try Accounts.lookup(name) }
 
-    public func groupIDs(_ names: [String]) -> [String: UInt32] {
-        var ids: [String: UInt32] = [:]
-        for name in names { ids[name] = Accounts.groupID(name) }
-        return ids
-    }
-
-    public func insideSessionRoot() -> Bool { Files.exists(SessionPlan.markerPath) }
     public func isRoot() -> Bool { geteuid() == 0 }
+    public func bootID() -> String { Kernel.bootID() }
+
+    public func pinnedNamespace(at pin: String) -> UInt64? { Namespaces.pinnedInode(at: pin) }
 
     public func caller() -> (pid: Int32, startTime: UInt64) {
         let pid = getpid()
@@ -30,7 +26,10 @@ public struct LinuxSessionHost: SessionHost {
     }
 
     public func isAlive(_ member: Member) -> Bool { Processes.isAlive(pid: member.pid, startTime: member.startTime) }
-    public func prepareStateDirectory(_ state: StateStore) throws { try state.prepare() }
+    public func prepareStateDirectory(_ state: StateStore, timeoutSeconds: Int) throws {
+        try state.prepare(timeoutSeconds: timeoutSeconds)
+    }
+    public func shielded<T>(_ body: () throws -> T) rethrows -> T { try Processes.shielded(body) }
 
     public func openHostNamespace() throws -> Int32 { try Namespaces.openCurrentMountNamespace().release() }
     public func closeDescriptor(_ fd: Int32) { if fd >= 0 { close(fd) } }
@@ -133,29 +132,22 @@ public struct LinuxSessionHost: SessionHost {
         let own = getpid()
         let ownCgroup = cgroups?.current()
         let deadline = Clock.monotonicSeconds() + Double(timeoutSeconds)
-        func others(in name: String, of cgroups: Cgroups) -> [Int32] {
-            cgroups.pids(name).filter { $0 > 0 && $0 != own }
-        }
         while true {
             var remaining = false
             for name in names {
                 guard let cgroups, cgroups.exists(name) else { continue }
                 if name == ownCgroup {
                     // The caller could not leave: cgroup.kill would take it too.
-                    let pids = others(in: name, of: cgroups)
-                    if !pids.isEmpty { remaining = true; pids.forEach(Processes.kill) }
+                    if cgroups.killEach(in: name, excluding: own) > 0 { remaining = true }
                 } else if cgroups.isPopulated(name) {
                     remaining = true
                     // No cgroup.kill before Linux 5.14: one by one then.
-                    if !cgroups.kill(name) { others(in: name, of: cgroups).forEach(Processes.kill) }
+                    if !cgroups.kill(name) { _ = cgroups.killEach(in: name, excluding: own) }
                 }
             }
-            if let identity {
-                let users = Processes.usingRoot(namespaceInode: identity.namespaceInode, rootDevice: identity.rootDevice, excluding: own)
-                if !users.isEmpty {
-                    remaining = true
-                    users.forEach(Processes.kill)
-                }
+            if let identity, Processes.killUsingRoot(namespaceInode: identity.namespaceInode,
+                                                     rootDevice: identity.rootDevice, excluding: own) > 0 {
+                remaining = true
             }
             if !remaining { return true }
             if Clock.monotonicSeconds() > deadline { return false }
@@ -172,8 +164,8 @@ public struct LinuxSessionHost: SessionHost {
         log("cgroup \(cgroup) could not be removed")
     }
 
-    public func leftoverCgroups() -> [String] {
-        cgroups?.find(prefix: "loginchroot-") ?? []
+    public func leftoverCgroups(prefix: String) -> [String] {
+        cgroups?.find(prefix: prefix) ?? []
     }
 
     public func pause(milliseconds: Int) { Processes.sleep(milliseconds: milliseconds) }
@@ -193,14 +185,19 @@ struct RootAssembler {
 
     func assemble() throws {
         try mountRoot()
-        let root = try Descriptor.openDirectory(joinPath(staging, plan.rootSubpath))
+        let rootPath = joinPath(staging, plan.rootSubpath)
+        // Device nodes in the image open nothing; the host's /dev is bound
+        // in below with its own flags.
+        if plan.sessionRootFlags { try Mounts.harden(rootPath, nosuid: plan.nosuid) }
+        let root = try Descriptor.openDirectory(rootPath)
         // Edits first, while the snapshot is the only filesystem in the root:
         // no write can land on a bound host path.
         for edit in plan.edits { try apply(edit, root: root) }
-        if !plan.markerPath.isEmpty {
-            try writeFile(root: root, path: plan.markerPath, bytes: Array((plan.key.value + "\n").utf8), mode: 0o644)
+        if let marker = plan.marker {
+            try writeFile(root: root, path: RootMarker.path, bytes: Array(marker.serialized().utf8), mode: 0o644)
         }
         for bind in plan.binds { try bindIn(bind, root: root) }
+        if let runtime = plan.runtimeDirectory { try mountRuntimeDirectory(runtime, root: root) }
         // The client's next step is to run the shell in here; without it
         // the login would fail there with no reason in syslog.
         if !plan.shell.isEmpty, (try? root.openInside(plan.shell, Descriptor.pathOnly)) == nil {
@@ -231,15 +228,17 @@ struct RootAssembler {
     }
 
     private func bindIn(_ bind: BindEntry, root: Descriptor) throws {
-        var info = Glibc.stat()
-        guard stat(bind.source, &info) == 0 else {
+        let source: Descriptor
+        do {
+            source = try Files.openHostPath(bind.source, user: plan.marker?.uid ?? 0)
+        } catch let error as SystemError where error.errno == ENOENT {
             if bind.optional { return }
             throw SetupError("bind source \(bind.source) does not exist on the host",
                              fix: "create it, or mark the bind optional in [binds]")
         }
-        let isDirectory = (info.st_mode & S_IFMT) == S_IFDIR
+        let isDirectory = (try source.stat().st_mode & S_IFMT) == S_IFDIR
         let target = try makeMountPoint(root: root, path: bind.target, directory: isDirectory)
-        try Mounts.bind(bind.source, onto: target.procPath, recursive: bind.recursive)
+        try Mounts.bind(source.procPath, onto: target.procPath, recursive: bind.recursive)
         // Reopen: the old fd names the directory under the new mount.
         let mounted = try root.openInside(bind.target, Descriptor.pathOnly, noSymlinks: true)
         if bind.readOnly { try Mounts.makeReadOnly(mounted.procPath, recursive: bind.recursive) }
@@ -264,7 +263,8 @@ struct RootAssembler {
             for (index, component) in components.enumerated() {
                 let last = index == components.count - 1
                 if last && !directory {
-                    let fd = openat(current.raw, component, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o644)
+                    // O_EXCL: never open what appeared meanwhile (a FIFO would block).
+                    let fd = openat(current.raw, component, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0o644)
                     if fd >= 0 { close(fd) } else if errno != EEXIST { throw SystemError(call: "openat", path: path, errno: errno) }
                 } else if mkdirat(current.raw, component, 0o755) != 0 && errno != EEXIST {
                     throw SystemError(call: "mkdirat", path: path, errno: errno)
@@ -279,24 +279,35 @@ struct RootAssembler {
         }
     }
 
+    /// The root's own /run/user/UID: a tmpfs of the user's, mode 0700, that
+    /// dies with the root. Nothing of the host's runtime directory (the
+    /// user manager's and the session bus's sockets) is reachable inside.
+    private func mountRuntimeDirectory(_ runtime: RuntimeDirectory, root: Descriptor) throws {
+        let target = try makeMountPoint(root: root, path: runtime.path, directory: true)
+        try Mounts.mount(source: "loginchroot-runtime", target: target.procPath, type: "tmpfs",
+                         flags: UInt(MS_NOSUID) | UInt(MS_NODEV),
+                         data: "mode=0700,uid=\(runtime.uid),gid=\(runtime.gid),size=\(runtime.size)")
+    }
+
     private func apply(_ edit: RootFileEdit, root: Descriptor) throws {
         switch edit {
         case .copyFromHost(let path):
-            guard let source = try? Descriptor.open(path, O_RDONLY), let info = try? source.stat(),
+            guard let source = try? Descriptor.open(path, O_RDONLY | O_NONBLOCK), let info = try? source.stat(),
+                  (info.st_mode & S_IFMT) == S_IFREG,
                   let bytes = try? source.readAll(limit: 1 << 20) else {
                 log("host file \(path) not readable; not copied into the root")
                 return
             }
             // Same permissions as on the host (never setuid/setgid).
             try writeFile(root: root, path: path, bytes: bytes, mode: info.st_mode & 0o777)
-        case .ensureEntry(let file, let name, let line):
+        case .replaceEntry(let file, let name, let line):
             let text = try readFile(root: root, path: file)
-            if let updated = ensuringEntry(in: text, name: name, line: line) {
+            if let updated = replacingEntry(in: text, name: name, line: line) {
                 try writeFile(root: root, path: file, bytes: Array(updated.utf8), mode: 0o644)
             }
-        case .ensureGroupMember(let group, let gid, let user):
+        case .reconcileGroups(let user, let groups):
             let text = try readFile(root: root, path: "/etc/group")
-            if let updated = ensuringGroupMember(in: text, group: group, gid: gid, user: user) {
+            if let updated = reconcilingGroups(in: text, user: user, groups: groups) {
                 try writeFile(root: root, path: "/etc/group", bytes: Array(updated.utf8), mode: 0o644)
             }
         }
@@ -315,8 +326,12 @@ struct RootAssembler {
 
     private func readFile(root: Descriptor, path: String) throws -> String {
         do {
-            return String(decoding: try openInImage(root: root, path: path, O_RDONLY, to: "read").readAll(limit: 16 << 20),
-                          as: UTF8.self)
+            // O_NONBLOCK: a FIFO in the image must not hang the login.
+            let file = try openInImage(root: root, path: path, O_RDONLY | O_NONBLOCK, to: "read")
+            guard (try file.stat().st_mode & S_IFMT) == S_IFREG else {
+                throw SetupError("\(path) in the image is not a regular file", fix: "replace it in master and publish")
+            }
+            return String(decoding: try file.readAll(limit: 16 << 20), as: UTF8.self)
         } catch let error as SystemError where error.errno == ENOENT {
             return ""
         }

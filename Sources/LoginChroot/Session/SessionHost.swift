@@ -19,15 +19,20 @@ public struct CgroupPlacement: Equatable {
 
 public protocol SessionHost {
     func lookupAccount(_ name: UserName) throws -> Account?
-    func groupIDs(_ names: [String]) -> [String: UInt32]
-    /// True when the caller already runs inside a session root.
-    func insideSessionRoot() -> Bool
     func isRoot() -> Bool
+    /// This boot's id (Kernel.bootID).
+    func bootID() -> String
+    /// The inode of the mount namespace pinned at `pin`, or nil when no
+    /// namespace is pinned there.
+    func pinnedNamespace(at pin: String) -> UInt64?
     func caller() -> (pid: Int32, startTime: UInt64)
     func isAlive(_ member: Member) -> Bool
     /// Creates the state directory and makes its pins/ a private mount
     /// (StateStore.prepare); behind the host so tests need neither root nor mounts.
-    func prepareStateDirectory(_ state: StateStore) throws
+    func prepareStateDirectory(_ state: StateStore, timeoutSeconds: Int) throws
+    /// Runs `body` where the user who started the login cannot signal the
+    /// calling process (Processes.shielded).
+    func shielded<T>(_ body: () throws -> T) rethrows -> T
 
     /// An fd of the caller thread's current mount namespace, for the way back.
     func openHostNamespace() throws -> Int32
@@ -55,7 +60,7 @@ public protocol SessionHost {
     /// root, never the caller itself; true when none is left before the timeout.
     func killAll(cgroups: [String], identity: RootIdentity?, timeoutSeconds: Int) -> Bool
     func removeCgroup(_ cgroup: String)
-    /// Cgroups left by earlier sessions (their names start with "loginchroot-").
-    func leftoverCgroups() -> [String]
+    /// Cgroups whose names start with `prefix` (this instance's), anywhere.
+    func leftoverCgroups(prefix: String) -> [String]
     func pause(milliseconds: Int)
 }

@@ -1,8 +1,10 @@
 // Opening, joining, closing and reclaiming session roots. All decisions are
 // here; all effects go through SessionHost and SnapshotBackend. Every change
-// happens under the state lock, and the record is saved before each step
-// that touches the system, so a crash at any point leaves a record that gc
-// (or the next login) can finish.
+// of a user's roots happens under that user's lock (never a lock all users
+// share: one user's stopped login delays nobody else's), shielded from the
+// user's signals, and the record is saved before each step that touches the
+// system, so a crash at any point leaves a record that gc (or the next
+// login) can finish.
 import LoginChrootCore
 import LoginChrootPlatform  // CrashPoint only
 
@@ -23,7 +25,7 @@ public enum CloseOutcome: Equatable {
 
 public final class SessionManager {
     /// How long a login out of space waits for the store to reclaim what
-    /// earlier logouts removed (under the state lock: other logins wait too).
+    /// earlier logouts removed (under the user's lock).
     static let reclaimWaitSeconds = 5
     public let config: Config
     let backend: SnapshotBackend
@@ -51,22 +53,26 @@ public final class SessionManager {
         } catch {
             return .failed(userMessage: "Cannot look up your account.", reason: "looking up \(name): \(error)")
         }
-        if case .leaveAlone(let reason) = Policy.decide(account: account, config: config, insideSessionRoot: host.insideSessionRoot()) {
-            return .leftAlone(reason: reason)
+        switch Policy.decide(account: account, config: config) {
+        case .leaveAlone(let reason): return .leftAlone(reason: reason)
+        case .refuse(let reason): return .failed(userMessage: "You cannot log in here.", reason: reason)
+        case .enterRoot: break
         }
         let outcome: OpenOutcome
         do {
             try backend.checkStore()
-            let lock = try state.lock(timeoutSeconds: config.lockTimeoutSeconds)
-            defer { withExtendedLifetime(lock) {} }
-            try host.prepareStateDirectory(state)
-            outcome = try openLocked(account)
+            try host.prepareStateDirectory(state, timeoutSeconds: config.lockTimeoutSeconds)
+            outcome = try host.shielded {
+                let lock = try state.lock(user: account.name, timeoutSeconds: config.lockTimeoutSeconds)
+                defer { withExtendedLifetime(lock) {} }
+                return try openLocked(account)
+            }
         } catch {
             return .failed(userMessage: "Your session root could not be prepared; please contact the administrator.",
                            reason: "opening a root for \(name): \(error)")
         }
         // Outside the lock: a home on a hung NFS server may block here, and
-        // must not block every other login with it.
+        // must not block the user's other logins with it.
         if case .entered = outcome { host.enterHome(account.home) }
         return outcome
     }
@@ -78,7 +84,13 @@ public final class SessionManager {
             throw SetupError("cannot read the start time of process \(caller.pid)", fix: "check that /proc is mounted")
         }
         let key = try rootKey(for: account, caller: caller.pid)
-        var record = state.load(key)
+        var record = try state.load(key)
+        if let existing = record, existing.uid != account.uid {
+            // The name now belongs to another account (NSS changed): never
+            // hand one account's root to another.
+            throw SetupError("root \(key) belongs to uid \(existing.uid), not to \(account.name)'s uid \(account.uid)",
+                             fix: "end it with 'loginchroot end \(account.name)'")
+        }
         if var existing = record, existing.phase == .active {
             // A root whose sessions all died without close_session is not
             // joined: the new login gets a fresh root of the current generation.
@@ -98,7 +110,7 @@ public final class SessionManager {
 
         let serial = record?.nextMember ?? 0
         let memberID = "\(caller.pid).\(caller.startTime).\(serial)"
-        let placement = host.placeCaller(inCgroupNamed: "loginchroot-\(key)-\(serial)")
+        let placement = host.placeCaller(inCgroupNamed: "\(cgroupPrefix)\(key)-\(serial)")
         CrashPoint.reached("open.placed-in-cgroup")
         let member = Member(id: memberID, pid: caller.pid, startTime: caller.startTime,
                             cgroup: placement?.cgroup ?? "", parentCgroup: placement?.parent ?? "")
@@ -127,7 +139,7 @@ public final class SessionManager {
             } else {
                 do {
                     try create(key: key, account: account, member: member, hostNamespace: hostNamespace)
-                } catch where state.load(key) == nil
+                } catch where !state.exists(key)
                     && backend.awaitReclaimedSpace(after: error, seconds: Self.reclaimWaitSeconds) {
                     // Rolled back cleanly, and the store has freed space since.
                     log("opening root \(key) ran out of space (\(error)); retrying after the store reclaimed removed roots")
@@ -143,18 +155,22 @@ public final class SessionManager {
     }
 
     private func create(key: RootKey, account: Account, member: Member, hostNamespace: Int32) throws {
+        // Shared with other logins; gc removes no generation meanwhile.
+        let generationsLock = try state.generationsLock(exclusive: false)
+        defer { withExtendedLifetime(generationsLock) {} }
         let generation = try backend.currentGeneration()
         var record = try RootRecord.opening(key: key, user: account.name, uid: account.uid, backend: backend.kind,
                                             generation: generation)
         record.members = [member]
         record.nextMember = 1
+        record.bootID = host.bootID()
         try state.save(record)
         CrashPoint.reached("open.record-saved")
         do {
             let layout = try backend.prepare(key, from: generation)
             CrashPoint.reached("open.snapshot-made")
             let plan = SessionPlan.make(key: key, account: account, config: config, rootMounts: layout.mounts,
-                                        rootSubpath: layout.rootSubpath, groupIDs: host.groupIDs(account.groupNames))
+                                        rootSubpath: layout.rootSubpath)
             let identity = try host.buildRoot(plan, staging: state.stagingDir, pin: state.pinPath(key))
             CrashPoint.reached("open.root-built")
             record.namespaceInode = identity.namespaceInode
@@ -181,7 +197,7 @@ public final class SessionManager {
             return .perUser(account.name)
         case .perSession:
             var serial = UInt64(caller)
-            while state.load(.perSession(account.name, serial: serial)) != nil { serial += 1 << 32 }
+            while state.exists(.perSession(account.name, serial: serial)) { serial += 1 << 32 }
             return .perSession(account.name, serial: serial)
         }
     }
@@ -219,20 +235,22 @@ public final class SessionManager {
             return .nothingToDo(reason: "unusable session reference '\(reference)'")
         }
         do {
-            let lock = try state.lock(timeoutSeconds: config.lockTimeoutSeconds)
-            defer { withExtendedLifetime(lock) {} }
-            guard var record = state.load(key) else { return .nothingToDo(reason: "root \(key) is already gone") }
-            if let member = record.members.first(where: { $0.id == parts[1] }) {
-                try leave(member, of: &record, callerInside: true)
-                CrashPoint.reached("close.member-killed")
+            return try host.shielded {
+                let lock = try lockUser(of: key, timeoutSeconds: config.lockTimeoutSeconds)
+                defer { withExtendedLifetime(lock) {} }
+                guard var record = try state.load(key) else { return .nothingToDo(reason: "root \(key) is already gone") }
+                if let member = record.members.first(where: { $0.id == parts[1] }) {
+                    try leave(member, of: &record, callerInside: true)
+                    CrashPoint.reached("close.member-killed")
+                }
+                try dropDeadMembers(of: &record)
+                guard record.phase != .active else {
+                    try state.save(record)
+                    return .closed(destroyed: false)
+                }
+                if teardown(&record) { return .closed(destroyed: true) }
+                return .deferred(reason: "root \(key) is quarantined: \(record.note)")
             }
-            try dropDeadMembers(of: &record)
-            guard record.phase != .active else {
-                try state.save(record)
-                return .closed(destroyed: false)
-            }
-            if teardown(&record) { return .closed(destroyed: true) }
-            return .deferred(reason: "root \(key) is quarantined: \(record.note)")
         } catch {
             return .deferred(reason: "closing root \(key): \(error)")
         }
@@ -276,7 +294,7 @@ public final class SessionManager {
         }
         CrashPoint.reached("teardown.closing-recorded")
         let cgroups = record.members.map(\.cgroup).filter { !$0.isEmpty }
-        let identity = RootIdentity(namespaceInode: record.namespaceInode, rootDevice: record.rootDevice)
+        let identity = trustedIdentity(of: record)
         var failure: String?
         if !host.killAll(cgroups: cgroups, identity: identity, timeoutSeconds: config.killTimeoutSeconds) {
             failure = "processes survived SIGKILL for \(config.killTimeoutSeconds)s"
@@ -319,6 +337,28 @@ public final class SessionManager {
         return true
     }
 
+    /// The recorded namespace inode and root device, if they still name this
+    /// root: recorded in this boot, and the pin still holds that namespace
+    /// (the pin keeps the inode from being reused, and the root's device
+    /// with it). Otherwise the numbers may now belong to a stranger, and
+    /// only the cgroups are trusted.
+    func trustedIdentity(of record: RootRecord) -> RootIdentity {
+        let none = RootIdentity(namespaceInode: 0, rootDevice: 0)
+        guard record.namespaceInode != 0 || record.rootDevice != 0 else { return none }
+        guard record.bootID == host.bootID() else {
+            log("root \(record.key): its record is from another boot; not scanning for its namespace or device")
+            return none
+        }
+        guard host.pinnedNamespace(at: state.pinPath(record.key)) == record.namespaceInode else {
+            log("root \(record.key): its namespace pin is gone or holds another namespace; killing by cgroup only")
+            return none
+        }
+        return RootIdentity(namespaceInode: record.namespaceInode, rootDevice: record.rootDevice)
+    }
+
+    /// Names of this instance's cgroups start with this (Config.instanceTag).
+    var cgroupPrefix: String { "loginchroot-\(config.instanceTag)-" }
+
     /// The namespace's mounts are released as its last user goes; a delete
     /// right after may still see them busy for a moment.
     private func removeSnapshot(_ key: RootKey) -> String? {
@@ -339,9 +379,10 @@ public final class SessionManager {
 
     /// Ends root `key` as the logout of all its sessions would.
     public func end(_ key: RootKey) throws -> Bool {
-        let lock = try state.lock(timeoutSeconds: config.lockTimeoutSeconds)
+        try host.prepareStateDirectory(state, timeoutSeconds: config.lockTimeoutSeconds)
+        let lock = try lockUser(of: key, timeoutSeconds: config.lockTimeoutSeconds)
         defer { withExtendedLifetime(lock) {} }
-        guard var record = state.load(key) else { return false }
+        guard var record = try state.load(key) else { return false }
         guard teardown(&record) else { throw SetupError("root \(key) is quarantined: \(record.note)", fix: "see 'loginchroot status'") }
         return true
     }
@@ -351,73 +392,114 @@ public final class SessionManager {
         public var failures: [String] = []
     }
 
+    /// The lock of the user whose root `key` is.
+    private func lockUser(of key: RootKey, timeoutSeconds: Int?) throws -> FileLock {
+        guard let user = key.userName else { throw SetupError("root \(key) names no user", fix: "inspect the state directory") }
+        return try state.lock(user: user, timeoutSeconds: timeoutSeconds)
+    }
+
     /// Reconciles records, snapshots, pins and cgroups, and collects unused
-    /// generations. Safe at boot and at any time: it holds the state lock and
-    /// only removes what no live session uses.
+    /// generations. Safe at boot and at any time: it acts on a root only
+    /// while it holds its user's lock, never waits for one (a root whose
+    /// user is logging in or out is left for the next run), and only
+    /// removes what no live session uses.
     public func gc() throws -> GCReport {
         var report = GCReport()
-        let lock = try state.lock(timeoutSeconds: config.lockTimeoutSeconds)
-        defer { withExtendedLifetime(lock) {} }
-        try host.prepareStateDirectory(state)
+        try host.prepareStateDirectory(state, timeoutSeconds: config.lockTimeoutSeconds)
 
-        for bad in state.unreadableRecords() {
-            report.failures.append("state file \(joinPath(state.rootsDir, bad)) is unreadable; inspect and remove it")
+        // An unreadable record is quarantined: its root, pin and cgroups are
+        // left alone, since nothing says whether its sessions still live.
+        let unreadable = state.unreadableRecords()
+        for bad in unreadable {
+            report.failures.append("state file \(joinPath(state.rootsDir, bad)) is unreadable; its root is left alone; inspect and remove it")
         }
-        var live: [RootRecord] = []
-        for var record in state.loadAll() {
-            let before = record.members.count
-            try dropDeadMembers(of: &record)
-            if record.members.count != before {
-                report.actions.append("root \(record.key): dropped \(before - record.members.count) dead session(s)")
+        let quarantined = Set(unreadable)
+        /// Runs `body` for root `key` under its user's lock, if that is free.
+        func whileLocked(_ key: RootKey, _ body: () throws -> Void) rethrows {
+            guard let lock = try? lockUser(of: key, timeoutSeconds: 0) else {
+                report.actions.append("root \(key): a login or logout of its user is running; left for the next gc")
+                return
             }
-            if record.phase == .active && !record.members.isEmpty {
-                // Still in use: leave it alone.
-                try state.save(record)
-                live.append(record)
-                continue
+            defer { withExtendedLifetime(lock) {} }
+            try body()
+        }
+        for key in state.recordKeys() where !quarantined.contains(key.value) {
+            try whileLocked(key) {
+                guard var record = try? state.load(key) else { return }
+                let before = record.members.count
+                try dropDeadMembers(of: &record)
+                if record.members.count != before {
+                    report.actions.append("root \(key): dropped \(before - record.members.count) dead session(s)")
+                }
+                if record.phase == .active && !record.members.isEmpty {
+                    try state.save(record)  // still in use: leave it alone
+                } else if teardown(&record) {
+                    report.actions.append("root \(key): destroyed")
+                } else {
+                    report.failures.append("root \(key): \(record.note)")
+                }
             }
-            let key = record.key
-            if teardown(&record) {
-                report.actions.append("root \(key): destroyed")
-            } else {
-                report.failures.append("root \(key): \(record.note)")
-                live.append(record)
+        }
+        // Leftovers without a record, each under its user's lock and
+        // checked again there: a login may be making that root right now.
+        func orphan(_ key: RootKey) -> Bool { !quarantined.contains(key.value) && !state.exists(key) }
+        for key in (try? backend.sessions()) ?? [] where orphan(key) {
+            whileLocked(key) {
+                guard orphan(key) else { return }
+                if let failure = removeSnapshot(key) { report.failures.append("snapshot \(key): \(failure)") } else {
+                    report.actions.append("snapshot \(key): removed (no record)")
+                }
             }
         }
-        let known = Set(live.map(\.key.value))
-        for key in (try? backend.sessions()) ?? [] where !known.contains(key.value) {
-            if let failure = removeSnapshot(key) { report.failures.append("snapshot \(key): \(failure)") } else {
-                report.actions.append("snapshot \(key): removed (no record)")
+        for key in state.pinnedKeys().compactMap(RootKey.init) where orphan(key) {
+            whileLocked(key) {
+                guard orphan(key) else { return }
+                do {
+                    try host.unpin(state.pinPath(key))
+                    report.actions.append("namespace pin \(key): removed (no record)")
+                } catch { report.failures.append("namespace pin \(key): \(error)") }
             }
         }
-        for name in state.pinnedKeys() where !known.contains(name) {
-            do {
-                try host.unpin(joinPath(state.pinsDir, name))
-                report.actions.append("namespace pin \(name): removed (no record)")
-            } catch { report.failures.append("namespace pin \(name): \(error)") }
+        for cgroup in host.leftoverCgroups(prefix: cgroupPrefix) {
+            guard let key = rootKey(ofCgroup: cgroup), orphan(key) else { continue }
+            whileLocked(key) {
+                guard orphan(key) else { return }
+                _ = host.killAll(cgroups: [cgroup], identity: nil, timeoutSeconds: config.killTimeoutSeconds)
+                host.removeCgroup(cgroup)
+                report.actions.append("cgroup \(cgroup): removed (no session)")
+            }
         }
-        let liveCgroups = Set(live.flatMap { $0.members.map(\.cgroup) })
-        for cgroup in host.leftoverCgroups() where !liveCgroups.contains(cgroup) {
-            _ = host.killAll(cgroups: [cgroup], identity: nil, timeoutSeconds: config.killTimeoutSeconds)
-            host.removeCgroup(cgroup)
-            report.actions.append("cgroup \(cgroup): removed (no session)")
-        }
-        // Generations only when no publish or update holds master.lock:
-        // gc at boot or from cron never waits behind a long update while it
-        // holds the state lock that logins need.
+        // Generations only when no publish or update holds master.lock and
+        // no login is snapshotting one: gc never waits for either.
         guard let masterLock = try? state.masterLock(wait: false) else {
             report.actions.append("generations: skipped, a publish or update is running")
             return report
         }
         defer { withExtendedLifetime(masterLock) {} }
+        guard let generationsLock = try? state.generationsLock(exclusive: true) else {
+            report.actions.append("generations: skipped, a login is snapshotting one")
+            return report
+        }
+        defer { withExtendedLifetime(generationsLock) {} }
+        if !backend.sessionsOutliveTheirGeneration && !quarantined.isEmpty {
+            report.actions.append("generations: skipped, an unreadable record may use any of them")
+            return report
+        }
         do {
             for name in try backend.removeTemporaries() { report.actions.append("generation \(name): removed unfinished publish") }
             report.actions += try collectGenerations(
-                inUse: backend.sessionsOutliveTheirGeneration ? [] : Set(live.map(\.generation)))
+                inUse: backend.sessionsOutliveTheirGeneration ? [] : Set(state.loadAll().map(\.generation)))
         } catch {
             report.failures.append("generations: \(error)")
         }
         return report
+    }
+
+    /// The root a cgroup of this instance belongs to ("PREFIX" KEY "-" SERIAL).
+    func rootKey(ofCgroup cgroup: String) -> RootKey? {
+        guard let name = cgroup.split(separator: "/").last.map(String.init), name.hasPrefix(cgroupPrefix),
+              let dash = name.lastIndex(of: "-") else { return nil }
+        return RootKey(String(name[name.index(name.startIndex, offsetBy: cgroupPrefix.count)..<dash]))
     }
 
     /// Keeps the current generation, the newest `keep_generations`, and the

@@ -1,5 +1,10 @@
 // The state directory (default /run/loginchroot):
-//   lock          flock taken around every change of a root
+//   locks/USER    flock around every change of that user's roots: one user's
+//                 login, however slow or stopped, never waits on another's
+//   generations.lock  shared by logins while they snapshot a generation,
+//                 exclusive (never waited for) by gc while it removes some
+//   setup.lock    around making pins/ a private mount (the first login
+//                 after a boot, if `loginchroot start` has not run)
 //   master.lock   flock held by master run, update, publish and init, and by
 //                 gc while it collects generations
 //   roots/KEY     one RootRecord per session root
@@ -22,21 +27,33 @@ public struct StateStore {
 
     /// Creates the subdirectories (root-only) and makes pins/ a private
     /// mount, so a pinned namespace never propagates into another namespace.
-    /// Called with the state or master lock held (taking it created the
-    /// directory); safe to repeat.
-    public func prepare() throws {
-        for sub in [rootsDir, pinsDir, stagingDir] { try Files.ensurePrivateDirectory(sub) }
+    /// Safe to repeat and to run concurrently: the bind is made once, under
+    /// setup.lock.
+    public func prepare(timeoutSeconds: Int) throws {
+        try createDirectory()
+        for sub in [rootsDir, pinsDir, stagingDir, locksDir] { try Files.ensurePrivateDirectory(sub) }
         if !Mounts.isMountPoint(pinsDir) {
-            try Mounts.bind(pinsDir, onto: pinsDir, recursive: false)
+            let lock = try FileLock(path: joinPath(directory, "setup.lock"), timeoutSeconds: timeoutSeconds)
+            defer { withExtendedLifetime(lock) {} }
+            if !Mounts.isMountPoint(pinsDir) { try Mounts.bind(pinsDir, onto: pinsDir, recursive: false) }
         }
         try Mounts.setPropagation(pinsDir, MS_PRIVATE, recursive: false)
     }
 
-    /// The lock around every change of a root (created with the directory).
-    /// nil timeout: wait as long as it takes.
-    public func lock(timeoutSeconds: Int? = nil) throws -> FileLock {
-        try createDirectory()
-        return try FileLock(path: joinPath(directory, "lock"), timeoutSeconds: timeoutSeconds)
+    public var locksDir: String { joinPath(directory, "locks") }
+
+    /// The lock around every change of `user`'s roots (prepare() made its
+    /// directory). nil timeout: wait as long as it takes; 0: not at all.
+    public func lock(user: UserName, timeoutSeconds: Int?) throws -> FileLock {
+        try FileLock(path: joinPath(locksDir, user.value), timeoutSeconds: timeoutSeconds)
+    }
+
+    /// Held shared while a login snapshots a generation, exclusive while gc
+    /// removes generations: gc never waits for it (a stopped login only
+    /// postpones the collection).
+    public func generationsLock(exclusive: Bool) throws -> FileLock {
+        try FileLock(path: joinPath(directory, "generations.lock"), timeoutSeconds: exclusive ? 0 : nil,
+                     shared: !exclusive)
     }
 
     /// The lock held by whatever writes master or the generations (master
@@ -52,23 +69,39 @@ public struct StateStore {
         try Files.ensurePrivateDirectory(directory)
     }
 
-    public func load(_ key: RootKey) -> RootRecord? {
-        guard let text = try? Files.read(recordPath(key)), let record = RootRecord.parse(text),
-              record.key == key else { return nil }
+    /// The record of root `key`; nil when there is none. A record that does
+    /// not parse throws: it is quarantined (reported by gc and check, never
+    /// acted on), and its root is nobody's to reuse.
+    public func load(_ key: RootKey) throws -> RootRecord? {
+        let path = recordPath(key)
+        let text: String
+        do { text = try Files.read(path) } catch let error as SystemError where error.errno == ENOENT { return nil }
+        guard let record = RootRecord.parse(text), record.key == key else {
+            throw SetupError("the record \(path) of root \(key) does not parse; it is left as it is",
+                             fix: "inspect it; end its processes, then remove it and run 'loginchroot gc'")
+        }
         return record
     }
 
+    public func exists(_ key: RootKey) -> Bool { Files.exists(recordPath(key)) }
+
+    /// The keys of every record file named like a key.
+    public func recordKeys() -> [RootKey] {
+        ((try? Files.listDirectory(rootsDir)) ?? []).compactMap(RootKey.init)
+    }
+
+    /// Every record that parses (the others are in unreadableRecords()).
     public func loadAll() -> [RootRecord] {
         ((try? Files.listDirectory(rootsDir)) ?? []).compactMap { name in
-            RootKey(name).flatMap(load)
+            RootKey(name).flatMap { try? load($0) }
         }
     }
 
     /// Record files that do not parse, or are not named after their key
-    /// (gc reports them; it never acts on them).
+    /// (gc and check report them; nothing acts on them or on their roots).
     public func unreadableRecords() -> [String] {
         ((try? Files.listDirectory(rootsDir)) ?? []).filter { name in
-            !name.hasPrefix(".") && (RootKey(name).flatMap(load) == nil)
+            !name.hasPrefix(".") && (RootKey(name).flatMap { try? load($0) } == nil)
         }
     }
 

@@ -51,6 +51,13 @@ struct Check: ParsableCommand {
             record("state directory \(config.stateDir)") {
                 if Files.exists(config.stateDir) { try Files.checkOwnedByRoot(config.stateDir, kind: "state directory") }
             }
+            let state = StateStore(directory: config.stateDir)
+            for name in state.unreadableRecords() {
+                record("state record \(joinPath(state.rootsDir, name))") {
+                    throw SetupError("it does not parse; gc leaves it and its root alone",
+                                     fix: "inspect it; end its processes, then remove it and run 'loginchroot gc'")
+                }
+            }
             for bind in config.binds where !bind.optional && !bind.source.containsLiteral("%u") {
                 record("bind source \(bind.source)") {
                     guard Files.exists(bind.source) else {

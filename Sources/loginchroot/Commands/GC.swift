@@ -5,7 +5,7 @@ struct GC: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gc",
         abstract: "Reclaim what crashed sessions left and remove unused generations.",
-        discussion: "Safe at boot and at any time: it takes the state lock and never touches a live session.")
+        discussion: "Safe at boot and at any time: it acts on a root only under its user's lock, never waits for one, and never touches a live session.")
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var output: OutputOptions

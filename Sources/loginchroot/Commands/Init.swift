@@ -29,7 +29,7 @@ struct Init: ParsableCommand {
             try StoreMount.createImage(config)
             try StoreMount.ensureMounted(config)
             try backend.createMaster()
-            try state.prepare()
+            try state.prepare(timeoutSeconds: config.lockTimeoutSeconds)
             let master = try LinuxSessionHost(log: printError).mountPrivately(try backend.masterLayout(), staging: state.stagingDir)
             // A fresh ext4 has lost+found: that is still an empty master.
             guard try Files.listDirectory(master).allSatisfy({ $0 == "lost+found" }) else {

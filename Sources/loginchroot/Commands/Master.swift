@@ -41,7 +41,7 @@ struct Master: ParsableCommand {
                 // One writer of master at a time; publish takes the same lock
                 // (and taking it creates the state directory).
                 let lock = lockHeldByParent ? nil : try state.masterLock()
-                try state.prepare()
+                try state.prepare(timeoutSeconds: config.lockTimeoutSeconds)
                 let layout = try backend.masterLayout()
                 let plan = SessionPlan.master(rootMounts: layout.mounts, rootSubpath: layout.rootSubpath)
                 let host = LinuxSessionHost(log: printError)

@@ -1,0 +1,679 @@
+"""Attacks a session user makes on what surrounds their root (issue 12): a
+service of theirs on the host, groups the image names differently, another
+user's login inside their root, a stale record that names a stranger, a
+second instance's gc, a symlink planted for a bind, trees too deep to
+remove, login records, device nodes and return codes. Each attempt that must
+fail has a control beside it that must succeed, so a broken harness cannot
+pass; each case is a row of RELIABILITY.md.
+"""
+import contextlib
+import grp
+import json
+import os
+import pwd
+import re
+import shutil
+import socket
+import stat
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+import conftest
+from conftest import (BACKENDS, CGROUP2, MODULE, HeldSession, assert_no_residue, c_client, destroy_store,
+                      make_store, needs_backend, record, run, syslog_mark, syslog_since, token, write_config)
+from test_clients import CLIENTS
+
+# --- an image with what the attacks need ------------------------------------
+
+CLASH_GROUP = "lcclash"      # on the host and in the image, with different gids
+IMAGE_ONLY_GROUP = "lcimageonly"  # only in the image, listing the user
+NEST_SERVICE = "lcnest"      # the image's own PAM service, for a login inside a root
+
+
+def free_gid(taken=()):
+    used = {g.gr_gid for g in grp.getgrall()} | set(taken)
+    return next(n for n in range(52000, 60000) if n not in used)
+
+
+def libraries_of(*binaries):
+    """The shared libraries a binary loads (ldd), with the loader."""
+    paths = set()
+    for binary in binaries:
+        for line in run(["ldd", binary]).stdout.splitlines():
+            for word in line.split():
+                if word.startswith("/"):
+                    paths.add(word)
+    return sorted(paths)
+
+
+@pytest.fixture(scope="module")
+def clash_group(users):
+    """A host group lctest1 belongs to, whose name the image gives another gid."""
+    gid = free_gid()
+    with open("/etc/group", "a") as f:
+        f.write(f"{CLASH_GROUP}:x:{gid}:lctest1\n")
+    try:
+        yield gid
+    finally:
+        with open("/etc/group") as f:
+            kept = [line for line in f if not line.startswith(f"{CLASH_GROUP}:")]
+        with open("/etc/group", "w") as f:
+            f.writelines(kept)
+
+
+def make_attack_image(image_dir, host_gid, users):
+    """The test image plus: group names that clash with the host's, a device
+    node, both test users resolvable (as LDAP users would be), and a
+    setuid-root PAM client with libpam and the module, whose own service
+    'lcnest' runs the module (an image whose PAM stack has it)."""
+    image = tempfile.mkdtemp(prefix="lc-attack-image-", dir="/var/lib")
+    run(["cp", "-a", "-T", image_dir, image])
+    image_gid = free_gid({host_gid})
+    only_gid = free_gid({host_gid, image_gid})
+    with open(os.path.join(image, "etc/group"), "a") as f:
+        f.write(f"{CLASH_GROUP}:x:{image_gid}:lctest1\n{IMAGE_ONLY_GROUP}:x:{only_gid}:lctest1,lctest2\n")
+    with open(os.path.join(image, "etc/passwd"), "a") as f:
+        for name in ("lctest1", "lctest2"):
+            p = users[name]
+            f.write(f"{name}:x:{p.pw_uid}:{p.pw_gid}::{p.pw_dir}:/bin/sh\n")
+    os.mknod(os.path.join(image, "srv/lc-null"), 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    os.chmod(os.path.join(image, "srv/lc-null"), 0o666)  # past the umask: only nodev may stop the write
+    client = c_client("pamclient")
+    permit = "/lib/x86_64-linux-gnu/security/pam_permit.so"
+    for path in libraries_of(client, MODULE, permit) + [permit]:
+        os.makedirs(os.path.dirname(image + path), exist_ok=True)
+        shutil.copy2(path, image + path)
+    module_inside = "/lib/x86_64-linux-gnu/security/pam_loginchroot.so"
+    shutil.copy2(MODULE, image + module_inside)
+    shutil.copy2(client, os.path.join(image, "bin/lc-pamclient"))
+    os.chown(os.path.join(image, "bin/lc-pamclient"), 0, 0)
+    os.chmod(os.path.join(image, "bin/lc-pamclient"), 0o4755)
+    os.makedirs(os.path.join(image, "etc/pam.d"), exist_ok=True)
+    with open(os.path.join(image, "etc/pam.d", NEST_SERVICE), "w") as f:
+        f.write(f"auth required {permit}\naccount required {permit}\n"
+                f"session required {module_inside}\nsession optional {permit}\n")
+    return image
+
+
+@pytest.fixture(scope="module")
+def attack_stores(image_dir, clash_group, users):
+    """One store per backend on the attack image."""
+    image = make_attack_image(image_dir, clash_group, users)
+    stores = {}
+    try:
+        for backend in BACKENDS:
+            stores[backend] = make_store(backend, image)
+        yield stores
+    finally:
+        for store in stores.values():
+            destroy_store(store)
+        shutil.rmtree(image, ignore_errors=True)
+
+
+@pytest.fixture(params=BACKENDS)
+def attack_store(request, attack_stores):
+    store = attack_stores[request.param]
+    yield store
+    conftest.write_service(store)
+    store.cli("gc", check=False)
+    assert_no_residue(store)
+
+
+def host_ids(user):
+    return {"uid": run(["id", "-u", user]).stdout.strip(), "gid": run(["id", "-g", user]).stdout.strip(),
+            "groups": sorted(run(["id", "-G", user]).stdout.split())}
+
+
+def ids_in(output):
+    fields = dict(line.split("=", 1) for line in output.splitlines() if line.startswith(("uid=", "gid=", "groups=")))
+    return {"uid": fields.get("uid", "").strip(), "gid": fields.get("gid", "").strip(),
+            "groups": sorted(fields.get("groups", "").split())}
+
+
+ID_SCRIPT = "echo uid=$(id -u); echo gid=$(id -g); echo groups=$(id -G)"
+
+
+# --- class 1: the user's host services under /run/user/UID -------------------
+
+@contextlib.contextmanager
+def host_service_of(user):
+    """A process of `user` on the host root, listening on a socket in the
+    host's /run/user/UID (as the user manager and its bus do): whoever
+    connects gets a line from the host."""
+    entry = pwd.getpwnam(user)
+    runtime = f"/run/user/{entry.pw_uid}"
+    made = not os.path.exists(runtime)
+    os.makedirs(runtime, exist_ok=True)
+    os.chown(runtime, entry.pw_uid, entry.pw_gid)
+    os.chmod(runtime, 0o700)
+    path = os.path.join(runtime, f"lc-host-service-{token()}")
+    server = subprocess.Popen(
+        ["python3", "-c", f"""
+import socket, os
+s = socket.socket(socket.AF_UNIX)
+s.bind({path!r})
+s.listen(8)
+print("listening", flush=True)
+while True:
+    c, _ = s.accept()
+    c.sendall(b"HOST-SERVICE " + os.readlink("/proc/self/root").encode() + b"\\n")
+    c.close()
+"""], user=entry.pw_uid, group=entry.pw_gid, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "listening"
+        yield path
+    finally:
+        server.kill()
+        server.wait()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        if made:
+            shutil.rmtree(runtime, ignore_errors=True)
+
+
+def connects(path):
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(path)
+        return s.recv(100).decode()
+
+
+def test_a_host_service_under_run_user_is_out_of_reach_of_the_root(store, users):
+    """The root gets a runtime directory of its own: a process of the user
+    on the host, listening in the host's /run/user/UID, cannot be reached
+    from inside, and what the session puts there dies with the root."""
+    t = token()
+    uid = users["lctest1"].pw_uid
+    with host_service_of("lctest1") as socket_path:
+        control_host = connects(socket_path)  # the service answers on the host
+        script = (f"ls -ld /run/user/{uid} | cut -c1-10; stat -c owner=%u /run/user/{uid}\n"
+                  f"if [ -e {socket_path} ]; then echo REACHED; else echo held; fi\n"
+                  f"echo inside > /run/user/{uid}/lc-written-{t} && echo control-ok\n"
+                  f"(setsid sleep 3031 >/dev/null 2>&1 </dev/null &)\n")
+        result = run([c_client("pamclient"), store.service, "lctest1", "1", script], check=False)
+        leaked = os.path.exists(f"/run/user/{uid}/lc-written-{t}")
+    out = result.stdout
+    problems = []
+    if "HOST-SERVICE" not in control_host:
+        problems.append(f"the host service did not answer on the host: {control_host!r}")
+    if result.returncode != 0 or "control-ok" not in out:
+        problems.append(f"the session could not use its runtime directory: {out} {result.stderr}")
+    if "REACHED" in out or "held" not in out:
+        problems.append(f"the host's socket was visible inside the root: {out}")
+    if "drwx------" not in out or f"owner={uid}" not in out:
+        problems.append(f"the root's runtime directory is not the user's own, mode 0700: {out}")
+    if leaked:
+        problems.append("a file the session wrote to its runtime directory reached the host's")
+    record("a session reaches the user's own service on the host through /run/user/UID", store.backend, 2,
+           2 - len(problems), [], "a host process of the user listening in /run/user/UID; a file written there",
+           problems)
+    assert not problems, "\n".join(problems)
+    assert_no_residue(store)  # the setsid sleep died with the root
+
+
+# --- class 2: groups by gid, not by name -----------------------------------
+
+@pytest.fixture(params=sorted(set(CLIENTS) - {"runuser"}))
+def attack_client(request, attack_store):
+    client = CLIENTS[request.param]()
+    with conftest.services_for(attack_store):
+        if hasattr(client, "setup"):
+            client.setup(attack_store)
+        try:
+            yield client
+        finally:
+            if hasattr(client, "teardown"):
+                client.teardown()
+
+
+def test_inside_a_root_the_user_has_exactly_the_hosts_ids(attack_client, attack_store, clash_group):
+    """The image names a host group with another gid and lists the user in
+    a group the host does not: inside, `id` shows the host's uid, primary
+    gid and supplementary gids, whichever client computes them."""
+    expected = host_ids("lctest1")
+    assert str(clash_group) in expected["groups"]  # the control: the host grants the clash group's gid
+    seen = ids_in(attack_client.run(attack_store, "lctest1", ID_SCRIPT))
+    name = type(attack_client).__name__
+    problems = [] if seen == expected else [f"{name}: inside {seen}, on the host {expected}"]
+    record(f"the image names the user's groups with other gids ({name})", attack_store.backend, 1,
+           1 - len(problems), [], "a host group's name with another gid in the image; an image-only group",
+           problems)
+    assert not problems, problems[0]
+
+
+# --- class 3: another user's login inside a root ----------------------------
+
+def test_another_users_login_inside_a_root_is_refused(attack_store):
+    """alice (lctest1) runs a setuid login program of the image inside her
+    root and asks for bob (lctest2): refused. Her own nested login is left
+    alone (it stays in her root)."""
+    store = attack_store
+    script = (f"/bin/lc-pamclient {NEST_SERVICE} lctest2 1 'echo BOB-INSIDE uid=$(id -u)' 2>&1 || echo refused\n"
+              f"/bin/lc-pamclient {NEST_SERVICE} lctest1 1 'echo SAME-USER marker=$(cat /run/loginchroot-session)'"
+              f" 2>&1 || echo same-user-failed\n")
+    mark = syslog_mark()
+    result = run([c_client("pamclient"), store.service, "lctest1", "1", script], check=False)
+    out = result.stdout
+    problems = []
+    if "BOB-INSIDE" in out or "refused" not in out:
+        problems.append(f"bob got a session inside alice's root: {out}")
+    if "SAME-USER marker=lctest1" not in out:
+        problems.append(f"alice's own nested login did not stay in her root: {out}")
+    logged = syslog_since(mark, waiting_for="lctest2")
+    if logged is not None and "lctest2" not in logged:
+        problems.append("the refusal's reason is not in syslog")
+    record("another user's login inside a user's root (su - bob)", store.backend, 2, 2 - len(problems), [],
+           "a setuid PAM client of the image asks for another user, then for the root's own", problems)
+    assert not problems, "\n".join(problems)
+
+
+# --- class 4: stale numbers never kill a stranger --------------------------
+
+def boot_id():
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        return f.read().strip()
+
+
+@contextlib.contextmanager
+def bystanders():
+    """Two processes that are nobody's session: one in a mount namespace of
+    its own, one chrooted into a tmpfs. Yields (processes, namespace inode,
+    root device)."""
+    base = tempfile.mkdtemp(prefix="lc-bystander-", dir="/var/lib")
+    conftest.mount("lc-bystander", base, "tmpfs", 0, "size=16m")
+    shutil.copy2(shutil.which("busybox"), os.path.join(base, "busybox"))
+    procs = [subprocess.Popen(["unshare", "-m", "--propagation", "private", "sleep", "3041"]),
+             subprocess.Popen(["chroot", base, "/busybox", "sleep", "3042"])]
+    try:
+        deadline = time.time() + 10
+        while True:
+            try:
+                namespace = os.stat(f"/proc/{procs[0].pid}/ns/mnt").st_ino
+                device = os.stat(f"/proc/{procs[1].pid}/root").st_dev
+            except FileNotFoundError:
+                namespace = device = None
+            host = os.stat("/proc/self/ns/mnt").st_ino
+            if namespace and namespace != host and device == os.stat(base).st_dev:
+                break
+            assert time.time() < deadline, "the bystanders never settled"
+            time.sleep(0.05)
+        yield procs, namespace, device
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        conftest.LIBC.umount2(base.encode(), 2)
+        os.rmdir(base)
+
+
+def test_a_stale_record_never_kills_a_bystander(store, users):
+    """A record whose namespace inode and root device now belong to
+    strangers (after a reboot with a persistent state_dir, or a pin lost in
+    a crash): gc finishes the root and both strangers live on."""
+    with bystanders() as (procs, namespace, device):
+        os.makedirs(os.path.join(store.state, "roots"), exist_ok=True)
+        with open(os.path.join(store.state, "roots", "lcstale"), "w") as f:
+            f.write(f"version=1\nkey=lcstale\nuser=lctest1\nuid={users['lctest1'].pw_uid}\nbackend={store.backend}\n"
+                    f"generation=gen-1\nphase=closing\nnamespace_inode={namespace}\nroot_device={device}\n"
+                    f"next_member=1\nboot_id={boot_id()}\n")
+        gc = store.cli("gc", check=False)
+        alive = [proc.poll() is None for proc in procs]
+    problems = []
+    if "root lcstale: destroyed" not in gc.stdout:
+        problems.append(f"gc did not finish the stale root (the control): {gc.stdout} {gc.stderr}")
+    if not all(alive):
+        problems.append(f"gc killed a bystander: namespace holder alive={alive[0]}, chrooted alive={alive[1]}")
+    record("a stale record names a stranger's namespace and root device", store.backend, 2, alive.count(True),
+           [] if all(alive) else ["a bystander process"], "planted record, no pin, this boot's id", problems)
+    assert not problems, "\n".join(problems)
+
+
+# --- class 5: gc touches only its own instance -------------------------------
+
+def test_gc_of_another_instance_and_a_corrupt_record_spare_live_sessions(store, image_dir):
+    """A second store's gc leaves this store's sessions alone, and so does
+    this store's gc when the record of a live root is corrupt: it is
+    reported, never acted on."""
+    other = make_store(store.backend, image_dir)
+    held = HeldSession(store, "lctest1", after="echo still-alive")
+    problems = []
+    try:
+        held.wait_until_in(store)
+        cgroups_before = sorted(p for p, _, _ in os.walk(CGROUP2) if "loginchroot-" in p)
+        other_gc = other.cli("gc", check=False)
+        cgroups_after = sorted(p for p, _, _ in os.walk(CGROUP2) if "loginchroot-" in p)
+        if cgroups_after != cgroups_before:
+            problems.append(f"another instance's gc removed {set(cgroups_before) - set(cgroups_after)}: {other_gc.stdout}")
+        path = os.path.join(store.state, "roots", "lctest1")
+        saved = open(path).read()
+        with open(path, "w") as f:
+            f.write(saved.replace("version=1", "version=1\ngarbage"))
+        own_gc = store.cli("gc", check=False)
+        check = store.cli("check", check=False)
+        cgroups_after_own = sorted(p for p, _, _ in os.walk(CGROUP2) if "loginchroot-" in p)
+        pins = os.listdir(os.path.join(store.state, "pins"))
+        with open(path, "w") as f:
+            f.write(saved)
+        if "lctest1" not in own_gc.stdout + own_gc.stderr or own_gc.returncode == 0:
+            problems.append(f"gc did not report the corrupt record (the control): {own_gc.stdout} {own_gc.stderr}")
+        if "lctest1" not in check.stdout + check.stderr:
+            problems.append(f"check did not report the corrupt record: {check.stdout}")
+        if cgroups_after_own != cgroups_before or "lctest1" not in pins:
+            problems.append(f"gc acted on the root of a corrupt record: cgroups {cgroups_after_own}, pins {pins}")
+        status, output = held.finish()
+        if status != 0 or "still-alive" not in output:
+            problems.append(f"the live session was disturbed: {status} {output}")
+    finally:
+        held.release()
+        destroy_store(other)
+    record("gc of a second instance, and gc over a corrupt record of a live root", store.backend, 2,
+           2 - len(problems), [] if not problems else ["a live session"], "", problems)
+    assert not problems, "\n".join(problems)
+    assert_no_residue(store)
+
+
+# --- class 6: bind sources never follow a user's symlink ----------------------
+
+def test_a_bind_source_symlink_planted_by_a_user_is_refused(store, users):
+    """bind = /SCRATCH/%u:/scratch under a world-writable directory: bob
+    plants alice's entry as a symlink to a directory of root's. alice's
+    login is refused with the reason, and nothing is bound there. bob's own
+    real directory works (the control)."""
+    t = token()
+    scratch = tempfile.mkdtemp(prefix="lc-scratch-", dir="/var/lib")
+    os.chmod(scratch, 0o1777)
+    victim = tempfile.mkdtemp(prefix="lc-victim-", dir="/var/lib")  # bob's, where alice's files would land
+    alice, bob = users["lctest1"], users["lctest2"]
+    os.chown(victim, bob.pw_uid, bob.pw_gid)
+    os.chmod(victim, 0o777)
+    try:
+        os.mkdir(os.path.join(scratch, str(bob.pw_uid)))
+        os.chown(os.path.join(scratch, str(bob.pw_uid)), bob.pw_uid, bob.pw_gid)
+        os.symlink(victim, os.path.join(scratch, str(alice.pw_uid)))
+        os.lchown(os.path.join(scratch, str(alice.pw_uid)), bob.pw_uid, bob.pw_gid)
+        binds = "\n".join(f"bind = {b}" for b in ("/proc recursive", "/sys ro recursive", "/dev", "/dev/pts",
+                                                    "/tmp", "/home recursive", f"{scratch}/%u:/scratch"))
+        write_config(store, f"\n[binds]\n{binds}\n")
+        mark = syslog_mark()
+        attack = run([c_client("pamclient"), store.service, "lctest1", "1", f"echo x > /scratch/lc-{t}"],
+                     check=False)
+        logged = syslog_since(mark, waiting_for="symlink")
+        control = run([c_client("pamclient"), store.service, "lctest2", "1", f"echo x > /scratch/lc-{t}"],
+                      check=False)
+        problems = []
+        if attack.returncode == 0 or os.listdir(victim):
+            problems.append(f"alice's login wrote through bob's symlink: {os.listdir(victim)}")
+        if logged is not None and "symlink" not in logged:
+            problems.append(f"the reason is not in syslog: {logged}")
+        if control.returncode != 0 or not os.path.exists(os.path.join(scratch, str(bob.pw_uid), f"lc-{t}")):
+            problems.append(f"the control login with a real directory failed: {control.stderr}")
+    finally:
+        write_config(store)
+        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(victim, ignore_errors=True)
+    record("a bind source planted as a symlink by another user", store.backend, 1, 1 - len(problems),
+           [], "bind = SCRATCH/%u:/scratch, SCRATCH mode 1777", problems)
+    assert not problems, "\n".join(problems)
+    assert_no_residue(store)
+
+
+# --- class 7: teardown of any tree a user builds ------------------------------
+
+def deeptree():
+    """A static helper that builds what a user can: N nested directories,
+    or N nested btrfs subvolumes (no btrfs-progs in the test image)."""
+    binary = os.path.join(tempfile.gettempdir(), f"lc-deeptree-{os.getpid()}")
+    if not os.path.exists(binary):
+        source = binary + ".c"
+        with open(source, "w") as f:
+            f.write(r"""
+#include <fcntl.h>
+#include <linux/btrfs.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    int subvolumes = strcmp(argv[1], "subvolumes") == 0;
+    long n = atol(argv[2]);
+    if (chdir(argv[3])) { perror("chdir"); return 1; }
+    for (long i = 0; i < n; i++) {
+        if (subvolumes) {
+            struct btrfs_ioctl_vol_args args = {0};
+            strcpy(args.name, "s");
+            int dir = open(".", O_RDONLY | O_DIRECTORY);
+            if (ioctl(dir, BTRFS_IOC_SUBVOL_CREATE, &args)) { perror("subvol"); return 1; }
+            close(dir);
+            if (chdir("s")) { perror("chdir"); return 1; }
+        } else {
+            if (mkdir("d", 0755) || chdir("d")) { perror("mkdir"); return 1; }
+            if (i % 100 == 0) { int fd = open("f", O_CREAT | O_WRONLY, 0644); close(fd); mkfifo("p", 0644); }
+        }
+    }
+    printf("built %ld\n", n);
+    return 0;
+}
+""")
+        run(["gcc", "-static", "-O2", "-o", binary, source])
+        os.chmod(binary, 0o755)
+    return binary
+
+
+@pytest.mark.parametrize("shape", ["directories", "subvolumes"])
+def test_teardown_finishes_for_any_tree_a_user_builds(store, image_dir, shape):
+    """A user builds a tree deeper than any fd limit (directories) or more
+    nested subvolumes than a fixed bound (btrfs): the logout removes it all
+    and the next login works."""
+    if shape == "subvolumes" and store.backend != "btrfs":
+        pytest.skip("nested subvolumes are btrfs's")
+    depth = {"directories": 5000, "subvolumes": 600}[shape]
+    if store.backend == "overlay" and shape == "directories":
+        # The deep tree must land on the host: an upper directory, not a tmpfs.
+        upper = tempfile.mkdtemp(prefix="lc-upper-", dir="/var/lib")
+        os.chmod(upper, 0o700)
+        target = make_store("overlay", image_dir)
+        write_config(target, "\n[overlay]\nupper = " + upper + "\n")
+    else:
+        upper, target = None, store
+    try:
+        result = run([c_client("pamclient"), target.service, "lctest1", "1",
+                      f"{deeptree()} {shape} {depth} /srv/scratch"], check=False)
+        again = run([c_client("pamclient"), target.service, "lctest1", "1", "echo next-login-ok"], check=False)
+        gc = target.cli("gc", check=False)
+        problems = []
+        if f"built {depth}" not in result.stdout:
+            problems.append(f"the user could not build the tree (the control): {result.stdout} {result.stderr}")
+        if "next-login-ok" not in again.stdout:
+            problems.append(f"the next login failed: {again.stderr}")
+        problems += conftest.settled_residue(target)
+        if upper and os.listdir(upper):
+            problems.append(f"the upper directory kept {os.listdir(upper)}")
+    finally:
+        if upper:
+            destroy_store(target)
+            shutil.rmtree(upper, ignore_errors=True)
+    record(f"teardown of {depth} nested {shape} a user built in their root", store.backend, 1, 1 - bool(problems),
+           [], f"gc said: {gc.stdout.strip()[:200]}", problems)
+    assert not problems, "\n".join(problems)
+
+
+# --- class 9: no user can stall another user's login ----------------------
+
+def wait_for_state(pid, state, seconds=30):
+    deadline = time.time() + seconds * conftest.TIME_SCALE
+    while time.time() < deadline:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == state:
+                return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_login_stopped_inside_open_session_delays_no_other_user(store):
+    """alice's login stops inside open_session, holding all it holds there
+    (her lock, the generation it snapshots): bob logs in at once, while
+    lock_timeout is short enough that waiting for her would fail him."""
+    with open(store.config) as f:
+        text = f.read()
+    with open(store.config, "w") as f:
+        f.write(re.sub(r"(?m)^lock_timeout = .*$", "lock_timeout = 3", text))
+    conftest.write_service(store, module=conftest.DEBUG_MODULE)
+    stopped = subprocess.Popen(["pamtester", store.service, "lctest1", "open_session", "close_session"],
+                               env={**os.environ, "LOGINCHROOT_TEST_CRASH_AT": "open.record-saved:stop"},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    problems = []
+    try:
+        if not wait_for_state(stopped.pid, "T"):
+            problems.append("alice's login never stopped inside open_session (the control)")
+        started = time.monotonic()
+        bob = run(["pamtester", store.service, "lctest2", "open_session", "close_session"], check=False)
+        waited = time.monotonic() - started
+        if bob.returncode != 0:
+            problems.append(f"bob's login failed while alice's was stopped: {bob.stdout} {bob.stderr}")
+    finally:
+        os.kill(stopped.pid, 18)  # SIGCONT
+        out, err = stopped.communicate(timeout=60 * conftest.TIME_SCALE)
+    if stopped.returncode != 0:
+        problems.append(f"alice's login did not finish once continued: {out} {err}")
+    record("a login stopped inside open_session while another user logs in", store.backend, 1, 1 - bool(problems),
+           [], f"bob's login took {waited:.3f} s (open+close) while alice's was stopped; lock_timeout 3 s", problems)
+    assert not problems, "\n".join(problems)
+
+
+def test_a_user_cannot_stop_their_own_su_inside_open_session(store, users):
+    """su keeps the caller's real uid, so the caller may signal it. While
+    su runs the module's locked steps its real uid is root's: alice's
+    SIGSTOP fails. Once open_session is done she can signal it again (the
+    control: the harness can reach su at all)."""
+    t = token()
+    trace = f"/tmp/lc-trace-{t}"
+    su_service = "/etc/pam.d/su-l"
+    saved = open(su_service).read()
+    alice = users["lctest1"]
+    try:
+        with open(su_service, "w") as f:
+            f.write("auth required pam_permit.so\naccount required pam_permit.so\n"
+                    + store.pam_lines(module=conftest.DEBUG_MODULE))
+        su = subprocess.Popen(["su", "-l", "lctest1", "-c", "sleep 2"], user=alice.pw_uid, group=alice.pw_gid,
+                              env={"PATH": "/usr/bin:/bin", "LOGINCHROOT_TEST_CRASH_AT": "open.record-saved:pause",
+                                   "LOGINCHROOT_TEST_TRACE": trace},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 30 * conftest.TIME_SCALE
+        while not (os.path.exists(trace) and "open.record-saved" in open(trace).read()) and time.time() < deadline:
+            time.sleep(0.02)
+        as_alice = dict(user=alice.pw_uid, group=alice.pw_gid, extra_groups=[])
+        during = subprocess.run(["kill", "-STOP", str(su.pid)], capture_output=True, text=True, **as_alice)
+        while not os.path.exists(f"/proc/{su.pid}") or "open.joined" not in open(trace).read():
+            if time.time() > deadline:
+                break
+            time.sleep(0.02)
+        after = subprocess.run(["kill", "-0", str(su.pid)], capture_output=True, text=True, **as_alice)
+        os.kill(su.pid, 18)  # SIGCONT, in case the stop got through
+        out, err = su.communicate(timeout=60 * conftest.TIME_SCALE)
+    finally:
+        with open(su_service, "w") as f:
+            f.write(saved)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(trace)
+    problems = []
+    if during.returncode == 0:
+        problems.append("alice stopped her su while it held the module's locks")
+    if after.returncode != 0:
+        problems.append(f"alice could not signal her su after open_session (the control): {after.stderr}")
+    if su.returncode != 0:
+        problems.append(f"the su session failed: {out} {err}")
+    record("a user stops their own su inside open_session (su keeps the caller's real uid)", store.backend, 1,
+           1 - bool(problems), [], "kill -STOP from the caller's uid during the locked steps", problems)
+    assert not problems, "\n".join(problems)
+    assert_no_residue(store)
+
+
+# --- class 10: login records reach the host --------------------------------
+
+@pytest.fixture
+def utmp():
+    """/run/utmp as the boot makes it (this machine's init does not)."""
+    made = not os.path.exists("/run/utmp")
+    if made:
+        open("/run/utmp", "w").close()
+        os.chown("/run/utmp", 0, grp.getgrnam("utmp").gr_gid)
+        os.chmod("/run/utmp", 0o664)
+    yield
+    if made:
+        os.unlink("/run/utmp")
+
+
+def test_login_records_reach_the_hosts_utmp_and_wtmp(store, utmp):
+    """The PAM caller stays in the root after open_session, and writes its
+    login records from there: login its utmp entry (`who` on the host
+    shows the session while it runs), sshd's monitor its wtmp entries on a
+    pty (`last` on the host gains the session)."""
+    t = token()
+    before = run(["last", "-w", "lctest1"], check=False).stdout.count("lctest1")
+    login = CLIENTS["login"]()
+    with conftest.services_for(store):
+        handle = login.start(store, "lctest1", f"while [ ! -e /tmp/lc-who-{t} ]; do sleep 0.1; done")
+        try:
+            deadline = time.time() + 30
+            while "lctest1" not in (who := run(["who"]).stdout) and time.time() < deadline:
+                time.sleep(0.2)
+        finally:
+            open(f"/tmp/lc-who-{t}", "w").close()
+            status, _ = handle.wait()
+            os.unlink(f"/tmp/lc-who-{t}")
+    ssh = CLIENTS["sshd"]()
+    ssh.setup(store)
+    try:
+        command = ssh.command("lctest1", "echo ssh-session-ok")
+        over_ssh = run(command[:1] + ["-tt"] + command[1:], check=False)
+    finally:
+        ssh.teardown()
+    after = run(["last", "-w", "lctest1"], check=False).stdout.count("lctest1")
+    problems = []
+    if status != 0 or "ssh-session-ok" not in over_ssh.stdout:
+        problems.append(f"a login failed (the control): login {status}, ssh {over_ssh.stdout} {over_ssh.stderr}")
+    if "lctest1" not in who:
+        problems.append(f"the host's `who` did not show the console session: {who!r}")
+    if after <= before:
+        problems.append(f"the host's `last` did not gain the ssh session: {run(['last', '-w'], check=False).stdout}")
+    record("login records (utmp, wtmp) of sessions in a root", store.backend, 2, 2 - len(problems), [],
+           "login -f on a pty: who during; ssh -tt: last after", problems)
+    assert not problems, "\n".join(problems)
+    assert_no_residue(store)
+
+
+# --- class 11: mount flags and return codes ---------------------------------
+
+def test_device_nodes_in_the_image_do_not_work_and_exempt_users_get_pam_ignore(attack_store):
+    """A device node in the image opens nothing (roots are nodev); the
+    host's /dev still works (the control). uid 0 gets PAM_IGNORE: on a stack
+    where only an ignoring module skips pam_deny, root gets in and a user
+    who gets a root does not."""
+    store = attack_store
+    result = run([c_client("pamclient"), store.service, "lctest1", "1",
+                  "if echo x > /srv/lc-null; then echo OPENED; else echo held; fi\n"
+                  "echo x > /dev/null && echo control-ok\ngrep ' / / ' /proc/self/mountinfo"], check=False)
+    problems = []
+    if "control-ok" not in result.stdout:
+        problems.append(f"the host's /dev/null did not work inside (the control): {result.stdout} {result.stderr}")
+    if "OPENED" in result.stdout or "held" not in result.stdout:
+        problems.append(f"a device node of the image opened: {result.stdout}")
+    with open(f"/etc/pam.d/{store.service}", "w") as f:
+        f.write("auth required pam_permit.so\naccount required pam_permit.so\n"
+                f"session [ignore=1 default=ignore] {MODULE} config={store.config}\n"
+                "session required pam_deny.so\nsession required pam_permit.so\n")
+    exempt = run(["pamtester", store.service, "root", "open_session", "close_session"], check=False)
+    user = run(["pamtester", store.service, "lctest1", "open_session", "close_session"], check=False)
+    conftest.write_service(store)
+    if exempt.returncode != 0:
+        problems.append(f"uid 0 did not get PAM_IGNORE: {exempt.stdout} {exempt.stderr}")
+    if user.returncode == 0:
+        problems.append("the stack let a user with a root through pam_deny: it cannot tell PAM_IGNORE (the control)")
+    record("device nodes in the image; PAM_IGNORE where the module does nothing", store.backend, 2,
+           2 - len(problems), [], "a character device (1,3) mode 0666 in the image", problems)
+    assert not problems, "\n".join(problems)
