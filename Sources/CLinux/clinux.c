@@ -205,6 +205,18 @@ int lc_is_mount_root(const char *path)
     return (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT) != 0;
 }
 
+long long lc_mount_id(const char *path)
+{
+    struct statx stx;
+    if (statx(AT_FDCWD, path, 0, STATX_MNT_ID, &stx))
+        return -1;
+    if (!(stx.stx_mask & STATX_MNT_ID)) {
+        errno = ENOSYS;
+        return -1;
+    }
+    return (long long)stx.stx_mnt_id;
+}
+
 long long lc_filesystem_magic(const char *path)
 {
     struct statfs info;

@@ -63,6 +63,13 @@ public enum Mounts {
         return table
     }
 
+    /// The id of the mount that `path` is on (a magic link in /proc is
+    /// followed to what it names), or nil.
+    public static func mountID(of path: String) -> UInt64? {
+        let id = lc_mount_id(path)
+        return id < 0 ? nil : UInt64(id)
+    }
+
     /// Whether something is mounted at exactly `path`: one statx, where the
     /// kernel can tell (Linux 5.8+), else a read of the mount table.
     public static func isMountPoint(_ path: String) -> Bool {

@@ -30,22 +30,37 @@ public enum Processes {
         ((try? Files.listDirectory("/proc")) ?? []).compactMap { Int32($0) }
     }
 
-    /// Whether `pid` uses the session root now: its mount namespace is the
-    /// root's, or its root directory is on the root's device.
-    public static func usesRoot(_ pid: Int32, namespaceInode: UInt64, rootDevice: UInt64) -> Bool {
+    /// Whether `pid` uses the session root now, through any handle: a
+    /// thread's mount namespace, root or working directory, an open file or
+    /// a mapped one on the root's mount. (Threads may each have their own
+    /// namespace and root; an fd passed out over a socket keeps a root's
+    /// files readable after its namespace is gone.) By mount id, not device:
+    /// overlay gives files devices of their layers, and a btrfs subvolume a
+    /// user nests has a device of its own, but all are on the root's mount.
+    public static func holdsRoot(_ pid: Int32, namespaceInode: UInt64, rootMount: UInt64) -> Bool {
         var info = Glibc.stat()
-        if namespaceInode != 0, stat("/proc/\(pid)/ns/mnt", &info) == 0, UInt64(info.st_ino) == namespaceInode {
-            return true
+        func on(_ path: String) -> Bool { Mounts.mountID(of: path) == rootMount }
+        let process = "/proc/\(pid)"
+        let threads = (try? Files.listDirectory(process + "/task")) ?? []
+        for thread in threads.map({ "\(process)/task/\($0)" }) {
+            if namespaceInode != 0, stat(thread + "/ns/mnt", &info) == 0, UInt64(info.st_ino) == namespaceInode {
+                return true
+            }
+            if rootMount != 0 && (on(thread + "/root") || on(thread + "/cwd")) { return true }
         }
-        return rootDevice != 0 && stat("/proc/\(pid)/root", &info) == 0 && UInt64(info.st_dev) == rootDevice
+        guard rootMount != 0 else { return false }
+        for directory in [process + "/fd", process + "/map_files"] {
+            for entry in (try? Files.listDirectory(directory)) ?? [] where on(directory + "/" + entry) { return true }
+        }
+        return false
     }
 
-    /// Kills every process (but `own`) that uses the session root: the
+    /// Kills every process (but `own`) that holds the session root: the
     /// /proc scan behind cgroup.kill. Returns how many it signalled.
-    public static func killUsingRoot(namespaceInode: UInt64, rootDevice: UInt64, excluding own: Int32) -> Int {
+    public static func killHoldingRoot(namespaceInode: UInt64, rootMount: UInt64, excluding own: Int32) -> Int {
         var killed = 0
-        for pid in allPids() where pid != own && usesRoot(pid, namespaceInode: namespaceInode, rootDevice: rootDevice) {
-            if kill(pid, ifStill: { usesRoot($0, namespaceInode: namespaceInode, rootDevice: rootDevice) }) { killed += 1 }
+        for pid in allPids() where pid != own && holdsRoot(pid, namespaceInode: namespaceInode, rootMount: rootMount) {
+            if kill(pid, ifStill: { holdsRoot($0, namespaceInode: namespaceInode, rootMount: rootMount) }) { killed += 1 }
         }
         return killed
     }

@@ -102,7 +102,7 @@ final class FakeHost: SessionHost {
             _ = FileManager.default.createFile(atPath: pin, contents: nil)
             pins[pin] = nextInode
         }
-        return RootIdentity(namespaceInode: nextInode, rootDevice: 77)
+        return RootIdentity(namespaceInode: nextInode, rootMount: 77)
     }
 
     func joinRoot(pin: String) throws {
@@ -130,9 +130,9 @@ final class FakeHost: SessionHost {
         pins[pin] = nil
     }
 
-    func placeCaller(inCgroupNamed name: String) -> CgroupPlacement? {
+    func placeCaller(inCgroupNamed name: String) throws -> CgroupPlacement {
         calls.append("placeCaller \(name)")
-        guard cgroupsAvailable else { return nil }
+        guard cgroupsAvailable else { throw FakeError("no cgroup2") }
         let placement = CgroupPlacement(cgroup: "/user.slice/" + name, parent: "/user.slice")
         placements.append(placement)
         return placement

@@ -20,11 +20,11 @@ final class HardeningTests: ManagerTestCase {
         let record = try XCTUnwrap(state.load(alice))
         XCTAssertEqual(record.phase, .quarantined)
         XCTAssertEqual(record.namespaceInode, 0)
-        XCTAssertEqual(record.rootDevice, 0)
+        XCTAssertEqual(record.rootMount, 0)
         host.killCalls = []
         backend.removeFailures = 0
         XCTAssertTrue(try manager.gc().actions.contains("root alice: destroyed"))
-        XCTAssertEqual(host.killCalls.first?.identity, RootIdentity(namespaceInode: 0, rootDevice: 0),
+        XCTAssertEqual(host.killCalls.first?.identity, RootIdentity(namespaceInode: 0, rootMount: 0),
                        "the retry scans for nothing: the old numbers may belong to someone else now")
     }
 

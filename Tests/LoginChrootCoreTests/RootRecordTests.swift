@@ -6,7 +6,7 @@ final class RootRecordTests: XCTestCase {
         var record = RootRecord(key: .perSession(user("alice"), serial: 77), user: user("alice"), uid: 1000,
                                 backend: .overlay, generation: Generation(number: 12), phase: .active)
         record.namespaceInode = 4026532999
-        record.rootDevice = 66
+        record.rootMount = 66
         record.members = [
             Member(id: "100.5000.0", pid: 100, startTime: 5000, cgroup: "/user.slice/loginchroot-alice+77-100", parentCgroup: "/user.slice"),
             Member(id: "200.6000.1", pid: 200, startTime: 6000, cgroup: "", parentCgroup: ""),
@@ -69,7 +69,7 @@ final class RootRecordTests: XCTestCase {
         let text = "version=1\nkey=bob\nuser=bob\nuid=1001\nbackend=btrfs\ngeneration=gen-2\nphase=preparing\n"
         let record = RootRecord.parse(text)
         XCTAssertEqual(record?.namespaceInode, 0)
-        XCTAssertEqual(record?.rootDevice, 0)
+        XCTAssertEqual(record?.rootMount, 0)
         XCTAssertEqual(record?.members, [])
         XCTAssertEqual(record?.note, "")
         XCTAssertEqual(record?.phase, .preparing)

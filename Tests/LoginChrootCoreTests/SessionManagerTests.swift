@@ -107,7 +107,7 @@ final class SessionManagerTests: ManagerTestCase {
         XCTAssertEqual(record.backend, .btrfs)
         XCTAssertEqual(record.generation, Generation(number: 1))
         XCTAssertEqual(record.namespaceInode, 4026532001)
-        XCTAssertEqual(record.rootDevice, 77)
+        XCTAssertEqual(record.rootMount, 77)
         XCTAssertEqual(record.members, [Member(id: "1000.10000.0", pid: 1000, startTime: 10000,
                                                cgroup: "/user.slice/loginchroot-\(tag)-alice-0", parentCgroup: "/user.slice")])
         XCTAssertEqual(recordFiles(), ["alice"], "no temporary files left behind")
@@ -186,14 +186,15 @@ final class SessionManagerTests: ManagerTestCase {
         XCTAssertNotNil(try state.load(.perSession(user("alice"), serial: serial)))
     }
 
-    func testWithoutCgroupsTheSessionStillEnters() throws {
+    func testWithoutACgroupTheLoginFails() throws {
         host.cgroupsAvailable = false
         let manager = makeManager()
-        let session = enter(manager)
-        XCTAssertEqual(try state.load(alice)?.members.first?.cgroup, "")
-        XCTAssertEqual(manager.close(user: user("alice"), reference: session.reference, hostNamespace: session.fd), .closed(destroyed: true))
-        XCTAssertFalse(host.killCalls.contains { $0.cgroups.contains("") }, "an empty cgroup name is never killed")
-        XCTAssertEqual(host.removedCgroups, [])
+        guard case .failed(_, let reason) = manager.open(user: user("alice")) else {
+            return XCTFail("a session whose processes only the /proc scan could find is refused")
+        }
+        XCTAssertTrue(reason.containsLiteral("no cgroup2"), reason)
+        XCTAssertEqual(host.builtPlans.count, 0)
+        XCTAssertEqual(backend.snapshots, [])
     }
 
     func testExemptRootIsLeftAlone() {
@@ -430,7 +431,7 @@ final class SessionManagerTests: ManagerTestCase {
         host.killCalls = []
         XCTAssertEqual(manager.close(user: user("alice"), reference: second.reference, hostNamespace: second.fd), .closed(destroyed: true))
         XCTAssertEqual(host.killCalls.map(\.cgroups), [["/user.slice/loginchroot-\(tag)-alice-1"], []])
-        XCTAssertEqual(host.killCalls.last?.identity, RootIdentity(namespaceInode: 4026532001, rootDevice: 77),
+        XCTAssertEqual(host.killCalls.last?.identity, RootIdentity(namespaceInode: 4026532001, rootMount: 77),
                        "the teardown scans /proc for anything still using the root")
         XCTAssertEqual(host.unpinned, [state.pinPath(alice)])
         XCTAssertEqual(backend.removed, [alice])
@@ -713,7 +714,7 @@ final class SessionManagerTests: ManagerTestCase {
             host.killCalls = []
             XCTAssertEqual(manager.close(user: user("alice"), reference: session.reference, hostNamespace: session.fd),
                            .closed(destroyed: true))
-            XCTAssertEqual(host.killCalls.last?.identity, RootIdentity(namespaceInode: 0, rootDevice: 0), breakIt)
+            XCTAssertEqual(host.killCalls.last?.identity, RootIdentity(namespaceInode: 0, rootMount: 0), breakIt)
             host.boot = "boot-1"
         }
         // The control: with this boot's id and the pin in place, the numbers are used.

@@ -38,6 +38,10 @@ int lc_set_thread_cpus(const int *cpus, int count);
  * tell (statx without STATX_ATTR_MOUNT_ROOT, before Linux 5.8). */
 int lc_is_mount_root(const char *path);
 
+/* The id of the mount `path` (followed, magic links too) is on, as
+ * mountinfo and fdinfo give it (statx STATX_MNT_ID, Linux 5.8+), or -1. */
+long long lc_mount_id(const char *path);
+
 /* statfs(2)'s f_type (the filesystem's magic number) for `path`, or -1. */
 long long lc_filesystem_magic(const char *path);
 

@@ -48,9 +48,10 @@ public struct LinuxSessionHost: SessionHost {
             try Mounts.setPropagation("/", MS_SLAVE, recursive: true)
             try RootAssembler(plan: plan, staging: staging, log: log).assemble()
             try Namespaces.pivotRoot(to: joinPath(staging, plan.rootSubpath))
-            var rootInfo = Glibc.stat()
-            try sys("stat", "/") { stat("/", &rootInfo) }
-            let identity = RootIdentity(namespaceInode: UInt64(try session.stat().st_ino), rootDevice: UInt64(rootInfo.st_dev))
+            guard let rootMount = Mounts.mountID(of: "/") else {
+                throw SetupError("the kernel gives no mount ids (statx STATX_MNT_ID)", fix: "run loginchroot on Linux 5.14 or newer")
+            }
+            let identity = RootIdentity(namespaceInode: UInt64(try session.stat().st_ino), rootMount: rootMount)
             if pin != nil {
                 // The caller goes back to the host: the state directory is not
                 // visible from inside. joinRoot enters the root.
@@ -99,23 +100,27 @@ public struct LinuxSessionHost: SessionHost {
 
     // MARK: cgroups and killing
 
-    public func placeCaller(inCgroupNamed name: String) -> CgroupPlacement? {
-        guard let cgroups, var parent = cgroups.current() else { return nil }
+    public func placeCaller(inCgroupNamed name: String) throws -> CgroupPlacement {
+        guard let cgroups, var parent = cgroups.current() else {
+            throw SetupError("no usable cgroup v2: a session's processes could not all be found at logout",
+                             fix: "mount cgroup2 (Debian 12 with systemd has it at /sys/fs/cgroup)")
+        }
         // A process that opens a second session sits in its first one's
         // cgroup: make the new one a sibling, so killing one spares the other.
         if let slash = parent.lastIndex(of: "/"), parent[parent.index(after: slash)...].hasPrefix("loginchroot-") {
             parent = parentDirectory(of: parent)
         }
-        guard !parent.unicodeScalars.contains(where: { $0 == " " || $0 == "\n" || $0 == "\t" }) else { return nil }
+        guard !parent.unicodeScalars.contains(where: { $0 == " " || $0 == "\n" || $0 == "\t" }) else {
+            throw SetupError("the login process's cgroup \(parent) has a blank in its name", fix: "check the service's cgroup")
+        }
         let child = joinPath(parent == "/" ? "/" : parent, name)
         do {
             try cgroups.create(child)
             try cgroups.move(pid: getpid(), to: child)
             return CgroupPlacement(cgroup: child, parent: parent)
         } catch {
-            log("cgroup \(child) unusable (\(error)); relying on the /proc scan")
             try? cgroups.remove(child)
-            return nil
+            throw error
         }
     }
 
@@ -145,8 +150,8 @@ public struct LinuxSessionHost: SessionHost {
                     if !cgroups.kill(name) { _ = cgroups.killEach(in: name, excluding: own) }
                 }
             }
-            if let identity, Processes.killUsingRoot(namespaceInode: identity.namespaceInode,
-                                                     rootDevice: identity.rootDevice, excluding: own) > 0 {
+            if let identity, Processes.killHoldingRoot(namespaceInode: identity.namespaceInode,
+                                                       rootMount: identity.rootMount, excluding: own) > 0 {
                 remaining = true
             }
             if !remaining { return true }

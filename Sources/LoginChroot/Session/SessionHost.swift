@@ -5,9 +5,9 @@ import LoginChrootCore
 /// Facts about a finished root that the /proc scan needs later.
 public struct RootIdentity: Equatable {
     public var namespaceInode: UInt64
-    public var rootDevice: UInt64
-    public init(namespaceInode: UInt64, rootDevice: UInt64) {
-        self.namespaceInode = namespaceInode; self.rootDevice = rootDevice
+    public var rootMount: UInt64
+    public init(namespaceInode: UInt64, rootMount: UInt64) {
+        self.namespaceInode = namespaceInode; self.rootMount = rootMount
     }
 }
 
@@ -50,9 +50,8 @@ public protocol SessionHost {
     func unpin(_ pin: String) throws
 
     /// Moves the caller into a new cgroup below its own (next to it when its
-    /// own is a loginchroot- cgroup); nil when cgroup2 is unusable here (the
-    /// /proc scan still finds the processes).
-    func placeCaller(inCgroupNamed name: String) -> CgroupPlacement?
+    /// own is a loginchroot- cgroup); throws when cgroup2 is unusable here.
+    func placeCaller(inCgroupNamed name: String) throws -> CgroupPlacement
     /// False when the caller could not be moved (it is then still in its
     /// session cgroup, and killAll spares it).
     func moveCaller(toCgroup parent: String) -> Bool

@@ -110,10 +110,12 @@ public final class SessionManager {
 
         let serial = record?.nextMember ?? 0
         let memberID = "\(caller.pid).\(caller.startTime).\(serial)"
-        let placement = host.placeCaller(inCgroupNamed: "\(cgroupPrefix)\(key)-\(serial)")
+        // Without its own cgroup a session's processes could only be found
+        // by the /proc scan: the login fails (as on_error says) instead.
+        let placement = try host.placeCaller(inCgroupNamed: "\(cgroupPrefix)\(key)-\(serial)")
         CrashPoint.reached("open.placed-in-cgroup")
         let member = Member(id: memberID, pid: caller.pid, startTime: caller.startTime,
-                            cgroup: placement?.cgroup ?? "", parentCgroup: placement?.parent ?? "")
+                            cgroup: placement.cgroup, parentCgroup: placement.parent)
         let hostNamespace: Int32
         do {
             hostNamespace = try host.openHostNamespace()
@@ -174,7 +176,7 @@ public final class SessionManager {
             let identity = try host.buildRoot(plan, staging: state.stagingDir, pin: state.pinPath(key))
             CrashPoint.reached("open.root-built")
             record.namespaceInode = identity.namespaceInode
-            record.rootDevice = identity.rootDevice
+            record.rootMount = identity.rootMount
             _ = try record.apply(.prepared)
             try state.save(record)
             CrashPoint.reached("open.root-active")
@@ -202,8 +204,7 @@ public final class SessionManager {
         }
     }
 
-    private func undoPlacement(_ placement: CgroupPlacement?) {
-        guard let placement else { return }
+    private func undoPlacement(_ placement: CgroupPlacement) {
         _ = host.moveCaller(toCgroup: placement.parent)  // it logs a failure
         host.removeCgroup(placement.cgroup)
     }
@@ -303,12 +304,12 @@ public final class SessionManager {
         if failure == nil {
             do {
                 try host.unpin(state.pinPath(record.key))
-                // The namespace and the root's device number are gone now;
+                // The namespace and the root's mount id are gone now;
                 // the kernel may hand them to the next login. Forget them
                 // before anything else can fail, so no later retry kills
                 // whoever got them.
                 record.namespaceInode = 0
-                record.rootDevice = 0
+                record.rootMount = 0
                 try state.save(record)
                 CrashPoint.reached("teardown.unpinned")
             } catch { failure = "unpinning the namespace: \(error)" }
@@ -337,23 +338,23 @@ public final class SessionManager {
         return true
     }
 
-    /// The recorded namespace inode and root device, if they still name this
+    /// The recorded namespace inode and root mount id, if they still name this
     /// root: recorded in this boot, and the pin still holds that namespace
-    /// (the pin keeps the inode from being reused, and the root's device
+    /// (the pin keeps the inode from being reused, and the root's mount
     /// with it). Otherwise the numbers may now belong to a stranger, and
     /// only the cgroups are trusted.
     func trustedIdentity(of record: RootRecord) -> RootIdentity {
-        let none = RootIdentity(namespaceInode: 0, rootDevice: 0)
-        guard record.namespaceInode != 0 || record.rootDevice != 0 else { return none }
+        let none = RootIdentity(namespaceInode: 0, rootMount: 0)
+        guard record.namespaceInode != 0 || record.rootMount != 0 else { return none }
         guard record.bootID == host.bootID() else {
-            log("root \(record.key): its record is from another boot; not scanning for its namespace or device")
+            log("root \(record.key): its record is from another boot; not scanning for its namespace or mount")
             return none
         }
         guard host.pinnedNamespace(at: state.pinPath(record.key)) == record.namespaceInode else {
             log("root \(record.key): its namespace pin is gone or holds another namespace; killing by cgroup only")
             return none
         }
-        return RootIdentity(namespaceInode: record.namespaceInode, rootDevice: record.rootDevice)
+        return RootIdentity(namespaceInode: record.namespaceInode, rootMount: record.rootMount)
     }
 
     /// Names of this instance's cgroups start with this (Config.instanceTag).
