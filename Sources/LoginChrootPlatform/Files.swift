@@ -197,7 +197,8 @@ public enum Files {
     /// write), so one user cannot point another user's bind at a place of
     /// their choosing. Returns an O_PATH fd, which opens nothing and never
     /// blocks (a FIFO is harmless). Every component must belong to root or
-    /// to `user`: a directory another user made in a shared place (a
+    /// to `user`, or sit in a directory of root's or the user's that nobody
+    /// else may write: a directory another user made in a shared place (a
     /// /scratch/UID made ahead of its owner) would collect the user's files.
     public static func openHostPath(_ path: String, user: UInt32) throws -> Descriptor {
         var pending = path.split(separator: "/").map(String.init)
@@ -229,9 +230,12 @@ public enum Files {
                 }
                 continue
             }
-            guard info.st_uid == 0 || info.st_uid == user else {
-                throw SetupError("\(path): \(resolved)/\(component) belongs to uid \(info.st_uid), neither root nor the user",
-                                 fix: "remove it; paths bound for a user belong to root or to that user")
+            if info.st_uid != 0 && info.st_uid != user {
+                let directory = try current.stat()
+                guard directory.st_uid == 0 || directory.st_uid == user, directory.st_mode & (S_IWGRP | S_IWOTH) == 0 else {
+                    throw SetupError("\(path): \(resolved)/\(component) belongs to uid \(info.st_uid), in a directory others can write",
+                                     fix: "remove it; where others can write, paths bound for a user belong to root or to that user")
+                }
             }
             current = Descriptor(adopting: try sys("openat", resolved + "/" + component) {
                 openat(current.raw, component, Descriptor.pathOnly | O_NOFOLLOW | O_CLOEXEC)

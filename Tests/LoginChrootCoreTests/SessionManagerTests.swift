@@ -610,6 +610,18 @@ final class SessionManagerTests: ManagerTestCase {
         XCTAssertEqual(host.unpinned, [])
     }
 
+    func testGCRemovesACgroupNoSessionOfALiveRootHas() throws {
+        let manager = makeManager()
+        enter(manager)
+        let live = "/user.slice/loginchroot-\(tag)-alice-0"
+        let stray = "/user.slice/loginchroot-\(tag)-alice-5"  // its login died before it recorded the session
+        host.leftover = [live, stray]
+        let report = try manager.gc()
+        XCTAssertEqual(report.actions, ["cgroup \(stray): removed (no session)"])
+        XCTAssertEqual(host.removedCgroups, [stray])
+        XCTAssertEqual(try state.load(alice)?.members.map(\.cgroup), [live])
+    }
+
     func testGCRemovesOrphanSnapshots() throws {
         let manager = makeManager()
         enter(manager)

@@ -8,7 +8,6 @@ pass; each case is a row of RELIABILITY.md.
 """
 import contextlib
 import grp
-import json
 import os
 import pwd
 import re
@@ -18,14 +17,13 @@ import socket
 import stat
 import subprocess
 import tempfile
-import threading
 import time
 
 import pytest
 
 import conftest
 from conftest import (BACKENDS, CGROUP2, MODULE, HeldSession, assert_no_residue, c_client, destroy_store,
-                      make_store, needs_backend, record, run, syslog_mark, syslog_since, token, write_config)
+                      make_store, record, run, syslog_mark, syslog_since, token, write_config)
 from test_clients import CLIENTS
 
 # --- an image with what the attacks need ------------------------------------
@@ -396,44 +394,58 @@ def test_gc_of_another_instance_and_a_corrupt_record_spare_live_sessions(store, 
 # --- class 6: bind sources never follow a user's symlink ----------------------
 
 @host_tier
-def test_a_bind_source_symlink_planted_by_a_user_is_refused(store, users):
+@pytest.mark.parametrize("plant", ["symlink", "directory"])
+def test_a_bind_source_planted_by_another_user_is_refused(store, users, plant):
     """bind = /SCRATCH/%u:/scratch under a world-writable directory: bob
-    plants alice's entry as a symlink to a directory of root's. alice's
-    login is refused with the reason, and nothing is bound there. bob's own
-    real directory works (the control)."""
+    plants alice's entry, as a symlink to a directory of his or as a
+    directory he made first. alice's login is refused with the reason, and
+    nothing of hers lands in bob's place. The controls: bob's own directory
+    works for bob, and so does a directory of another uid's in a directory
+    only root may write (a project share)."""
     t = token()
     scratch = tempfile.mkdtemp(prefix="lc-scratch-", dir="/var/lib")
     os.chmod(scratch, 0o1777)
     victim = tempfile.mkdtemp(prefix="lc-victim-", dir="/var/lib")  # bob's, where alice's files would land
+    project = tempfile.mkdtemp(prefix="lc-project-", dir="/var/lib")  # alice's, bound for everyone
     alice, bob = users["lctest1"], users["lctest2"]
     os.chown(victim, bob.pw_uid, bob.pw_gid)
     os.chmod(victim, 0o777)
+    os.chown(project, alice.pw_uid, alice.pw_gid)
+    os.chmod(project, 0o755)
+    planted = os.path.join(scratch, str(alice.pw_uid))
     try:
         os.mkdir(os.path.join(scratch, str(bob.pw_uid)))
         os.chown(os.path.join(scratch, str(bob.pw_uid)), bob.pw_uid, bob.pw_gid)
-        os.symlink(victim, os.path.join(scratch, str(alice.pw_uid)))
-        os.lchown(os.path.join(scratch, str(alice.pw_uid)), bob.pw_uid, bob.pw_gid)
+        if plant == "symlink":
+            os.symlink(victim, planted)
+            os.lchown(planted, bob.pw_uid, bob.pw_gid)
+        else:
+            os.mkdir(planted, 0o777)
+            os.chown(planted, bob.pw_uid, bob.pw_gid)
+            os.chmod(planted, 0o777)
         binds = "\n".join(f"bind = {b}" for b in ("/proc recursive", "/sys ro recursive", "/dev", "/dev/pts",
-                                                    "/tmp", "/home recursive", f"{scratch}/%u:/scratch"))
+                                                    "/tmp", "/home recursive", f"{scratch}/%u:/scratch",
+                                                    f"{project}:/project"))
         write_config(store, f"\n[binds]\n{binds}\n")
         mark = syslog_mark()
         attack = run([c_client("pamclient"), store.service, "lctest1", "1", f"echo x > /scratch/lc-{t}"],
                      check=False)
-        logged = syslog_since(mark, waiting_for="symlink")
-        control = run([c_client("pamclient"), store.service, "lctest2", "1", f"echo x > /scratch/lc-{t}"],
-                      check=False)
+        logged = syslog_since(mark, waiting_for=scratch)
+        control = run([c_client("pamclient"), store.service, "lctest2", "1",
+                       f"echo x > /scratch/lc-{t} && ls -d /project"], check=False)
+        landed = os.listdir(victim) + (os.listdir(planted) if plant == "directory" else [])
         problems = []
-        if attack.returncode == 0 or os.listdir(victim):
-            problems.append(f"alice's login wrote through bob's symlink: {os.listdir(victim)}")
-        if logged is not None and "symlink" not in logged:
+        if attack.returncode == 0 or landed:
+            problems.append(f"alice's login wrote into bob's {plant}: {landed}")
+        if logged is not None and planted not in logged:
             problems.append(f"the reason is not in syslog: {logged}")
         if control.returncode != 0 or not os.path.exists(os.path.join(scratch, str(bob.pw_uid), f"lc-{t}")):
-            problems.append(f"the control login with a real directory failed: {control.stderr}")
+            problems.append(f"the control login (bob's own directory, a project share) failed: {control.stderr}")
     finally:
         write_config(store)
-        shutil.rmtree(scratch, ignore_errors=True)
-        shutil.rmtree(victim, ignore_errors=True)
-    record("a bind source planted as a symlink by another user", store.backend, 1, 1 - len(problems),
+        for path in (scratch, victim, project):
+            shutil.rmtree(path, ignore_errors=True)
+    record(f"a bind source planted by another user ({plant})", store.backend, 1, 1 - len(problems),
            [], "bind = SCRATCH/%u:/scratch, SCRATCH mode 1777", problems)
     assert not problems, "\n".join(problems)
     assert_no_residue(store)
@@ -469,9 +481,12 @@ def test_teardown_finishes_for_any_tree_a_user_builds(store, image_dir, shape):
     else:
         upper, target = None, store
     try:
+        # Through /tmp, which every root has (the VM lab's build dir is not in one).
+        builder = f"/tmp/lc-deeptree-{token()}"
+        shutil.copy2(deeptree(), builder)
         # The soft fd limit a login process has on Debian (this machine's is higher).
         result = run([c_client("pamclient"), target.service, "lctest1", "1",
-                      f"{deeptree()} {shape} {depth} /srv/scratch"], check=False,
+                      f"{builder} {shape} {depth} /srv/scratch"], check=False,
                      preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024)))
         problems = [f"after the logout itself: {p}" for p in conftest.settled_residue(target)]
         again = run([c_client("pamclient"), target.service, "lctest1", "1", "echo next-login-ok"], check=False)
@@ -484,6 +499,8 @@ def test_teardown_finishes_for_any_tree_a_user_builds(store, image_dir, shape):
         if upper and os.listdir(upper):
             problems.append(f"the upper directory kept {os.listdir(upper)}")
     finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(builder)
         if upper:
             destroy_store(target)
             shutil.rmtree(upper, ignore_errors=True)

@@ -461,10 +461,16 @@ public final class SessionManager {
                 } catch { report.failures.append("namespace pin \(key): \(error)") }
             }
         }
+        // A cgroup no session of its root has: its root is gone, or the login
+        // that made it died before it recorded the session.
+        func stray(_ cgroup: String, of key: RootKey) -> Bool {
+            guard let record = try? state.load(key) else { return !state.exists(key) }
+            return !record.members.contains { $0.cgroup == cgroup }
+        }
         for cgroup in host.leftoverCgroups(prefix: cgroupPrefix) {
-            guard let key = rootKey(ofCgroup: cgroup), orphan(key) else { continue }
+            guard let key = rootKey(ofCgroup: cgroup), !quarantined.contains(key.value), stray(cgroup, of: key) else { continue }
             whileLocked(key) {
-                guard orphan(key) else { return }
+                guard stray(cgroup, of: key) else { return }
                 _ = host.killAll(cgroups: [cgroup], identity: nil, timeoutSeconds: config.killTimeoutSeconds)
                 host.removeCgroup(cgroup)
                 report.actions.append("cgroup \(cgroup): removed (no session)")
