@@ -132,8 +132,10 @@ public struct Config: Equatable, Sendable {
     /// Sizes of the loop files made by `init` when no devices are named.
     public var dataSize: UInt64 = 8 << 30
     public var metadataSize: UInt64 = 128 << 20
-    /// Virtual size of master, and so of every generation and session.
-    public var volumeSize: UInt64 = 8 << 30
+    /// Virtual size of master, and so of every generation and session: the
+    /// most one root can take of the pool. A quarter of the default pool, so
+    /// one user who fills their root leaves room for everyone else.
+    public var volumeSize: UInt64 = 2 << 30
     public var thinBlockSize: UInt64 = 64 << 10
     public var filesystem: ThinFilesystem = .ext4
 

@@ -5,6 +5,23 @@ final class ConfigParserTests: XCTestCase {
 
     // MARK: defaults and every key
 
+    func testDefaultsKeepOneRootFromFillingEveryonesSpace() {
+        let config = Config()
+        XCTAssertLessThanOrEqual(config.volumeSize * 4, config.dataSize, "a root may take at most a quarter of the default pool")
+        XCTAssertFalse(config.binds.contains { $0.source.hasPrefix("/run/user") }, "each root has its own runtime directory")
+        XCTAssertTrue(config.allowSetuid)
+        XCTAssertEqual(config.runtimeDirectorySize, "10%")
+    }
+
+    func testSessionHardeningKeys() throws {
+        let config = try ConfigParser.parse("[session]\nsetuid = no\nruntime_dir_size = 64M\n", file: "t.conf")
+        XCTAssertFalse(config.allowSetuid)
+        XCTAssertEqual(config.runtimeDirectorySize, String(64 << 20))
+        XCTAssertEqual(try ConfigParser.parse("[session]\nruntime_dir_size = 25%\n", file: "t.conf").runtimeDirectorySize, "25%")
+        XCTAssertThrowsError(try ConfigParser.parse("[session]\nruntime_dir_size = 101%\n", file: "t.conf"))
+        XCTAssertThrowsError(try ConfigParser.parse("[session]\nsetuid = maybe\n", file: "t.conf"))
+    }
+
     func testEmptyFileGivesDefaults() throws {
         let config = try ConfigParser.parse("", file: "/etc/test.conf")
         XCTAssertEqual(config, Config())
@@ -478,7 +495,8 @@ final class ConfigParserTests: XCTestCase {
         let sections = ["[store]", "[session]", "[overlay]", "[binds]", "[master]", "[dm-thin]", "[x]", "[", "[]"]
         let keys = ["backend", "path", "image", "image_size", "keep_generations", "min_free", "pool_name", "volume_size",
                     "data_size", "metadata_size", "block_size", "filesystem", "data_device", "metadata_device", "mode", "on_error", "exempt_users",
-                    "exempt_groups", "state_dir", "add_user_entries", "copy_files", "kill_timeout", "lock_timeout", "upper", "tmpfs_size",
+                    "exempt_groups", "state_dir", "add_user_entries", "copy_files", "kill_timeout", "lock_timeout", "setuid",
+                    "runtime_dir_size", "upper", "tmpfs_size",
                     "bind", "update_command", "", "bogus"]
         let values = ["btrfs", "overlay", "/a", "/a/../b", "rel", "/", "//", "8G", "0", "-1", "1001", "7", "yes", "no",
                       "per-user", "per-session", "deny", "allow", "root, alice", "-x", "tmpfs", "/a:/b ro", "/a:/",

@@ -213,7 +213,7 @@ def test_a_host_service_under_run_user_is_out_of_reach_of_the_root(store, users)
         problems.append(f"the root's runtime directory is not the user's own, mode 0700: {out}")
     if leaked:
         problems.append("a file the session wrote to its runtime directory reached the host's")
-    record("a session reaches the user's own service on the host through /run/user/UID", store.backend, 2,
+    record("class 1: a session reaches the user's own service on the host through /run/user/UID", store.backend, 2,
            2 - len(problems), [], "a host process of the user listening in /run/user/UID; a file written there",
            problems)
     assert not problems, "\n".join(problems)
@@ -245,7 +245,7 @@ def test_inside_a_root_the_user_has_exactly_the_hosts_ids(attack_client, attack_
     seen = ids_in(attack_client.run(attack_store, "lctest1", ID_SCRIPT))
     name = type(attack_client).__name__
     problems = [] if seen == expected else [f"{name}: inside {seen}, on the host {expected}"]
-    record(f"the image names the user's groups with other gids ({name})", attack_store.backend, 1,
+    record(f"class 2: the image names the user's groups with other gids ({name})", attack_store.backend, 1,
            1 - len(problems), [], "a host group's name with another gid in the image; an image-only group",
            problems)
     assert not problems, problems[0]
@@ -273,7 +273,7 @@ def test_another_users_login_inside_a_root_is_refused(attack_store):
     logged = syslog_since(mark, waiting_for="lctest2")
     if logged is not None and "lctest2" not in logged:
         problems.append("the refusal's reason is not in syslog")
-    record("another user's login inside a user's root (su - bob)", store.backend, 2, 2 - len(problems), [],
+    record("class 3: another user's login inside a user's root (su - bob)", store.backend, 2, 2 - len(problems), [],
            "a setuid PAM client of the image asks for another user, then for the root's own", problems)
     assert not problems, "\n".join(problems)
 
@@ -341,7 +341,7 @@ def test_a_stale_record_never_kills_a_bystander(store, users):
         problems.append(f"gc did not finish the stale root (the control): {gc.stdout} {gc.stderr}")
     if not all(alive):
         problems.append(f"gc killed a bystander: namespace holder alive={alive[0]}, chrooted alive={alive[1]}")
-    record("a stale record names a stranger's namespace and root mount", store.backend, 2, alive.count(True),
+    record("class 4: a stale record names a stranger's namespace and root mount", store.backend, 2, alive.count(True),
            [] if all(alive) else ["a bystander process"], "planted record, no pin, this boot's id", problems)
     assert not problems, "\n".join(problems)
 
@@ -385,8 +385,9 @@ def test_gc_of_another_instance_and_a_corrupt_record_spare_live_sessions(store, 
     finally:
         held.release()
         destroy_store(other)
-    record("gc of a second instance, and gc over a corrupt record of a live root", store.backend, 2,
-           2 - len(problems), [] if not problems else ["a live session"], "", problems)
+    record("class 5: gc of a second instance, and gc over a corrupt record of a live root", store.backend, 2,
+           2 - len(problems), [] if not problems else ["a live session"],
+           "a second store's gc during a held session; then this store's gc and check over its garbled record", problems)
     assert not problems, "\n".join(problems)
     assert_no_residue(store)
 
@@ -445,7 +446,7 @@ def test_a_bind_source_planted_by_another_user_is_refused(store, users, plant):
         write_config(store)
         for path in (scratch, victim, project):
             shutil.rmtree(path, ignore_errors=True)
-    record(f"a bind source planted by another user ({plant})", store.backend, 1, 1 - len(problems),
+    record(f"class 6: a bind source planted by another user ({plant})", store.backend, 1, 1 - len(problems),
            [], "bind = SCRATCH/%u:/scratch, SCRATCH mode 1777", problems)
     assert not problems, "\n".join(problems)
     assert_no_residue(store)
@@ -504,7 +505,7 @@ def test_teardown_finishes_for_any_tree_a_user_builds(store, image_dir, shape):
         if upper:
             destroy_store(target)
             shutil.rmtree(upper, ignore_errors=True)
-    record(f"teardown of {depth} nested {shape} a user built in their root", store.backend, 1, 1 - bool(problems),
+    record(f"class 7: teardown of {depth} nested {shape} a user built in their root", store.backend, 1, 1 - bool(problems),
            [], f"gc said: {gc.stdout.strip()[:200]}", problems)
     assert not problems, "\n".join(problems)
 
@@ -575,7 +576,7 @@ def test_a_handle_held_from_outside_dies_with_the_root(store, users, per):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f"/tmp/lc-shell-{t}")
         write_config(store)
-    record(f"a process outside the root holds a file and a thread's cwd in it ({per})", store.backend, 1,
+    record(f"class 8: a process outside the root holds a file and a thread's cwd in it ({per})", store.backend, 1,
            1 - bool(problems), [], "python3 as the user: open() through /proc/PID/root, a thread chdir'd in", problems)
     assert not problems, "\n".join(problems)
 
@@ -618,7 +619,7 @@ def test_a_login_stopped_inside_open_session_delays_no_other_user(store):
         out, err = stopped.communicate(timeout=60 * conftest.TIME_SCALE)
     if stopped.returncode != 0:
         problems.append(f"alice's login did not finish once continued: {out} {err}")
-    record("a login stopped inside open_session while another user logs in", store.backend, 1, 1 - bool(problems),
+    record("class 9: a login stopped inside open_session while another user logs in", store.backend, 1, 1 - bool(problems),
            [], f"bob's login took {waited:.3f} s (open+close) while alice's was stopped; lock_timeout 3 s", problems)
     assert not problems, "\n".join(problems)
 
@@ -666,7 +667,7 @@ def test_a_user_cannot_stop_their_own_su_inside_open_session(store, users):
         problems.append(f"alice could not signal her su after open_session (the control): {after.stderr}")
     if su.returncode != 0:
         problems.append(f"the su session failed: {out} {err}")
-    record("a user stops their own su inside open_session (su keeps the caller's real uid)", store.backend, 1,
+    record("class 9: a user stops their own su inside open_session (su keeps the caller's real uid)", store.backend, 1,
            1 - bool(problems), [], "kill -STOP from the caller's uid during the locked steps", problems)
     assert not problems, "\n".join(problems)
     assert_no_residue(store)
@@ -721,7 +722,7 @@ def test_login_records_reach_the_hosts_utmp_and_wtmp(store, utmp):
         problems.append(f"the host's `who` did not show the console session: {who!r}")
     if after <= before:
         problems.append(f"the host's `last` did not gain the ssh session: {run(['last', '-w'], check=False).stdout}")
-    record("login records (utmp, wtmp) of sessions in a root", store.backend, 2, 2 - len(problems), [],
+    record("class 10: login records (utmp, wtmp) of sessions in a root", store.backend, 2, 2 - len(problems), [],
            "login -f on a pty: who during; ssh -tt: last after", problems)
     assert not problems, "\n".join(problems)
     assert_no_residue(store)
@@ -754,6 +755,6 @@ def test_device_nodes_in_the_image_do_not_work_and_exempt_users_get_pam_ignore(a
         problems.append(f"uid 0 did not get PAM_IGNORE: {exempt.stdout} {exempt.stderr}")
     if user.returncode == 0:
         problems.append("the stack let a user with a root through pam_deny: it cannot tell PAM_IGNORE (the control)")
-    record("device nodes in the image; PAM_IGNORE where the module does nothing", store.backend, 2,
+    record("class 11: device nodes in the image; PAM_IGNORE where the module does nothing", store.backend, 2,
            2 - len(problems), [], "a character device (1,3) mode 0666 in the image", problems)
     assert not problems, "\n".join(problems)

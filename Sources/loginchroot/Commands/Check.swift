@@ -48,6 +48,15 @@ struct Check: ParsableCommand {
             }
             record("store \(config.storePath)") { try Backends.make(config).checkStore() }
             record("current generation") { _ = try Backends.make(config).currentGeneration() }
+            if config.backend == .dmThin {
+                record("volume_size against the pool") {
+                    let pool = try Backends.make(config).usage().totalBytes
+                    guard config.volumeSize * 2 <= pool else {
+                        throw SetupError("volume_size (\(config.volumeSize >> 20) MiB) is more than half the pool's data (\(pool >> 20) MiB): one user who fills a root can fill the pool for everyone",
+                                         fix: "lower volume_size in [dm-thin] (new roots get it after 'loginchroot init' on a new store), or give the pool a bigger data device")
+                    }
+                }
+            }
             record("state directory \(config.stateDir)") {
                 if Files.exists(config.stateDir) { try Files.checkOwnedByRoot(config.stateDir, kind: "state directory") }
             }
