@@ -646,7 +646,8 @@ def wait_until_in(store, sessions):
     """Returns once the module has recorded every HeldSession in its root."""
     for _ in range(600 * TIME_SCALE):
         roots = json.loads(store.cli("sessions", "--json").stdout)
-        members = {member["pid"] for root in roots for member in root["sessions"]}
+        # Active: a root is recorded with its first session before it is built.
+        members = {member["pid"] for root in roots if root["phase"] == "active" for member in root["sessions"]}
         if all(session.proc.pid in members for session in sessions):
             return
         ended = [session for session in sessions if session.proc.poll() is not None]

@@ -78,7 +78,9 @@ def live_session(user):
     holder = subprocess.Popen(["runuser", "-l", user, "-c", "sleep 100000"])
     try:
         deadline = time.time() + 60 * 10
-        while not os.path.exists(f"/run/lclab-state/pins/{user}"):
+        # Active, not merely pinned: the pin exists while the root is still being built.
+        record = f"/run/lclab-state/roots/{user}"
+        while not (os.path.exists(record) and "phase=active" in open(record).read()):
             assert holder.poll() is None and time.time() < deadline, "runuser never opened its session"
             time.sleep(0.5)
         yield holder

@@ -82,7 +82,7 @@ struct Check: ParsableCommand {
         }
         record("cgroup2 mounted") {
             guard Cgroups.find() != nil else {
-                throw SetupError("no cgroup2 mount", fix: "mount cgroup2 (without it only the /proc scan finds a session's processes)")
+                throw SetupError("no cgroup2 mount", fix: "mount cgroup2 (without it every login fails: a session's processes need a cgroup of their own)")
             }
         }
         let failed = findings.filter { !$0.ok }
