@@ -76,6 +76,7 @@ public struct RootRecord: Equatable, Sendable {
     /// the /proc scan can find every process that still uses the root.
     public var namespaceInode: UInt64 = 0
     public var rootMount: UInt64 = 0
+    public var rootDevice: UInt64 = 0
     /// The boot those numbers belong to: after a reboot they name nothing
     /// of ours (a state_dir that persists keeps the record, not the root).
     public var bootID = ""
@@ -101,7 +102,7 @@ public struct RootRecord: Equatable, Sendable {
         var lines = [
             "version=1", "key=\(key)", "user=\(user)", "uid=\(uid)", "backend=\(backend.rawValue)",
             "generation=\(generation)", "phase=\(phase.rawValue)",
-            "namespace_inode=\(namespaceInode)", "root_mount=\(rootMount)", "next_member=\(nextMember)",
+            "namespace_inode=\(namespaceInode)", "root_mount=\(rootMount)", "root_device=\(rootDevice)", "next_member=\(nextMember)",
         ]
         if !bootID.isEmpty { lines.append("boot_id=\(bootID)") }
         for member in members {
@@ -137,6 +138,7 @@ public struct RootRecord: Equatable, Sendable {
         var record = RootRecord(key: key, user: user, uid: uid, backend: backend, generation: generation, phase: phase)
         record.namespaceInode = fields["namespace_inode"].flatMap { UInt64($0) } ?? 0
         record.rootMount = fields["root_mount"].flatMap { UInt64($0) } ?? 0
+        record.rootDevice = fields["root_device"].flatMap { UInt64($0) } ?? 0
         record.members = members
         record.nextMember = fields["next_member"].flatMap { UInt64($0) } ?? UInt64(members.count)
         record.note = fields["note"] ?? ""

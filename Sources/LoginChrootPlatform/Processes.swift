@@ -3,6 +3,34 @@ import CLinux
 import LoginChrootCore
 import Glibc
 
+/// What identifies a session root to the /proc scan (0: unknown).
+public struct RootHandles {
+    public var namespaceInode: UInt64
+    public var mount: UInt64
+    public var device: UInt64
+    /// The root's user. Only their processes and root's can reach into the
+    /// root from outside (through /proc/PID/root, which takes ptrace rights,
+    /// or setns and chroot); others only get what they are handed.
+    public var owner: UInt32
+    public init(namespaceInode: UInt64, mount: UInt64, device: UInt64, owner: UInt32) {
+        self.namespaceInode = namespaceInode; self.mount = mount; self.device = device; self.owner = owner
+    }
+
+    /// The device as /proc/PID/maps writes it ("fe:01"), or nil.
+    var deviceInMaps: String? {
+        guard device != 0 else { return nil }
+        let major = ((device >> 8) & 0xfff) | ((device >> 32) & ~0xfff)
+        let minor = (device & 0xff) | ((device >> 12) & ~0xff)
+        func hex(_ value: UInt64) -> String {
+            let digits = String(value, radix: 16)
+            return digits.count < 2 ? "0" + digits : digits
+        }
+        return hex(major) + ":" + hex(minor)
+    }
+}
+
+public enum RootScan { case threads, handles }
+
 public struct ProcessInfo: Equatable {
     public var pid: Int32
     public var startTime: UInt64
@@ -30,37 +58,51 @@ public enum Processes {
         ((try? Files.listDirectory("/proc")) ?? []).compactMap { Int32($0) }
     }
 
-    /// Whether `pid` uses the session root now, through any handle: a
-    /// thread's mount namespace, root or working directory, an open file or
-    /// a mapped one on the root's mount. (Threads may each have their own
-    /// namespace and root; an fd passed out over a socket keeps a root's
-    /// files readable after its namespace is gone.) By mount id, not device:
-    /// overlay gives files devices of their layers, and a btrfs subvolume a
-    /// user nests has a device of its own, but all are on the root's mount.
-    public static func holdsRoot(_ pid: Int32, namespaceInode: UInt64, rootMount: UInt64) -> Bool {
+    /// Whether `pid` uses the session root now. `.threads`: a thread's
+    /// mount namespace, root or working directory (threads may each have
+    /// their own). `.handles` also: an open file on the root's mount, or a
+    /// mapped file on its device (an fd passed out over a socket keeps a
+    /// root's files readable after its namespace is gone). Files by mount
+    /// id, not device: overlay gives files the devices of their layers, and
+    /// a btrfs subvolume a user nests has a device of its own.
+    public static func holdsRoot(_ pid: Int32, _ root: RootHandles, scan: RootScan) -> Bool {
         var info = Glibc.stat()
-        func on(_ path: String) -> Bool { Mounts.mountID(of: path) == rootMount }
-        let process = "/proc/\(pid)"
-        let threads = (try? Files.listDirectory(process + "/task")) ?? []
-        for thread in threads.map({ "\(process)/task/\($0)" }) {
-            if namespaceInode != 0, stat(thread + "/ns/mnt", &info) == 0, UInt64(info.st_ino) == namespaceInode {
+        func onMount(_ path: String) -> Bool { root.mount != 0 && Mounts.mountID(of: path) == root.mount }
+        func inRoot(_ base: String) -> Bool {
+            if root.namespaceInode != 0, stat(base + "/ns/mnt", &info) == 0, UInt64(info.st_ino) == root.namespaceInode {
                 return true
             }
-            if rootMount != 0 && (on(thread + "/root") || on(thread + "/cwd")) { return true }
+            return onMount(base + "/root") || onMount(base + "/cwd")
         }
-        guard rootMount != 0 else { return false }
-        for directory in [process + "/fd", process + "/map_files"] {
-            for entry in (try? Files.listDirectory(directory)) ?? [] where on(directory + "/" + entry) { return true }
+        let process = "/proc/\(pid)"
+        // Another user's process is in the root only inside its cgroups
+        // (which are killed whole); one call to skip it.
+        guard stat(process, &info) == 0, info.st_uid == 0 || info.st_uid == root.owner else { return false }
+        // A task directory links to itself, its parent and one per thread.
+        if stat(process + "/task", &info) == 0 && info.st_nlink <= 3 {
+            if inRoot(process) { return true }
+        } else {
+            for thread in (try? Files.listDirectory(process + "/task")) ?? [] where inRoot("\(process)/task/\(thread)") {
+                return true
+            }
         }
-        return false
+        guard scan == .handles else { return false }
+        for fd in (try? Files.listDirectory(process + "/fd")) ?? [] where onMount("\(process)/fd/\(fd)") { return true }
+        guard let device = root.deviceInMaps, let maps = try? Descriptor.open(process + "/maps", O_RDONLY),
+              let text = try? maps.readAll() else { return false }
+        // "ADDRESS PERMS OFFSET MAJOR:MINOR INODE PATH": one read, no call per mapping.
+        return text.split(separator: UInt8(ascii: "\n")).contains { line in
+            line.split(separator: UInt8(ascii: " "), maxSplits: 4, omittingEmptySubsequences: true).dropFirst(3).first
+                .map { $0.elementsEqual(device.utf8) } ?? false
+        }
     }
 
     /// Kills every process (but `own`) that holds the session root: the
     /// /proc scan behind cgroup.kill. Returns how many it signalled.
-    public static func killHoldingRoot(namespaceInode: UInt64, rootMount: UInt64, excluding own: Int32) -> Int {
+    public static func killHoldingRoot(_ root: RootHandles, scan: RootScan, excluding own: Int32) -> Int {
         var killed = 0
-        for pid in allPids() where pid != own && holdsRoot(pid, namespaceInode: namespaceInode, rootMount: rootMount) {
-            if kill(pid, ifStill: { holdsRoot($0, namespaceInode: namespaceInode, rootMount: rootMount) }) { killed += 1 }
+        for pid in allPids() where pid != own && holdsRoot(pid, root, scan: scan) {
+            if kill(pid, ifStill: { holdsRoot($0, root, scan: scan) }) { killed += 1 }
         }
         return killed
     }

@@ -431,7 +431,7 @@ final class SessionManagerTests: ManagerTestCase {
         host.killCalls = []
         XCTAssertEqual(manager.close(user: user("alice"), reference: second.reference, hostNamespace: second.fd), .closed(destroyed: true))
         XCTAssertEqual(host.killCalls.map(\.cgroups), [["/user.slice/loginchroot-\(tag)-alice-1"], []])
-        XCTAssertEqual(host.killCalls.last?.identity, RootIdentity(namespaceInode: 4026532001, rootMount: 77),
+        XCTAssertEqual(host.killCalls.last?.identity, RootIdentity(namespaceInode: 4026532001, rootMount: 77, owner: 1000),
                        "the teardown scans /proc for anything still using the root")
         XCTAssertEqual(host.unpinned, [state.pinPath(alice)])
         XCTAssertEqual(backend.removed, [alice])

@@ -51,7 +51,10 @@ public struct LinuxSessionHost: SessionHost {
             guard let rootMount = Mounts.mountID(of: "/") else {
                 throw SetupError("the kernel gives no mount ids (statx STATX_MNT_ID)", fix: "run loginchroot on Linux 5.14 or newer")
             }
-            let identity = RootIdentity(namespaceInode: UInt64(try session.stat().st_ino), rootMount: rootMount)
+            var rootInfo = Glibc.stat()
+            try sys("stat", "/") { stat("/", &rootInfo) }
+            let identity = RootIdentity(namespaceInode: UInt64(try session.stat().st_ino), rootMount: rootMount,
+                                        rootDevice: UInt64(rootInfo.st_dev))
             if pin != nil {
                 // The caller goes back to the host: the state directory is not
                 // visible from inside. joinRoot enters the root.
@@ -137,6 +140,13 @@ public struct LinuxSessionHost: SessionHost {
         let own = getpid()
         let ownCgroup = cgroups?.current()
         let deadline = Clock.monotonicSeconds() + Double(timeoutSeconds)
+        let root = identity.map {
+            RootHandles(namespaceInode: $0.namespaceInode, mount: $0.rootMount, device: $0.rootDevice, owner: $0.owner)
+        }
+        // Every open file and mapping of every process is read once nothing
+        // runs in the root any more (and again after it killed a holder):
+        // that pass costs a call per fd of the machine.
+        var handlesClear = root == nil
         while true {
             var remaining = false
             for name in names {
@@ -150,11 +160,15 @@ public struct LinuxSessionHost: SessionHost {
                     if !cgroups.kill(name) { _ = cgroups.killEach(in: name, excluding: own) }
                 }
             }
-            if let identity, Processes.killHoldingRoot(namespaceInode: identity.namespaceInode,
-                                                       rootMount: identity.rootMount, excluding: own) > 0 {
-                remaining = true
+            if let root {
+                if Processes.killHoldingRoot(root, scan: .threads, excluding: own) > 0 {
+                    remaining = true
+                } else if !remaining {
+                    handlesClear = Processes.killHoldingRoot(root, scan: .handles, excluding: own) == 0
+                    remaining = !handlesClear
+                }
             }
-            if !remaining { return true }
+            if !remaining && handlesClear { return true }
             if Clock.monotonicSeconds() > deadline { return false }
             Processes.sleep(milliseconds: 10)
         }

@@ -6,8 +6,12 @@ import LoginChrootCore
 public struct RootIdentity: Equatable {
     public var namespaceInode: UInt64
     public var rootMount: UInt64
-    public init(namespaceInode: UInt64, rootMount: UInt64) {
-        self.namespaceInode = namespaceInode; self.rootMount = rootMount
+    /// The device of the root's files (for the mappings the scan reads).
+    public var rootDevice: UInt64
+    /// The root's user (the scan looks at their processes and root's).
+    public var owner: UInt32
+    public init(namespaceInode: UInt64, rootMount: UInt64, rootDevice: UInt64 = 0, owner: UInt32 = 0) {
+        self.namespaceInode = namespaceInode; self.rootMount = rootMount; self.rootDevice = rootDevice; self.owner = owner
     }
 }
 

@@ -177,6 +177,7 @@ public final class SessionManager {
             CrashPoint.reached("open.root-built")
             record.namespaceInode = identity.namespaceInode
             record.rootMount = identity.rootMount
+            record.rootDevice = identity.rootDevice
             _ = try record.apply(.prepared)
             try state.save(record)
             CrashPoint.reached("open.root-active")
@@ -310,6 +311,7 @@ public final class SessionManager {
                 // whoever got them.
                 record.namespaceInode = 0
                 record.rootMount = 0
+                record.rootDevice = 0
                 try state.save(record)
                 CrashPoint.reached("teardown.unpinned")
             } catch { failure = "unpinning the namespace: \(error)" }
@@ -354,7 +356,8 @@ public final class SessionManager {
             log("root \(record.key): its namespace pin is gone or holds another namespace; killing by cgroup only")
             return none
         }
-        return RootIdentity(namespaceInode: record.namespaceInode, rootMount: record.rootMount)
+        return RootIdentity(namespaceInode: record.namespaceInode, rootMount: record.rootMount, rootDevice: record.rootDevice,
+                            owner: record.uid)
     }
 
     /// Names of this instance's cgroups start with this (Config.instanceTag).
