@@ -68,11 +68,15 @@ public enum Processes {
     public static func holdsRoot(_ pid: Int32, _ root: RootHandles, scan: RootScan) -> Bool {
         var info = Glibc.stat()
         func onMount(_ path: String) -> Bool { root.mount != 0 && Mounts.mountID(of: path) == root.mount }
+        // A directory by its device too: a process in a mount namespace of
+        // its own (unshare -m in the root) has copies of the root's mount,
+        // with other ids but the same filesystem.
+        func onDevice(_ path: String) -> Bool { root.device != 0 && stat(path, &info) == 0 && UInt64(info.st_dev) == root.device }
         func inRoot(_ base: String) -> Bool {
             if root.namespaceInode != 0, stat(base + "/ns/mnt", &info) == 0, UInt64(info.st_ino) == root.namespaceInode {
                 return true
             }
-            return onMount(base + "/root") || onMount(base + "/cwd")
+            return ["/root", "/cwd"].contains { onDevice(base + $0) || onMount(base + $0) }
         }
         let process = "/proc/\(pid)"
         // Another user's process is in the root only inside its cgroups

@@ -143,9 +143,9 @@ public struct LinuxSessionHost: SessionHost {
         let root = identity.map {
             RootHandles(namespaceInode: $0.namespaceInode, mount: $0.rootMount, device: $0.rootDevice, owner: $0.owner)
         }
-        // Every open file and mapping of every process is read once nothing
-        // runs in the root any more (and again after it killed a holder):
-        // that pass costs a call per fd of the machine.
+        // The open files and mappings of the root's user's and root's
+        // processes are read once nothing runs in the root any more (and
+        // again after a holder was killed): that pass costs a call per fd.
         var handlesClear = root == nil
         while true {
             var remaining = false
