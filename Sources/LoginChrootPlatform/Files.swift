@@ -234,7 +234,7 @@ public enum Files {
                 let directory = try current.stat()
                 guard directory.st_uid == 0 || directory.st_uid == user, directory.st_mode & (S_IWGRP | S_IWOTH) == 0 else {
                     throw SetupError("\(path): \(resolved)/\(component) belongs to uid \(info.st_uid), in a directory others can write",
-                                     fix: "remove it; where others can write, paths bound for a user belong to root or to that user")
+                                     fix: "move it aside (it may hold that user's files) and make the user's own as root: install -d -o USER -m 700 PATH")
                 }
             }
             current = Descriptor(adopting: try sys("openat", resolved + "/" + component) {

@@ -240,11 +240,13 @@ public final class DmThinBackend: SnapshotBackend {
 
     public func usage() throws -> SpaceUsage {
         let status = try poolStatus()
-        let blockBytes = try loadMetadata().blockSectors * 512
+        let metadata = try loadMetadata()
+        let blockBytes = metadata.blockSectors * 512
         return SpaceUsage(totalBytes: status.dataTotal * blockBytes,
                           freeBytes: (status.dataTotal - min(status.dataUsed, status.dataTotal)) * blockBytes,
                           metadataTotalBytes: status.metadataTotal * 4096,
-                          metadataFreeBytes: (status.metadataTotal - min(status.metadataUsed, status.metadataTotal)) * 4096)
+                          metadataFreeBytes: (status.metadataTotal - min(status.metadataUsed, status.metadataTotal)) * 4096,
+                          rootLimitBytes: metadata.sectors * 512)
     }
 
     // MARK: volumes

@@ -18,6 +18,9 @@ public struct SpaceUsage: Equatable {
     /// dm-thin only: the pool's metadata device.
     public var metadataTotalBytes: UInt64? = nil
     public var metadataFreeBytes: UInt64? = nil
+    /// The most one root can write, where the store enforces a limit per
+    /// root (dm-thin: the volume size fixed when the store was made).
+    public var rootLimitBytes: UInt64? = nil
 }
 
 public protocol SnapshotBackend: AnyObject {

@@ -48,14 +48,11 @@ struct Check: ParsableCommand {
             }
             record("store \(config.storePath)") { try Backends.make(config).checkStore() }
             record("current generation") { _ = try Backends.make(config).currentGeneration() }
-            if config.backend == .dmThin {
-                record("volume_size against the pool") {
-                    let pool = try Backends.make(config).usage().totalBytes
-                    guard config.volumeSize * 2 <= pool else {
-                        throw SetupError("volume_size (\(config.volumeSize >> 20) MiB) is more than half the pool's data (\(pool >> 20) MiB): one user who fills a root can fill the pool for everyone",
-                                         fix: "lower volume_size in [dm-thin] (new roots get it after 'loginchroot init' on a new store), or give the pool a bigger data device")
-                    }
-                }
+            record("space one root can take") {
+                let usage = try Backends.make(config).usage()
+                guard let limit = usage.rootLimitBytes, limit * 2 > usage.totalBytes else { return }
+                throw SetupError("a root can take \(limit >> 20) MiB, more than half of the \(usage.totalBytes >> 20) MiB the roots share: one user who fills a root can fill it for everyone",
+                                 fix: "give the store more space (a bigger data device); the size of a root is fixed when the store is made, so a smaller volume_size takes 'loginchroot init' on a new store")
             }
             record("state directory \(config.stateDir)") {
                 if Files.exists(config.stateDir) { try Files.checkOwnedByRoot(config.stateDir, kind: "state directory") }
