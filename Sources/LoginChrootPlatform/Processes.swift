@@ -4,23 +4,24 @@ import LoginChrootCore
 import Glibc
 
 /// What identifies a session root to the /proc scan (0: unknown).
-public struct RootHandles {
+public struct RootIdentity: Equatable {
     public var namespaceInode: UInt64
-    public var mount: UInt64
-    public var device: UInt64
+    public var rootMount: UInt64
+    /// The device of the root's files (for the mappings the scan reads).
+    public var rootDevice: UInt64
     /// The root's user. Only their processes and root's can reach into the
     /// root from outside (through /proc/PID/root, which takes ptrace rights,
     /// or setns and chroot); others only get what they are handed.
     public var owner: UInt32
-    public init(namespaceInode: UInt64, mount: UInt64, device: UInt64, owner: UInt32) {
-        self.namespaceInode = namespaceInode; self.mount = mount; self.device = device; self.owner = owner
+    public init(namespaceInode: UInt64, rootMount: UInt64, rootDevice: UInt64 = 0, owner: UInt32 = 0) {
+        self.namespaceInode = namespaceInode; self.rootMount = rootMount; self.rootDevice = rootDevice; self.owner = owner
     }
 
     /// The device as /proc/PID/maps writes it ("fe:01"), or nil.
     var deviceInMaps: String? {
-        guard device != 0 else { return nil }
-        let major = ((device >> 8) & 0xfff) | ((device >> 32) & ~0xfff)
-        let minor = (device & 0xff) | ((device >> 12) & ~0xff)
+        guard rootDevice != 0 else { return nil }
+        let major = ((rootDevice >> 8) & 0xfff) | ((rootDevice >> 32) & ~0xfff)
+        let minor = (rootDevice & 0xff) | ((rootDevice >> 12) & ~0xff)
         func hex(_ value: UInt64) -> String {
             let digits = String(value, radix: 16)
             return digits.count < 2 ? "0" + digits : digits
@@ -30,11 +31,6 @@ public struct RootHandles {
 }
 
 public enum RootScan { case threads, handles }
-
-public struct ProcessInfo: Equatable {
-    public var pid: Int32
-    public var startTime: UInt64
-}
 
 public enum Processes {
     /// State and start time (clock ticks since boot) of `pid`, from /proc/PID/stat.
@@ -65,13 +61,13 @@ public enum Processes {
     /// root's files readable after its namespace is gone). Files by mount
     /// id, not device: overlay gives files the devices of their layers, and
     /// a btrfs subvolume a user nests has a device of its own.
-    public static func holdsRoot(_ pid: Int32, _ root: RootHandles, scan: RootScan) -> Bool {
+    public static func holdsRoot(_ pid: Int32, _ root: RootIdentity, scan: RootScan) -> Bool {
         var info = Glibc.stat()
-        func onMount(_ path: String) -> Bool { root.mount != 0 && Mounts.mountID(of: path) == root.mount }
+        func onMount(_ path: String) -> Bool { root.rootMount != 0 && Mounts.mountID(of: path) == root.rootMount }
         // A directory by its device too: a process in a mount namespace of
         // its own (unshare -m in the root) has copies of the root's mount,
         // with other ids but the same filesystem.
-        func onDevice(_ path: String) -> Bool { root.device != 0 && stat(path, &info) == 0 && UInt64(info.st_dev) == root.device }
+        func onDevice(_ path: String) -> Bool { root.rootDevice != 0 && stat(path, &info) == 0 && UInt64(info.st_dev) == root.rootDevice }
         func inRoot(_ base: String) -> Bool {
             if root.namespaceInode != 0, stat(base + "/ns/mnt", &info) == 0, UInt64(info.st_ino) == root.namespaceInode {
                 return true
@@ -103,7 +99,7 @@ public enum Processes {
 
     /// Kills every process (but `own`) that holds the session root: the
     /// /proc scan behind cgroup.kill. Returns how many it signalled.
-    public static func killHoldingRoot(_ root: RootHandles, scan: RootScan, excluding own: Int32) -> Int {
+    public static func killHoldingRoot(_ root: RootIdentity, scan: RootScan, excluding own: Int32) -> Int {
         var killed = 0
         for pid in allPids() where pid != own && holdsRoot(pid, root, scan: scan) {
             if kill(pid, ifStill: { holdsRoot($0, root, scan: scan) }) { killed += 1 }

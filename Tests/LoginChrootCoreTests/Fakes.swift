@@ -4,6 +4,7 @@ import Foundation
 import XCTest
 @testable import LoginChroot
 @testable import LoginChrootCore
+import LoginChrootPlatform
 
 struct FakeError: Error, CustomStringConvertible, Equatable {
     var what: String

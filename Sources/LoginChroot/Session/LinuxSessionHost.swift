@@ -114,7 +114,8 @@ public struct LinuxSessionHost: SessionHost {
             parent = parentDirectory(of: parent)
         }
         guard !parent.unicodeScalars.contains(where: { $0 == " " || $0 == "\n" || $0 == "\t" }) else {
-            throw SetupError("the login process's cgroup \(parent) has a blank in its name", fix: "check the service's cgroup")
+            throw SetupError("the login process's cgroup \(parent) has a blank in its name, which the state record cannot hold",
+                             fix: "run the login service from a unit and slice whose names have no blanks")
         }
         let child = joinPath(parent == "/" ? "/" : parent, name)
         do {
@@ -140,13 +141,10 @@ public struct LinuxSessionHost: SessionHost {
         let own = getpid()
         let ownCgroup = cgroups?.current()
         let deadline = Clock.monotonicSeconds() + Double(timeoutSeconds)
-        let root = identity.map {
-            RootHandles(namespaceInode: $0.namespaceInode, mount: $0.rootMount, device: $0.rootDevice, owner: $0.owner)
-        }
         // The open files and mappings of the root's user's and root's
         // processes are read once nothing runs in the root any more (and
         // again after a holder was killed): that pass costs a call per fd.
-        var handlesClear = root == nil
+        var handlesClear = identity == nil
         while true {
             var remaining = false
             for name in names {
@@ -160,7 +158,7 @@ public struct LinuxSessionHost: SessionHost {
                     if !cgroups.kill(name) { _ = cgroups.killEach(in: name, excluding: own) }
                 }
             }
-            if let root {
+            if let root = identity {
                 if Processes.killHoldingRoot(root, scan: .threads, excluding: own) > 0 {
                     remaining = true
                 } else if !remaining {

@@ -1,19 +1,7 @@
 // Everything a session does to the machine, behind one protocol, so the
 // session manager's logic can be tested with a fake host and a fake backend.
 import LoginChrootCore
-
-/// Facts about a finished root that the /proc scan needs later.
-public struct RootIdentity: Equatable {
-    public var namespaceInode: UInt64
-    public var rootMount: UInt64
-    /// The device of the root's files (for the mappings the scan reads).
-    public var rootDevice: UInt64
-    /// The root's user (the scan looks at their processes and root's).
-    public var owner: UInt32
-    public init(namespaceInode: UInt64, rootMount: UInt64, rootDevice: UInt64 = 0, owner: UInt32 = 0) {
-        self.namespaceInode = namespaceInode; self.rootMount = rootMount; self.rootDevice = rootDevice; self.owner = owner
-    }
-}
+import LoginChrootPlatform  // RootIdentity
 
 public struct CgroupPlacement: Equatable {
     public var cgroup: String
