@@ -88,6 +88,13 @@ def make_attack_image(image_dir, host_gid, users):
         shutil.copy2(path, image + path)
     module_inside = "/lib/x86_64-linux-gnu/security/pam_loginchroot.so"
     shutil.copy2(MODULE, image + module_inside)
+    euid = os.path.join(tempfile.gettempdir(), f"lc-euid-{os.getpid()}")
+    with open(euid + ".c", "w") as f:
+        f.write('#include <stdio.h>\n#include <unistd.h>\nint main(void) { printf("euid=%d\\n", (int)geteuid()); return 0; }\n')
+    run(["gcc", "-static", "-O2", "-o", os.path.join(image, "bin/lc-euid"), euid + ".c"])
+    os.unlink(euid + ".c")
+    os.chown(os.path.join(image, "bin/lc-euid"), 0, 0)
+    os.chmod(os.path.join(image, "bin/lc-euid"), 0o4755)  # setuid root: what `setuid` decides about
     shutil.copy2(client, os.path.join(image, "bin/lc-pamclient"))
     os.chown(os.path.join(image, "bin/lc-pamclient"), 0, 0)
     os.chmod(os.path.join(image, "bin/lc-pamclient"), 0o4755)
@@ -218,6 +225,44 @@ def test_a_host_service_under_run_user_is_out_of_reach_of_the_root(store, users)
            problems)
     assert not problems, "\n".join(problems)
     assert_no_residue(store)  # the setsid sleep died with the root
+
+
+@host_tier
+def test_the_roots_own_runtime_directory_cannot_be_used_against_anyone(store, users):
+    """What the private runtime directory lets a session do: fill it (it
+    has its own size, and the host's /run and another user's root are not
+    touched), or reach another user's through it (not there)."""
+    t = token()
+    with open(store.config) as f:
+        text = f.read()
+    with open(store.config, "w") as f:
+        f.write(text.replace("[session]\n", "[session]\nruntime_dir_size = 1M\n", 1))
+    alice, bob = users["lctest1"], users["lctest2"]
+    other = HeldSession(store, "lctest2", after=f"echo ok > /run/user/{bob.pw_uid}/lc-{t} && echo other-runtime-works")
+    problems = []
+    try:
+        other.wait_until_in(store)
+        host_run_free = os.statvfs("/run").f_bavail
+        fill = run([c_client("pamclient"), store.service, "lctest1", "1",
+                    f"dd if=/dev/zero of=/run/user/{alice.pw_uid}/fill bs=64k count=64 2>&1; echo dd-exit=$?\n"
+                    f"echo small > /run/user/{alice.pw_uid}/../lc-{t} 2>/dev/null && echo WROTE-RUN-USER\n"
+                    f"ls /run/user/{bob.pw_uid} >/dev/null 2>&1 && echo SAW-BOB || echo no-bob"], check=False)
+        status, output = other.finish()
+        if "No space left on device" not in fill.stdout or "dd-exit=1" not in fill.stdout:
+            problems.append(f"filling the runtime directory did not stop at its size: {fill.stdout}")
+        if "WROTE-RUN-USER" in fill.stdout or "no-bob" not in fill.stdout:
+            problems.append(f"the session reached beyond its own runtime directory: {fill.stdout}")
+        if status != 0 or "other-runtime-works" not in output:
+            problems.append(f"another user's runtime directory stopped working (the control): {output}")
+        if os.statvfs("/run").f_bavail < host_run_free - 256:  # 1 MiB in 4 KiB blocks, with room for others
+            problems.append("the host's /run lost the space the session wrote")
+    finally:
+        other.release()
+        write_config(store)
+    record("class 1: a session fills its own runtime directory or looks for another user's", store.backend, 2,
+           2 - min(2, len(problems)), [], "runtime_dir_size = 1M; dd of 4 MiB into it", problems)
+    assert not problems, "\n".join(problems)
+    assert_no_residue(store)
 
 
 # --- class 2: groups by gid, not by name -----------------------------------
@@ -728,11 +773,41 @@ def test_login_records_reach_the_hosts_utmp_and_wtmp(store, utmp):
     assert_no_residue(store)
 
 
+@host_tier
+def test_the_bound_login_records_cannot_be_changed_from_a_root(store, utmp):
+    """The login records are the host's files, bound in: a session user can
+    read them (as on the host, the control) but not write, replace or
+    unmount them, and they are unchanged afterwards."""
+    files = ["/run/utmp", "/var/log/wtmp", "/var/log/lastlog"]
+    before = {path: open(path, "rb").read() for path in files}
+    tries = [f"echo x >> {path}" for path in files] + [f"rm -f {path}" for path in files] + \
+            [f"mv {path} {path}.lc" for path in files] + [f"umount {path}" for path in files]
+    script = "\n".join(f"if sh -c '{attempt}' >/dev/null 2>&1; then echo CHANGED: {attempt}; else echo held; fi"
+                       for attempt in tries)
+    script += "\n" + " && ".join(f"cat {path} >/dev/null" for path in files) + " && echo control-ok"
+    result = run([c_client("pamclient"), store.service, "lctest1", "1", script], check=False)
+    after = {path: open(path, "rb").read() for path in files}
+    problems = [line for line in result.stdout.splitlines() if line.startswith("CHANGED")]
+    if "control-ok" not in result.stdout:
+        problems.append(f"the records could not be read inside (the control): {result.stdout} {result.stderr}")
+    if result.stdout.count("held") != len(tries):
+        problems.append(f"{result.stdout.count('held')} of {len(tries)} attempts held: {result.stdout}")
+    changed = [path for path in files if before[path] != after[path] and path != "/run/utmp"]
+    if changed:  # utmp gains and loses the session's own entry; wtmp and lastlog only grow at logins
+        problems.append(f"host records changed: {changed}")
+    record("class 10: a session user writes, removes, renames or unmounts the bound login records", store.backend,
+           len(tries) + 1, len(tries) + 1 - len(problems), [], "; ".join(tries), problems)
+    assert not problems, "\n".join(problems)
+    assert_no_residue(store)
+
+
 # --- class 11: mount flags and return codes ---------------------------------
 
 def test_device_nodes_in_the_image_do_not_work_and_exempt_users_get_pam_ignore(attack_store):
     """A device node in the image opens nothing (roots are nodev); the
-    host's /dev still works (the control). uid 0 gets PAM_IGNORE: on a stack
+    host's /dev still works (the control). A setuid-root program of the
+    image runs as root with setuid = yes (the control) and as the user with
+    setuid = no. uid 0 gets PAM_IGNORE: on a stack
     where only an ignoring module skips pam_deny, root gets in and a user
     who gets a root does not."""
     store = attack_store
@@ -744,6 +819,20 @@ def test_device_nodes_in_the_image_do_not_work_and_exempt_users_get_pam_ignore(a
         problems.append(f"the host's /dev/null did not work inside (the control): {result.stdout} {result.stderr}")
     if "OPENED" in result.stdout or "held" not in result.stdout:
         problems.append(f"a device node of the image opened: {result.stdout}")
+    # `setuid`: a setuid-root program of the image runs as root only with yes.
+    euid = {}
+    for setting in ("yes", "no"):
+        with open(store.config) as f:
+            text = f.read()
+        with open(store.config, "w") as f:
+            f.write(text.replace("[session]\n", f"[session]\nsetuid = {setting}\n", 1))
+        out = run([c_client("pamclient"), store.service, "lctest1", "1", "/bin/lc-euid"], check=False).stdout
+        euid[setting] = out.split("euid=")[1].split()[0] if "euid=" in out else out
+        write_config(store)
+    if euid["yes"] != "0":
+        problems.append(f"with setuid = yes the image's setuid program did not run as root (the control): {euid}")
+    if euid["no"] != str(pwd.getpwnam("lctest1").pw_uid):
+        problems.append(f"with setuid = no the image's setuid program ran as {euid['no']}")
     with open(f"/etc/pam.d/{store.service}", "w") as f:
         f.write("auth required pam_permit.so\naccount required pam_permit.so\n"
                 f"session [ignore=1 default=ignore] {MODULE} config={store.config}\n"
@@ -755,6 +844,7 @@ def test_device_nodes_in_the_image_do_not_work_and_exempt_users_get_pam_ignore(a
         problems.append(f"uid 0 did not get PAM_IGNORE: {exempt.stdout} {exempt.stderr}")
     if user.returncode == 0:
         problems.append("the stack let a user with a root through pam_deny: it cannot tell PAM_IGNORE (the control)")
-    record("class 11: device nodes in the image; PAM_IGNORE where the module does nothing", store.backend, 2,
-           2 - len(problems), [], "a character device (1,3) mode 0666 in the image", problems)
+    record("class 11: device nodes in the image; a setuid-root program with setuid = no; PAM_IGNORE where the "
+           "module does nothing", store.backend, 3, 3 - min(3, len(problems)), [],
+           "a character device (1,3) mode 0666 in the image; a static setuid-root program", problems)
     assert not problems, "\n".join(problems)
