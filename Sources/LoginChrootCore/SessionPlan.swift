@@ -37,14 +37,15 @@ public struct SessionPlan: Equatable, Sendable {
     public var rootMounts: [MountSpec]
     /// Where the finished root is, relative to the staging directory.
     public var rootSubpath: String
-    /// A session root is mounted nodev and noatime (nosuid too with
-    /// `setuid = no`); master, which package managers write, is not.
-    public var sessionRootFlags: Bool
+    /// With `setuid = no`: a session root is mounted nosuid as well.
     public var nosuid: Bool
     public var binds: [BindEntry]
     public var edits: [RootFileEdit]
     /// Written after the edits; nil for master.
     public var marker: RootMarker?
+    /// A session root (it has a marker) is mounted nodev and noatime;
+    /// master, which package managers write, is not.
+    public var isSessionRoot: Bool { marker != nil }
     public var runtimeDirectory: RuntimeDirectory?
     public var home: String
     /// The login shell, which must exist in the finished root ("" = no check).
@@ -59,7 +60,7 @@ public struct SessionPlan: Equatable, Sendable {
         }
         return SessionPlan(
             key: key, rootMounts: rootMounts, rootSubpath: rootSubpath,
-            sessionRootFlags: true, nosuid: !config.allowSetuid,
+            nosuid: !config.allowSetuid,
             binds: config.binds.map { $0.resolved(uid: account.uid) },
             edits: edits, marker: RootMarker(key: key, uid: account.uid),
             runtimeDirectory: RuntimeDirectory(path: "/run/user/\(account.uid)", uid: account.uid, gid: account.gid,
@@ -72,7 +73,7 @@ public struct SessionPlan: Equatable, Sendable {
     /// package-manager binds, the host's resolver, and no user identity.
     public static func master(rootMounts: [MountSpec], rootSubpath: String) -> SessionPlan {
         SessionPlan(key: RootKey("master")!, rootMounts: rootMounts, rootSubpath: rootSubpath,
-                    sessionRootFlags: false, nosuid: false,
+                    nosuid: false,
                     binds: Config.masterBinds, edits: [.copyFromHost("/etc/resolv.conf")],
                     marker: nil, runtimeDirectory: nil, home: "/root", shell: "")
     }

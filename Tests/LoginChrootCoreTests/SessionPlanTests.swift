@@ -37,7 +37,7 @@ final class SessionPlanTests: XCTestCase {
         XCTAssertEqual(plan.rootSubpath, "root")
         XCTAssertEqual(plan.home, "/home/alice")
         XCTAssertEqual(plan.marker, RootMarker(key: key, uid: 1000))
-        XCTAssertTrue(plan.sessionRootFlags)
+        XCTAssertTrue(plan.isSessionRoot)
         XCTAssertFalse(plan.nosuid, "setuid works by default (su, unix_chkpwd)")
     }
 
@@ -91,7 +91,7 @@ final class SessionPlanTests: XCTestCase {
         XCTAssertEqual(plan.edits, [.copyFromHost("/etc/resolv.conf")])
         XCTAssertNil(plan.marker, "master must not look like a session root")
         XCTAssertNil(plan.runtimeDirectory)
-        XCTAssertFalse(plan.sessionRootFlags, "package managers may need device nodes in master")
+        XCTAssertFalse(plan.isSessionRoot, "package managers may need device nodes in master")
     }
 
     // MARK: replacingEntry

@@ -205,7 +205,7 @@ struct RootAssembler {
         let rootPath = joinPath(staging, plan.rootSubpath)
         // Device nodes in the image open nothing; the host's /dev is bound
         // in below with its own flags.
-        if plan.sessionRootFlags { try Mounts.harden(rootPath, nosuid: plan.nosuid) }
+        if plan.isSessionRoot { try Mounts.harden(rootPath, nosuid: plan.nosuid) }
         let root = try Descriptor.openDirectory(rootPath)
         // Edits first, while the snapshot is the only filesystem in the root:
         // no write can land on a bound host path.
