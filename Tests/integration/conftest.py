@@ -242,7 +242,9 @@ class Store:
     def dm_devices(self, suspended_only=False):
         names = []
         for path in glob.glob("/sys/block/dm-*/dm/name"):
-            with contextlib.suppress(FileNotFoundError):  # removed while we looked
+            # Removed while we looked: sysfs answers ENOENT, or EINVAL mid-removal
+            # (the residue check looks again).
+            with contextlib.suppress(FileNotFoundError, OSError):
                 if not suspended_only or open(os.path.join(os.path.dirname(path), "suspended")).read().strip() == "1":
                     names.append(open(path).read().strip())
         return sorted(n for n in names if n.startswith(self.pool + "-"))
