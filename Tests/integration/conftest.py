@@ -244,7 +244,7 @@ class Store:
         for path in glob.glob("/sys/block/dm-*/dm/name"):
             # Removed while we looked: sysfs answers ENOENT, or EINVAL mid-removal
             # (the residue check looks again).
-            with contextlib.suppress(FileNotFoundError, OSError):
+            with contextlib.suppress(OSError):
                 if not suspended_only or open(os.path.join(os.path.dirname(path), "suspended")).read().strip() == "1":
                     names.append(open(path).read().strip())
         return sorted(n for n in names if n.startswith(self.pool + "-"))
