@@ -47,6 +47,7 @@ backend = btrfs
 path = $demo/store
 image = $demo/store.img
 image_size = 768M
+root_size = 256M
 
 [session]
 state_dir = $demo/run

@@ -20,6 +20,10 @@
 #include <linux/loop.h>
 #include <linux/mount.h>
 #include <linux/openat2.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
 
 #include "clinux.h"
 
@@ -154,6 +158,102 @@ int lc_btrfs_destroy_subvolume(int parent_fd, const char *name)
         return -2;
     strncpy(args.name, name, sizeof(args.name) - 1);
     return ioctl(parent_fd, BTRFS_IOC_SNAP_DESTROY, &args);
+}
+
+/* Turns on simple quotas (squota, Linux 6.7): each extent is charged to
+ * the subvolume that wrote it, so a snapshot starts at zero and stays
+ * unaffected when the subvolume it came from is deleted. A no-op when
+ * quotas are on already (in either mode). */
+int lc_btrfs_enable_simple_quotas(int fd)
+{
+    struct btrfs_ioctl_quota_ctl_args args;
+    memset(&args, 0, sizeof(args));
+    args.cmd = 4; /* BTRFS_QUOTA_CTL_ENABLE_SIMPLE_QUOTA, not in 6.1's headers */
+    return ioctl(fd, BTRFS_IOC_QUOTA_CTL, &args);
+}
+
+/* Limits what the subvolume open at `subvolume_fd` may hold to `bytes`
+ * (its own qgroup's referenced bytes: under simple quotas, what it wrote). */
+int lc_btrfs_limit_subvolume(int subvolume_fd, unsigned long long bytes)
+{
+    struct btrfs_ioctl_qgroup_limit_args args;
+    memset(&args, 0, sizeof(args));
+    args.qgroupid = 0; /* the subvolume of the fd */
+    args.lim.flags = BTRFS_QGROUP_LIMIT_MAX_RFER;
+    args.lim.max_rfer = bytes;
+    return ioctl(subvolume_fd, BTRFS_IOC_QGROUP_LIMIT, &args);
+}
+
+/* The filesystem id of the btrfs filesystem of `fd`, as sysfs names its
+ * directory (/sys/fs/btrfs/FSID), into `out` (37 bytes). */
+int lc_btrfs_fsid(int fd, char *out)
+{
+    struct btrfs_ioctl_fs_info_args info;
+    memset(&info, 0, sizeof(info));
+    if (ioctl(fd, BTRFS_IOC_FS_INFO, &info) != 0)
+        return -1;
+    const unsigned char *b = info.fsid;
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+    return 0;
+}
+
+/* A seccomp filter on the calling thread (and what it forks) that fails
+ * the ioctls making btrfs subvolumes and snapshots with EPERM. A subvolume
+ * a user nests in their root has a qgroup of its own, and the creator can
+ * name its parents (an empty list included), so it would escape the root's
+ * limit. Checked for every ABI a process of the session can call ioctl
+ * through: x86-64, x32 and i386 (aarch64 where built there). */
+static __thread int subvolume_creation_refused;
+
+int lc_refuses_subvolume_creation(void)
+{
+    return subvolume_creation_refused;
+}
+
+int lc_refuse_subvolume_creation(void)
+{
+    if (subvolume_creation_refused)
+        return 0; /* one filter per thread, however many sessions it opens */
+#define LC_IOCTL_CMD_LOW offsetof(struct seccomp_data, args[1])
+    struct sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+#if defined(__x86_64__)
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 0, 5),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 16, 7, 0),                       /* ioctl */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x40000000 | 16, 6, 0),          /* x32 */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x40000000 | 514, 5, 0),         /* x32 compat */
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_I386, 0, 2),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 54, 1, 0),                       /* i386 ioctl */
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+#elif defined(__aarch64__)
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_AARCH64, 0, 2),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 29, 1, 0),                       /* ioctl */
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+#else
+#error "lc_refuse_subvolume_creation: no syscall numbers for this architecture"
+#endif
+        /* an ioctl: its command is the low 32 bits of the second argument */
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, LC_IOCTL_CMD_LOW),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)BTRFS_IOC_SUBVOL_CREATE, 4, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)BTRFS_IOC_SUBVOL_CREATE_V2, 3, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)BTRFS_IOC_SNAP_CREATE, 2, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)BTRFS_IOC_SNAP_CREATE_V2, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+    };
+#undef LC_IOCTL_CMD_LOW
+    struct sock_fprog program = { .len = sizeof(code) / sizeof(code[0]), .filter = code };
+    /* No SECCOMP_FILTER_FLAG_TSYNC: the PAM caller's other threads are its
+     * own business, and a thread that opens sessions one after another keeps
+     * making roots (see the README). Root needs no no_new_privs. */
+    int rc = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &program);
+    subvolume_creation_refused = rc == 0;
+    return rc;
 }
 
 /* Attaches `backing_fd` to a free loop device with autoclear, so the device

@@ -16,7 +16,11 @@ public enum StoreMount {
             try Files.makeDirectories(config.storePath)
             return
         }
-        if Mounts.filesystemType(at: config.storePath) == "btrfs" { return }
+        if Mounts.filesystemType(at: config.storePath) != "btrfs" { try mountImage(config) }
+        try BtrfsBackend(config: config).enableQuotas()
+    }
+
+    private static func mountImage(_ config: Config) throws {
         guard !config.storeImage.isEmpty else {
             throw SetupError("\(config.storePath) is not a mounted btrfs filesystem and [store] image is empty",
                              fix: "mount your btrfs store at \(config.storePath), or set [store] image")

@@ -93,6 +93,10 @@ public struct Config: Equatable, Sendable {
     /// write to is free (dm-thin: the pool's data or metadata; btrfs: the
     /// store; overlay: a directory upper's filesystem).
     public var minFreePercent = 10
+    /// btrfs: the most one root may write (a simple-quota limit on its
+    /// subvolume), so one user who fills their root leaves the rest of the
+    /// store to everyone else. A quarter of the default store image.
+    public var rootSize: UInt64 = 2 << 30
 
     // [session]
     public var mode: SessionMode = .perUser

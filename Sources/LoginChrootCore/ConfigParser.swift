@@ -110,6 +110,11 @@ public enum ConfigParser {
             guard config.storeImageSize <= 1 << 50 else {
                 throw ValueProblem(problem: "image_size '\(value)' is larger than 1 PiB", fix: "give a smaller size")
             }
+        case ("store", "root_size"):
+            config.rootSize = try size(value, key: key)
+            guard config.rootSize >= 1 << 20 else {
+                throw ValueProblem(problem: "root_size '\(value)' is less than 1M", fix: "give a size of 1M or more")
+            }
         case ("store", "keep_generations"): config.keepGenerations = try integer(value, key: key, in: 1...1000)
         case ("session", "mode"):
             guard let mode = SessionMode(rawValue: value) else {

@@ -31,6 +31,36 @@ public enum Btrfs {
         try sys("BTRFS_IOC_SYNC", path) { lc_btrfs_commit(fd.raw) }
     }
 
+    /// Turns on simple quotas on the filesystem of `fd` (nothing when quotas
+    /// are on already, in either mode: see quotaMode).
+    public static func enableSimpleQuotas(_ fd: Descriptor, path: String) throws {
+        try sys("BTRFS_IOC_QUOTA_CTL", path) { lc_btrfs_enable_simple_quotas(fd.raw) }
+    }
+
+    /// "squota", "qgroup" (full accounting), or nil while quotas are off.
+    public static func quotaMode(_ fd: Descriptor, path: String) throws -> String? {
+        var fsid = [CChar](repeating: 0, count: 37)
+        try sys("BTRFS_IOC_FS_INFO", path) { lc_btrfs_fsid(fd.raw, &fsid) }
+        let directory = "/sys/fs/btrfs/\(String(cString: fsid))/qgroups"
+        guard Files.isDirectory(directory) else { return nil }
+        // Kernels before 6.7 have only full accounting, and no mode file.
+        return (try? Files.read(directory + "/mode"))?.split(separator: "\n").first.map(String.init) ?? "qgroup"
+    }
+
+    /// Limits what the subvolume open at `subvolume` may hold to `bytes`.
+    public static func limit(_ subvolume: Descriptor, toBytes bytes: UInt64, path: String) throws {
+        try sys("BTRFS_IOC_QGROUP_LIMIT", path) { lc_btrfs_limit_subvolume(subvolume.raw, bytes) }
+    }
+
+    /// From now on, the calling thread and every process it starts fail to
+    /// make btrfs subvolumes and snapshots (EPERM): a seccomp filter.
+    public static func refuseSubvolumeCreation() throws {
+        try sys("seccomp", "SECCOMP_SET_MODE_FILTER") { lc_refuse_subvolume_creation() }
+    }
+
+    /// Whether refuseSubvolumeCreation has run on the calling thread.
+    public static var refusesSubvolumeCreation: Bool { lc_refuses_subvolume_creation() == 1 }
+
     /// A subvolume's root directory always has inode 256.
     public static func isSubvolume(_ info: Glibc.stat) -> Bool { info.st_ino == 256 }
 

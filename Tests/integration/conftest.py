@@ -313,7 +313,7 @@ class Store:
         return f"session required {module} config={self.config}{extra}\nsession optional pam_permit.so\n"
 
 
-def write_config(store, extra="", image_size="768M", pool_size="640M"):
+def write_config(store, extra="", image_size="768M", pool_size="640M", root_size="256M"):
     os.makedirs(os.path.dirname(store.config), exist_ok=True)
     with open(store.config, "w") as f:
         f.write(f"""[store]
@@ -321,6 +321,7 @@ backend = {store.backend}
 path = {store.path}
 image = {store.base}/store.img
 image_size = {image_size}
+root_size = {root_size}
 
 [dm-thin]
 pool_name = {store.pool}

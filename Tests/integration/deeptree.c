@@ -1,7 +1,10 @@
 /* What a user can build in their root: N nested directories (a file and a
  * FIFO every 100 levels), or N nested btrfs subvolumes (the test image has
  * no btrfs-progs). Static, so it runs in any image from the bound /tmp.
- * Usage: deeptree directories|subvolumes N DIR */
+ * `escapes` tries each way of making a subvolume in DIR (a plain one, one
+ * whose creator names no parent quota group, snapshots of SOURCE, old and
+ * new ioctls) and prints "made" or "refused" for each.
+ * Usage: deeptree directories|subvolumes N DIR | deeptree escapes 0 DIR SOURCE */
 #include <fcntl.h>
 #include <linux/btrfs.h>
 #include <stdio.h>
@@ -10,7 +13,40 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+static void attempt(int dir, const char *what, unsigned long request, void *args) {
+    if (ioctl(dir, request, args) == 0)
+        printf("made %s\n", what);
+    else
+        printf("refused %s: %m\n", what);
+}
+
+static int escapes(const char *source) {
+    int dir = open(".", O_RDONLY | O_DIRECTORY);
+    struct btrfs_ioctl_vol_args v1 = {0};
+    strcpy(v1.name, "plain");
+    attempt(dir, "subvolume", BTRFS_IOC_SUBVOL_CREATE, &v1);
+    struct btrfs_qgroup_inherit none = {0};  /* no parent group: outside any limit */
+    struct btrfs_ioctl_vol_args_v2 v2 = {0};
+    strcpy(v2.name, "orphan");
+    v2.flags = BTRFS_SUBVOL_QGROUP_INHERIT;
+    v2.size = sizeof(none);
+    v2.qgroup_inherit = &none;
+    attempt(dir, "subvolume-v2-without-parent", BTRFS_IOC_SUBVOL_CREATE_V2, &v2);
+    int from = open(source, O_RDONLY | O_DIRECTORY);
+    struct btrfs_ioctl_vol_args s1 = {0};
+    s1.fd = from;
+    strcpy(s1.name, "snap");
+    attempt(dir, "snapshot", BTRFS_IOC_SNAP_CREATE, &s1);
+    struct btrfs_ioctl_vol_args_v2 s2 = {0};
+    s2.fd = from;
+    strcpy(s2.name, "snap2");
+    attempt(dir, "snapshot-v2", BTRFS_IOC_SNAP_CREATE_V2, &s2);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (strcmp(argv[1], "escapes") == 0)
+        return chdir(argv[3]) ? 1 : escapes(argv[4]);
     int subvolumes = strcmp(argv[1], "subvolumes") == 0;
     long n = atol(argv[2]);
     if (chdir(argv[3])) { perror("chdir"); return 1; }

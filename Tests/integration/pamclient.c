@@ -1,11 +1,13 @@
 /* A long-running PAM client, shaped like login: for each cycle it starts a
  * PAM transaction, opens the session, forks and execs COMMAND as the user
  * (unless COMMAND is empty), waits, closes the session and ends the
- * transaction, all in this one process. It then prints what the soak test
+ * transaction, all in this one process, each cycle on a thread of its own
+ * (on btrfs, a thread that opened a session may make no snapshot since). It then prints what the soak test
  * compares, as one JSON line: its open fds and RSS after the first cycle and
  * after the last, and how many cycles failed.
  * Usage: pamclient SERVICE USER CYCLES COMMAND */
 #include <dirent.h>
+#include <pthread.h>
 
 #include "pamclient.h"
 
@@ -58,6 +60,18 @@ static int cycle(const char *service, const char *user, const char *command)
     return rc == PAM_SUCCESS ? 0 : 4;
 }
 
+struct job {
+    char **argv;
+    int step;
+};
+
+static void *run_cycle(void *arg)
+{
+    struct job *job = arg;
+    job->step = cycle(job->argv[1], job->argv[2], job->argv[4]);
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 5) {
@@ -69,7 +83,11 @@ int main(int argc, char **argv)
     int fds_first = -1;
     long rss_first = -1;
     for (long i = 0; i < cycles; i++) {
-        int step = cycle(argv[1], argv[2], argv[4]);
+        struct job job = { argv, 5 };
+        pthread_t thread;
+        if (pthread_create(&thread, NULL, run_cycle, &job) == 0)
+            pthread_join(thread, NULL);
+        int step = job.step;
         if (step) {
             failed++;
             fprintf(stderr, "cycle %ld failed at step %d\n", i, step);

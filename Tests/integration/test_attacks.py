@@ -518,6 +518,9 @@ def test_teardown_finishes_for_any_tree_a_user_builds(store, image_dir, shape):
     if shape == "subvolumes" and store.backend != "btrfs":
         pytest.skip("nested subvolumes are btrfs's")
     depth = {"directories": 5000, "subvolumes": 600}[shape]
+    if shape == "subvolumes":
+        check_teardown_of_nested_subvolumes(store, depth)
+        return
     if store.backend == "overlay" and shape == "directories":
         # The deep tree must land on the host: an upper directory, not a tmpfs.
         upper = tempfile.mkdtemp(prefix="lc-upper-", dir="/var/lib")
@@ -552,6 +555,31 @@ def test_teardown_finishes_for_any_tree_a_user_builds(store, image_dir, shape):
             shutil.rmtree(upper, ignore_errors=True)
     record(f"class 7: teardown of {depth} nested {shape} a user built in their root", store.backend, 1, 1 - bool(problems),
            [], f"gc said: {gc.stdout.strip()[:200]}", problems)
+    assert not problems, "\n".join(problems)
+
+
+def check_teardown_of_nested_subvolumes(store, depth):
+    """A session cannot nest subvolumes (class 12), so root nests them in a
+    live session's snapshot from the host, as a session whose PAM caller
+    forked it from an unconfined thread could."""
+    session = HeldSession(store, "lctest1")
+    problems = []
+    try:
+        session.wait_until_in(store)
+        key, = store.session_dirs()
+        built = run([deeptree(), "subvolumes", str(depth), os.path.join(store.path, "sessions", key, "srv/scratch")],
+                    check=False)
+        if f"built {depth}" not in built.stdout:
+            problems.append(f"root could not nest the subvolumes (the control): {built.stdout} {built.stderr}")
+    finally:
+        status, output = session.finish()
+    problems += [f"after the logout itself: {p}" for p in conftest.settled_residue(store)]
+    again = run([c_client("pamclient"), store.service, "lctest1", "1", "echo next-login-ok"], check=False)
+    if "next-login-ok" not in again.stdout:
+        problems.append(f"the next login failed: {again.stderr}")
+    problems += conftest.settled_residue(store)
+    record(f"class 7: teardown of {depth} nested subvolumes in a root", store.backend, 1, 1 - bool(problems), [],
+           f"session exit {status}", problems)
     assert not problems, "\n".join(problems)
 
 
@@ -847,4 +875,61 @@ def test_device_nodes_in_the_image_do_not_work_and_exempt_users_get_pam_ignore(a
     record("class 11: device nodes in the image; a setuid-root program with setuid = no; PAM_IGNORE where the "
            "module does nothing", store.backend, 3, 3 - min(3, len(problems)), [],
            "a character device (1,3) mode 0666 in the image; a static setuid-root program", problems)
+    assert not problems, "\n".join(problems)
+
+
+# --- class 12: one user cannot fill everyone's store --------------------------
+
+@pytest.mark.parametrize("store", ["btrfs"], indirect=True)
+def test_a_root_stops_at_root_size_and_cannot_nest_its_way_past_it(store):
+    """btrfs: a root holds at most root_size (a simple-quota limit). Its user
+    writes past it and gets EDQUOT; every way of making a subvolume inside
+    (which would be charged outside the root's limit) is refused, even to
+    a setuid-root program there, snapshots of the root itself included.
+    Controls: another user's session, open meanwhile, writes its own data;
+    root on the host makes each kind of subvolume with the same program."""
+    with open(store.config) as f:
+        text = f.read()
+    with open(store.config, "w") as f:
+        f.write(text.replace("root_size = 256M", "root_size = 48M"))
+    helper = f"/tmp/lc-deeptree-{token()}"
+    shutil.copy2(deeptree(), helper)
+    os.chmod(helper, 0o4755)  # root's: only the filter stands in its way
+    problems = []
+    other = HeldSession(store, "lctest2", after="dd if=/dev/zero of=/srv/scratch/mine bs=1M count=24 2>&1 "
+                                                 "&& echo other-wrote")
+    try:
+        other.wait_until_in(store)
+        fill = run([c_client("pamclient"), store.service, "lctest1", "1",
+                    f"mkdir -p /srv/scratch/n && {helper} escapes 0 /srv/scratch/n /\n"
+                    "dd if=/dev/zero of=/srv/scratch/fill bs=1M count=200 2>&1; echo dd-exit=$?\n"
+                    "sync; echo wrote=$(du -sm /srv/scratch/fill | cut -f1)"], check=False)
+        status, output = other.finish()
+        host_dir = tempfile.mkdtemp(dir=store.path)
+        run(["btrfs", "subvolume", "create", os.path.join(host_dir, "source")])
+        on_host = run([helper, "escapes", "0", host_dir, os.path.join(host_dir, "source")], check=False).stdout
+        for name in os.listdir(host_dir):
+            run(["btrfs", "subvolume", "delete", os.path.join(host_dir, name)], check=False)
+        os.rmdir(host_dir)
+    finally:
+        os.unlink(helper)
+        write_config(store)
+    attempts = [line for line in fill.stdout.splitlines() if line.startswith(("made", "refused"))]
+    if len(attempts) != 4:
+        problems.append(f"the nesting attempts did not run: {fill.stdout} {fill.stderr}")
+    problems += [f"inside the root: {line}" for line in attempts if line.startswith("made")]
+    if on_host.count("made") != 4:
+        problems.append(f"root on the host could not make each kind of subvolume (the control): {on_host}")
+    if "Disk quota exceeded" not in fill.stdout or "dd-exit=1" not in fill.stdout:
+        problems.append(f"writing 200M into a 48M root did not end in EDQUOT: {fill.stdout} {fill.stderr}")
+    wrote = re.search(r"wrote=(\d+)", fill.stdout)
+    if not wrote or int(wrote.group(1)) > 48:
+        problems.append(f"the root holds more than root_size: {fill.stdout}")
+    if status != 0 or "other-wrote" not in output:
+        problems.append(f"another user's session could not write its own 24M meanwhile (the control): {output}")
+    problems += conftest.settled_residue(store)
+    record("class 12: a root stops at root_size; subvolumes nested past the limit", store.backend, 5,
+           5 - min(5, len(problems)), [],
+           f"filler: {wrote.group(1) if wrote else '?'}M of 200M written in a 48M root; 4 ways of nesting a subvolume",
+           problems)
     assert not problems, "\n".join(problems)

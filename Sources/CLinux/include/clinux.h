@@ -59,6 +59,17 @@ int lc_btrfs_destroy_subvolume(int parent_fd, const char *name);
 int lc_btrfs_deletions_pending(int fd);
 /* Commits the current transaction of the btrfs filesystem of `fd`. */
 int lc_btrfs_commit(int fd);
+/* Simple quotas on the btrfs filesystem of `fd` (EINVAL before Linux 6.7). */
+int lc_btrfs_enable_simple_quotas(int fd);
+/* Limits the subvolume open at `subvolume_fd` to `bytes` (ENOTCONN: quotas off). */
+int lc_btrfs_limit_subvolume(int subvolume_fd, unsigned long long bytes);
+/* The filesystem id of the btrfs filesystem of `fd` into `out` (37 bytes). */
+int lc_btrfs_fsid(int fd, char *out);
+/* A seccomp filter on the calling thread refusing btrfs subvolume and
+ * snapshot creation with EPERM (once per thread). */
+int lc_refuse_subvolume_creation(void);
+/* 1 once lc_refuse_subvolume_creation has succeeded on the calling thread. */
+int lc_refuses_subvolume_creation(void);
 
 /* Attaches `backing_fd` to a free loop device with autoclear and returns the
  * open loop fd (its number in *number_out). Keep the fd open until the

@@ -9,10 +9,12 @@ public final class BtrfsBackend: SnapshotBackend {
     public let sessionsOutliveTheirGeneration = true
     let store: StoreLayout
     let minFreePercent: Int
+    let rootSize: UInt64
 
     public init(config: Config) {
         store = StoreLayout(path: config.storePath)
         minFreePercent = config.minFreePercent
+        rootSize = config.rootSize
     }
 
     public func checkStore() throws {
@@ -21,7 +23,33 @@ public final class BtrfsBackend: SnapshotBackend {
                              fix: "run 'loginchroot start' (or 'loginchroot init' on a new machine)")
         }
         try store.checkInitialized(backend: kind)
+        // Full accounting would charge a root for the generation it shares,
+        // and recharge it when that generation is removed.
+        switch try Btrfs.quotaMode(try Descriptor.openDirectory(store.path), path: store.path) {
+        case "squota": break
+        case nil:
+            throw SetupError("quotas are off on the btrfs store \(store.path): roots would have no space limit",
+                             fix: "run 'loginchroot start'")
+        case let mode?:
+            throw SetupError("the btrfs store \(store.path) has quotas in mode '\(mode)', not simple quotas",
+                             fix: "btrfs quota disable \(store.path) && loginchroot start")
+        }
     }
+
+    /// Simple quotas (Linux 6.7): a snapshot is charged only for what it
+    /// writes itself, whatever becomes of the generation it came from.
+    public func enableQuotas() throws {
+        do {
+            try Btrfs.enableSimpleQuotas(try Descriptor.openDirectory(store.path), path: store.path)
+        } catch let error as SystemError where error.errno == EINVAL {
+            throw SetupError("this kernel has no btrfs simple quotas, which give each root its limit (root_size)",
+                             fix: "boot Linux 6.7 or newer (Debian 12: 'apt install -t bookworm-backports linux-image-amd64'), or use the dm-thin backend")
+        }
+    }
+
+    /// A subvolume nested in a root has a quota group of its own, outside
+    /// the root's limit (and its creator may name that group's parents).
+    public func confineSession() throws { try Btrfs.refuseSubvolumeCreation() }
 
     public func currentGeneration() throws -> Generation { try store.currentGeneration() }
     public func generations() throws -> [Generation] { try store.generations() }
@@ -30,7 +58,13 @@ public final class BtrfsBackend: SnapshotBackend {
         try StoreLayout.refuseNewRoot(below: minFreePercent, at: store.path)
         let source = try Descriptor.openDirectory(store.generation(generation))
         let parent = try Descriptor.openDirectory(store.sessionsDir)
+        guard !Btrfs.refusesSubvolumeCreation else {
+            throw SetupError("this thread of the PAM client opened a session before, and may make no snapshot since",
+                             fix: "open each session in a process or thread of its own, as sshd, login, su and display managers do")
+        }
         try Btrfs.snapshot(source: source, into: parent, name: key.value, readOnly: false)
+        // Before anything is written there: removing it on failure is the caller's.
+        try Btrfs.limit(try Descriptor.openDirectory(store.session(key)), toBytes: rootSize, path: store.session(key))
         return RootLayout(mounts: [.bind(source: store.session(key), target: "")], rootSubpath: "")
     }
 
@@ -73,7 +107,11 @@ public final class BtrfsBackend: SnapshotBackend {
         try store.removeTemporaries { try destroy(in: store.stable, name: $0) }
     }
 
-    public func usage() throws -> SpaceUsage { try store.usage() }
+    public func usage() throws -> SpaceUsage {
+        var usage = try store.usage()
+        usage.rootLimitBytes = rootSize
+        return usage
+    }
 
     /// btrfs frees a deleted snapshot's space in a kernel thread, later,
     /// and the freed space is usable only after a commit: a burst of

@@ -19,7 +19,8 @@ public struct SpaceUsage: Equatable {
     public var metadataTotalBytes: UInt64? = nil
     public var metadataFreeBytes: UInt64? = nil
     /// The most one root can write, where the store enforces a limit per
-    /// root (dm-thin: the volume size fixed when the store was made).
+    /// root (dm-thin: the volume size fixed when the store was made;
+    /// btrfs: root_size, a quota).
     public var rootLimitBytes: UInt64? = nil
 }
 
@@ -56,6 +57,11 @@ public protocol SnapshotBackend: AnyObject {
 
     func usage() throws -> SpaceUsage
 
+    /// Restricts the calling thread, which starts every process of the
+    /// session, where the root's space limit could otherwise be escaped.
+    /// Called once the root exists, before the caller enters it.
+    func confineSession() throws
+
     /// After opening a root failed with `error`: waits, at most `seconds`,
     /// for space the store frees only some time after a remove, and returns
     /// whether a retry may now succeed. Most backends free space at once.
@@ -63,6 +69,7 @@ public protocol SnapshotBackend: AnyObject {
 }
 
 extension SnapshotBackend {
+    public func confineSession() throws {}
     public func awaitReclaimedSpace(after error: Error, seconds: Int) -> Bool { false }
 }
 

@@ -131,6 +131,7 @@ public final class SessionManager {
                 try state.save(existing)
                 CrashPoint.reached("open.member-recorded")
                 do {
+                    try backend.confineSession()
                     try host.joinRoot(pin: state.pinPath(key))
                 } catch {
                     existing.members.removeAll { $0.id == member.id }
@@ -181,6 +182,7 @@ public final class SessionManager {
             _ = try record.apply(.prepared)
             try state.save(record)
             CrashPoint.reached("open.root-active")
+            try backend.confineSession()
             try host.joinRoot(pin: state.pinPath(key))
             CrashPoint.reached("open.joined")
             log("user \(account.name) entered new root \(key) (\(backend.kind.rawValue), generation \(generation))")
