@@ -30,8 +30,6 @@ public struct RootIdentity: Equatable {
     }
 }
 
-public enum RootScan { case threads, handles }
-
 public enum Processes {
     /// State and start time (clock ticks since boot) of `pid`, from /proc/PID/stat.
     static func procStat(of pid: Int32) -> (state: String, startTime: UInt64)? {
@@ -54,14 +52,30 @@ public enum Processes {
         ((try? Files.listDirectory("/proc")) ?? []).compactMap { Int32($0) }
     }
 
-    /// Whether `pid` uses the session root now. `.threads`: a thread's
-    /// mount namespace, root or working directory (threads may each have
-    /// their own). `.handles` also: an open file on the root's mount, or a
-    /// mapped file on its device (an fd passed out over a socket keeps a
-    /// root's files readable after its namespace is gone). Files by mount
-    /// id, not device: overlay gives files the devices of their layers, and
-    /// a btrfs subvolume a user nests has a device of its own.
-    public static func holdsRoot(_ pid: Int32, _ root: RootIdentity, scan: RootScan) -> Bool {
+    /// The real uid of `pid` (the first of /proc/PID/status's "Uid:" line).
+    static func realUID(of pid: Int32) -> UInt32? {
+        guard let text = try? Files.read("/proc/\(pid)/status"),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("Uid:") }) else { return nil }
+        return line.words.dropFirst().first.flatMap { UInt32($0) }
+    }
+
+    /// Whether `pid`, which runs outside the root's cgroups, still uses the
+    /// session root: its mount namespace, root or working directory are the
+    /// root's, or (for a process of the root's user) any thread's are, or it
+    /// has a file open on the root's mount or mapped from its device (an fd
+    /// passed out over a socket keeps a root's files readable after its
+    /// namespace is gone). Files by mount id, not device: overlay gives
+    /// files the devices of their layers, and a btrfs subvolume a user nests
+    /// has a device of its own.
+    ///
+    /// Only the user's processes can reach into their root from outside
+    /// (through /proc/PID/root, which takes ptrace rights); another user's
+    /// process is in the root only inside its cgroups, which are killed
+    /// whole, and costs one call here. A process of root's is the user's
+    /// when its real uid is theirs (a setuid program they started);
+    /// otherwise only an admin put it in (nsenter), and its threads and
+    /// files are the admin's business.
+    public static func holdsRoot(_ pid: Int32, _ root: RootIdentity) -> Bool {
         var info = Glibc.stat()
         func onMount(_ path: String) -> Bool { root.rootMount != 0 && Mounts.mountID(of: path) == root.rootMount }
         // A directory by its device too: a process in a mount namespace of
@@ -75,9 +89,13 @@ public enum Processes {
             return ["/root", "/cwd"].contains { onDevice(base + $0) || onMount(base + $0) }
         }
         let process = "/proc/\(pid)"
-        // Another user's process is in the root only inside its cgroups
-        // (which are killed whole); one call to skip it.
-        guard stat(process, &info) == 0, info.st_uid == 0 || info.st_uid == root.owner else { return false }
+        guard stat(process, &info) == 0 else { return false }
+        switch info.st_uid {
+        case root.owner: break
+        case 0 where realUID(of: pid) == root.owner: break
+        case 0: return inRoot(process)
+        default: return false
+        }
         // A task directory links to itself, its parent and one per thread.
         if stat(process + "/task", &info) == 0 && info.st_nlink <= 3 {
             if inRoot(process) { return true }
@@ -86,7 +104,6 @@ public enum Processes {
                 return true
             }
         }
-        guard scan == .handles else { return false }
         for fd in (try? Files.listDirectory(process + "/fd")) ?? [] where onMount("\(process)/fd/\(fd)") { return true }
         guard let device = root.deviceInMaps, let maps = try? Descriptor.open(process + "/maps", O_RDONLY),
               let text = try? maps.readAll() else { return false }
@@ -97,12 +114,13 @@ public enum Processes {
         }
     }
 
-    /// Kills every process (but `own`) that holds the session root: the
-    /// /proc scan behind cgroup.kill. Returns how many it signalled.
-    public static func killHoldingRoot(_ root: RootIdentity, scan: RootScan, excluding own: Int32) -> Int {
+    /// Kills every process (but `own`) that holds the session root from
+    /// outside its cgroups: one pass over /proc, made once the cgroups are
+    /// empty. Returns how many it signalled.
+    public static func killHoldingRoot(_ root: RootIdentity, excluding own: Int32) -> Int {
         var killed = 0
-        for pid in allPids() where pid != own && holdsRoot(pid, root, scan: scan) {
-            if kill(pid, ifStill: { holdsRoot($0, root, scan: scan) }) { killed += 1 }
+        for pid in allPids() where pid != own && holdsRoot(pid, root) {
+            if kill(pid, ifStill: { holdsRoot($0, root) }) { killed += 1 }
         }
         return killed
     }

@@ -595,18 +595,37 @@ def in_thread():                                      # a thread whose cwd is in
     time.sleep(3600)
 threading.Thread(target=in_thread, daemon=True).start()
 print("holding", os.pread(fd, 100, 0).decode().strip(), flush=True)
+if len(sys.argv) > 2:                                 # the fd passes on into a setuid-root program
+    os.set_inheritable(fd, True)
+    os.execv(sys.argv[2], sys.argv[2:])
 for line in sys.stdin:                                # read again when asked
     print("read", os.pread(fd, 100, 0).decode().strip(), flush=True)
 """
 
 
-@pytest.mark.parametrize("per", ["per-user", "per-session"])
-def test_a_handle_held_from_outside_dies_with_the_root(store, users, per):
+@pytest.fixture
+def setuid_pause():
+    """A setuid-root program on the host that waits forever."""
+    directory = tempfile.mkdtemp(prefix="lc-suid-", dir="/var/lib")
+    os.chmod(directory, 0o755)
+    program = os.path.join(directory, "pause")
+    with open(program + ".c", "w") as f:
+        f.write("#include <unistd.h>\nint main(void) { for (;;) pause(); }\n")
+    run(["gcc", "-O2", "-o", program, program + ".c"])
+    os.chmod(program, 0o4755)
+    yield program
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.parametrize("per", ["per-user", "per-session", "setuid"])
+def test_a_handle_held_from_outside_dies_with_the_root(store, users, per, setuid_pause):
     """A process of the user outside the root (on the host, or in another
     of their roots in per-session mode) opens a file of the root through
     /proc/PID/root and keeps it, with a thread whose working directory is
-    in there. After the logout it is killed: nothing reads the root's files
-    any more, and the root is gone on every backend."""
+    in there; or passes the open file on into a setuid-root program of the
+    host (a process of root's, started by the user). After the logout it is
+    killed: nothing reads the root's files any more, and the root is gone
+    on every backend."""
     t = token()
     if per == "per-session":
         with open(store.config) as f:
@@ -624,12 +643,20 @@ def test_a_handle_held_from_outside_dies_with_the_root(store, users, per):
             assert time.time() < deadline, "the session never wrote its shell's pid"
             time.sleep(0.05)
         shell = int(open(f"/tmp/lc-shell-{t}").read())
-        holder = subprocess.Popen(["python3", "-c", HOLDER, f"/proc/{shell}/root/srv/scratch/secret-{t}"],
+        holder = subprocess.Popen(["python3", "-c", HOLDER, f"/proc/{shell}/root/srv/scratch/secret-{t}"]
+                                  + ([setuid_pause] if per == "setuid" else []),
                                   user=alice.pw_uid, group=alice.pw_gid, extra_groups=[],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         first = holder.stdout.readline()
         if f"holding secret-{t}" not in first:
             problems.append(f"the holder could not open the root's file (the control): {first!r}")
+        if per == "setuid":
+            deadline = time.time() + 10 * conftest.TIME_SCALE
+            while os.stat(f"/proc/{holder.pid}").st_uid != 0 and time.time() < deadline:
+                time.sleep(0.02)
+            held_files = [os.readlink(f"/proc/{holder.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{holder.pid}/fd")]
+            if os.stat(f"/proc/{holder.pid}").st_uid != 0 or not any(f"secret-{t}" in f for f in held_files):
+                problems.append(f"the setuid program did not run as root holding the file (the control): {held_files}")
         status, output = held.finish()
         if status != 0:
             problems.append(f"the session failed: {output}")
@@ -637,7 +664,9 @@ def test_a_handle_held_from_outside_dies_with_the_root(store, users, per):
         deadline = time.time() + 10 * conftest.TIME_SCALE
         while holder.poll() is None and time.time() < deadline:
             time.sleep(0.05)
-        if holder.poll() is None:
+        if holder.poll() is None and per == "setuid":
+            problems.append("the setuid program holding the root's file outlived the logout")
+        elif holder.poll() is None:
             holder.stdin.write("again\n")
             holder.stdin.flush()
             problems.append(f"a process outside the root still holds it after the logout: {holder.stdout.readline()!r}")
@@ -649,8 +678,9 @@ def test_a_handle_held_from_outside_dies_with_the_root(store, users, per):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f"/tmp/lc-shell-{t}")
         write_config(store)
-    record(f"class 8: a process outside the root holds a file and a thread's cwd in it ({per})", store.backend, 1,
-           1 - bool(problems), [], "python3 as the user: open() through /proc/PID/root, a thread chdir'd in", problems)
+    what = {"setuid": "a file passed into a setuid-root program on the host"}.get(per, f"a file and a thread's cwd ({per})")
+    record(f"class 8: a process outside the root holds {what}", store.backend, 1, 1 - bool(problems), [],
+           "python3 as the user: open() through /proc/PID/root, a thread chdir'd in", problems)
     assert not problems, "\n".join(problems)
 
 

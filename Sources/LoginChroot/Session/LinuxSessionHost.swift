@@ -137,14 +137,16 @@ public struct LinuxSessionHost: SessionHost {
         return true
     }
 
+    /// The root's cgroups are its index: its processes cannot leave them
+    /// (they are root's, and not delegated), and cgroup.kill takes each
+    /// whole, forks in flight included, at a cost that grows with the root,
+    /// not with the machine. Once they are empty, one pass over /proc finds
+    /// what holds the root from outside them (Processes.holdsRoot).
     public func killAll(cgroups names: [String], identity: RootIdentity?, timeoutSeconds: Int) -> Bool {
         let own = getpid()
         let ownCgroup = cgroups?.current()
         let deadline = Clock.monotonicSeconds() + Double(timeoutSeconds)
-        // The open files and mappings of the root's user's and root's
-        // processes are read once nothing runs in the root any more (and
-        // again after a holder was killed): that pass costs a call per fd.
-        var handlesClear = identity == nil
+        var pause = 1
         while true {
             var remaining = false
             for name in names {
@@ -158,17 +160,15 @@ public struct LinuxSessionHost: SessionHost {
                     if !cgroups.kill(name) { _ = cgroups.killEach(in: name, excluding: own) }
                 }
             }
-            if let root = identity {
-                if Processes.killHoldingRoot(root, scan: .threads, excluding: own) > 0 {
-                    remaining = true
-                } else if !remaining {
-                    handlesClear = Processes.killHoldingRoot(root, scan: .handles, excluding: own) == 0
-                    remaining = !handlesClear
-                }
+            if !remaining {
+                guard let root = identity else { return true }
+                if Processes.killHoldingRoot(root, excluding: own) == 0 { return true }
             }
-            if !remaining && handlesClear { return true }
             if Clock.monotonicSeconds() > deadline { return false }
-            Processes.sleep(milliseconds: 10)
+            // Killed processes are gone within a few ms; a stubborn holder
+            // (in uninterruptible sleep on a hung NFS home) gets longer waits.
+            Processes.sleep(milliseconds: pause)
+            pause = min(pause * 2, 50)
         }
     }
 
