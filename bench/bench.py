@@ -32,6 +32,7 @@ from test_clients import SshClient  # noqa: E402
 import report  # noqa: E402
 
 SCALES = (1, 10, 100)  # sessions of other users held open while measuring
+CROWD = report.CROWD  # processes one held session of another user runs, in a row of its own
 ROUNDS = 4  # the cycles of each comparison are split into this many interleaved rounds
 BENCH_USERS = [f"lcb{i:03d}" for i in range(1 + max(SCALES))]  # the measured one, then those held open
 LARGE_PAYLOAD = ("usr/share/doc", "usr/share/locale", "usr/share/man")  # about 350 MiB in 34,000 files
@@ -125,9 +126,9 @@ def images(payload=LARGE_PAYLOAD):
 class Measurement:
     """begin/end samples of one tool on one backend, image and load."""
 
-    def __init__(self, results, tool, backend, image, open_sessions=0, note=""):
+    def __init__(self, results, tool, backend, image, open_sessions=0, note="", other_processes=0):
         self.row = {"tool": tool, "backend": backend, "image": image, "open_sessions": open_sessions,
-                    "note": note, "begin_ns": [], "end_ns": [], "failed": 0}
+                    "other_processes": other_processes, "note": note, "begin_ns": [], "end_ns": [], "failed": 0}
         results.append(self.row)
 
     def add(self, begins, ends, failed=0):
@@ -142,8 +143,8 @@ def loginchroot_cycles(measurement, service, user, cycles):
 
 
 @contextlib.contextmanager
-def held_sessions(store, users):
-    sessions = [kit.HeldSession(store, user) for user in users]
+def held_sessions(store, users, before=""):
+    sessions = [kit.HeldSession(store, user, before=before) for user in users]
     try:
         kit.wait_until_in(store, sessions)
         yield
@@ -278,6 +279,11 @@ def measure_scale(results, store, backend, image, users, cycles):
         progress(f"{backend}, {image} image, {held} held open")
         with held_sessions(store, users[1:held + 1]):
             loginchroot_cycles(Measurement(results, "loginchroot", backend, image, held), store.service, users[0], cycles)
+    # The logout's kill must not cost more the more the machine runs.
+    progress(f"{backend}, {image} image, 1 held open running {CROWD} processes")
+    with held_sessions(store, users[1:2], before=f"for i in $(seq {CROWD}); do sleep 3600 & done"):
+        loginchroot_cycles(Measurement(results, "loginchroot", backend, image, 1, other_processes=CROWD),
+                           store.service, users[0], cycles)
 
 
 def measure_memory(extra, store, backend, user):
