@@ -8,6 +8,7 @@ final class ConfigParserTests: XCTestCase {
     func testDefaultsKeepOneRootFromFillingEveryonesSpace() {
         let config = Config()
         XCTAssertLessThanOrEqual(config.volumeSize * 4, config.dataSize, "a root may take at most a quarter of the default pool")
+        XCTAssertLessThanOrEqual(config.rootSize * 4, config.storeImageSize, "a quarter of the default btrfs store")
         XCTAssertFalse(config.binds.contains { $0.source.hasPrefix("/run/user") }, "each root has its own runtime directory")
         XCTAssertTrue(config.allowSetuid)
         XCTAssertEqual(config.runtimeDirectorySize, "10%")
@@ -258,6 +259,8 @@ final class ConfigParserTests: XCTestCase {
             assertConfigError("[store]\nimage_size = \(bad)", line: 2, problemContains: "is not a size")
         }
         assertConfigError("[overlay]\ntmpfs_size = lots", line: 2, problemContains: "is not a size")
+        assertConfigError("[store]\nroot_size = 512K", line: 2, problemContains: "is less than 1M")
+        XCTAssertEqual(try ConfigParser.parse("[store]\nroot_size = 64M", file: "f").rootSize, 64 << 20)
     }
 
     func testBadIntegers() {
