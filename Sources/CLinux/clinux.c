@@ -23,6 +23,9 @@
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <linux/fs.h>
+#include <linux/quota.h>
+#include <linux/dqblk_xfs.h>
 #include <stddef.h>
 
 #include "clinux.h"
@@ -198,62 +201,147 @@ int lc_btrfs_fsid(int fd, char *out)
     return 0;
 }
 
-/* A seccomp filter on the calling thread (and what it forks) that fails
- * the ioctls making btrfs subvolumes and snapshots with EPERM. A subvolume
- * a user nests in their root has a qgroup of its own, and the creator can
- * name its parents (an empty list included), so it would escape the root's
- * limit. Checked for every ABI a process of the session can call ioctl
- * through: x86-64, x32 and i386 (aarch64 where built there). */
-static __thread int subvolume_creation_refused;
-
-int lc_refuses_subvolume_creation(void)
+/* The ioctls each kind of lc_refuse_ioctls refuses. */
+static int refused_commands(int kind, uint32_t *out)
 {
-    return subvolume_creation_refused;
+    switch (kind) {
+    case LC_REFUSE_SUBVOLUME_CREATION:
+        /* A subvolume a user nests in their root has a qgroup of its own,
+         * and its creator can name that group's parents (none included):
+         * it would escape the root's limit. */
+        out[0] = (uint32_t)BTRFS_IOC_SUBVOL_CREATE;
+        out[1] = (uint32_t)BTRFS_IOC_SUBVOL_CREATE_V2;
+        out[2] = (uint32_t)BTRFS_IOC_SNAP_CREATE;
+        out[3] = (uint32_t)BTRFS_IOC_SNAP_CREATE_V2;
+        return 4;
+    case LC_REFUSE_PROJECT_CHANGES:
+        /* The owner of a file may give it another project id, or clear a
+         * directory's inherit flag, and overlayfs passes both on to the
+         * upper layer with the mounter's rights: the file would leave the
+         * root's project quota. */
+        out[0] = (uint32_t)FS_IOC_FSSETXATTR;
+        out[1] = (uint32_t)FS_IOC_SETFLAGS;
+        out[2] = (uint32_t)FS_IOC32_SETFLAGS;
+        return 3;
+    }
+    return -1;
 }
 
-int lc_refuse_subvolume_creation(void)
+static __thread int refused_kinds;
+
+int lc_refused_ioctl_kinds(void)
 {
-    if (subvolume_creation_refused)
+    return refused_kinds;
+}
+
+/* A seccomp filter on the calling thread (and what it forks) that fails the
+ * ioctls of `kind` with EPERM, once per thread and kind. Checked for every
+ * ABI a process of the session can call ioctl through: x86-64, x32 and
+ * i386 (aarch64 where built there). */
+int lc_refuse_ioctls(int kind)
+{
+    if (refused_kinds & kind)
         return 0; /* one filter per thread, however many sessions it opens */
-#define LC_IOCTL_CMD_LOW offsetof(struct seccomp_data, args[1])
-    struct sock_filter code[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+    uint32_t commands[4];
+    int count = refused_commands(kind, commands);
+    if (count < 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    struct sock_filter code[32];
+    unsigned n = 0;
+#define LC_STMT(...) (code[n++] = (struct sock_filter)BPF_STMT(__VA_ARGS__))
+#define LC_JUMP(...) (code[n++] = (struct sock_filter)BPF_JUMP(__VA_ARGS__))
+    LC_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch));
 #if defined(__x86_64__)
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 0, 5),
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 16, 7, 0),                       /* ioctl */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x40000000 | 16, 6, 0),          /* x32 */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x40000000 | 514, 5, 0),         /* x32 compat */
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_I386, 0, 2),
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 54, 1, 0),                       /* i386 ioctl */
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    LC_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 0, 5);
+    LC_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
+    LC_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 16, 7, 0);                     /* ioctl */
+    LC_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x40000000 | 16, 6, 0);        /* x32 */
+    LC_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x40000000 | 514, 5, 0);       /* x32 compat */
+    LC_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+    LC_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_I386, 0, 2);
+    LC_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
+    LC_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 54, 1, 0);                     /* i386 ioctl */
+    LC_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
 #elif defined(__aarch64__)
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_AARCH64, 0, 2),
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 29, 1, 0),                       /* ioctl */
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    LC_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_AARCH64, 0, 2);
+    LC_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
+    LC_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 29, 1, 0);                     /* ioctl */
+    LC_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
 #else
-#error "lc_refuse_subvolume_creation: no syscall numbers for this architecture"
+#error "lc_refuse_ioctls: no syscall numbers for this architecture"
 #endif
-        /* an ioctl: its command is the low 32 bits of the second argument */
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, LC_IOCTL_CMD_LOW),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)BTRFS_IOC_SUBVOL_CREATE, 4, 0),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)BTRFS_IOC_SUBVOL_CREATE_V2, 3, 0),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)BTRFS_IOC_SNAP_CREATE, 2, 0),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)BTRFS_IOC_SNAP_CREATE_V2, 1, 0),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
-    };
-#undef LC_IOCTL_CMD_LOW
-    struct sock_fprog program = { .len = sizeof(code) / sizeof(code[0]), .filter = code };
+    /* An ioctl: its command is the low 32 bits of the second argument. */
+    LC_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[1]));
+    for (int i = 0; i < count; i++)
+        LC_JUMP(BPF_JMP | BPF_JEQ | BPF_K, commands[i], (uint8_t)(count - i), 0);
+    LC_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+    LC_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA));
+#undef LC_STMT
+#undef LC_JUMP
+    struct sock_fprog program = { .len = (unsigned short)n, .filter = code };
     /* No SECCOMP_FILTER_FLAG_TSYNC: the PAM caller's other threads are its
      * own business, and a thread that opens sessions one after another keeps
      * making roots (see the README). Root needs no no_new_privs. */
-    int rc = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &program);
-    subvolume_creation_refused = rc == 0;
-    return rc;
+    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &program) != 0)
+        return -1;
+    refused_kinds |= kind;
+    return 0;
+}
+
+/* Project quotas, through quotactl_fd(2) (Linux 5.14) on any fd of the
+ * filesystem, and the file attributes that carry a file's project id. */
+static long quotactl_on(int fd, unsigned cmd, unsigned id, void *addr)
+{
+    return syscall(__NR_quotactl_fd, fd, QCMD(cmd, PRJQUOTA), id, addr);
+}
+
+int lc_project_quota_enforced(int fd)
+{
+    struct fs_quota_statv state;
+    memset(&state, 0, sizeof(state));
+    state.qs_version = FS_QSTATV_VERSION1;
+    if (quotactl_on(fd, Q_XGETQSTATV, 0, &state) != 0)
+        return -1;
+    return (state.qs_flags & FS_QUOTA_PDQ_ENFD) != 0;
+}
+
+int lc_project_in_use(int fd, unsigned id)
+{
+    struct if_dqblk quota;
+    memset(&quota, 0, sizeof(quota));
+    if (quotactl_on(fd, Q_GETQUOTA, id, &quota) != 0)
+        return errno == ENOENT ? 0 : -1;
+    return quota.dqb_curspace > 0 || quota.dqb_curinodes > 0;
+}
+
+int lc_project_limit(int fd, unsigned id, unsigned long long bytes)
+{
+    struct if_dqblk quota;
+    memset(&quota, 0, sizeof(quota));
+    quota.dqb_bhardlimit = (bytes + 1023) / 1024; /* in 1 KiB blocks */
+    quota.dqb_valid = QIF_BLIMITS;
+    return (int)quotactl_on(fd, Q_SETQUOTA, id, &quota);
+}
+
+int lc_project_of(int fd, unsigned *id)
+{
+    struct fsxattr attributes;
+    if (ioctl(fd, FS_IOC_FSGETXATTR, &attributes) != 0)
+        return -1;
+    *id = attributes.fsx_projid;
+    return 0;
+}
+
+int lc_assign_project(int fd, unsigned id)
+{
+    struct fsxattr attributes;
+    if (ioctl(fd, FS_IOC_FSGETXATTR, &attributes) != 0)
+        return -1;
+    attributes.fsx_projid = id;
+    attributes.fsx_xflags |= FS_XFLAG_PROJINHERIT;
+    return ioctl(fd, FS_IOC_FSSETXATTR, &attributes);
 }
 
 /* Attaches `backing_fd` to a free loop device with autoclear, so the device

@@ -181,10 +181,15 @@ public struct Config: Equatable, Sendable {
     ]
 }
 
-/// 32-bit FNV-1a of `text`, as 8 hex digits: a short, stable tag.
-func fnv1aHex(_ text: String) -> String {
+/// 32-bit FNV-1a of `text`: short, stable, not cryptographic.
+public func fnv1a(_ text: String) -> UInt32 {
     var hash: UInt32 = 2_166_136_261
     for byte in text.utf8 { hash = (hash ^ UInt32(byte)) &* 16_777_619 }
-    let digits = String(hash, radix: 16)
+    return hash
+}
+
+/// fnv1a as 8 hex digits: a short, stable tag.
+func fnv1aHex(_ text: String) -> String {
+    let digits = String(fnv1a(text), radix: 16)
     return String(repeating: "0", count: 8 - digits.count) + digits
 }

@@ -52,21 +52,62 @@ public enum Btrfs {
         try sys("BTRFS_IOC_QGROUP_LIMIT", path) { lc_btrfs_limit_subvolume(subvolume.raw, bytes) }
     }
 
-    /// From now on, the calling thread and every process it starts fail to
-    /// make btrfs subvolumes and snapshots (EPERM): a seccomp filter.
-    public static func refuseSubvolumeCreation() throws {
-        try sys("seccomp", "SECCOMP_SET_MODE_FILTER") { lc_refuse_subvolume_creation() }
-    }
-
-    /// Whether refuseSubvolumeCreation has run on the calling thread.
-    public static var refusesSubvolumeCreation: Bool { lc_refuses_subvolume_creation() == 1 }
-
     /// A subvolume's root directory always has inode 256.
     public static func isSubvolume(_ info: Glibc.stat) -> Bool { info.st_ino == 256 }
 
     private static func checkedName(_ rc: Int32) -> Int32 {
         if rc == -2 { errno = ENAMETOOLONG; return -1 }
         return rc
+    }
+}
+
+/// ioctls a session's processes may not make, refused by a seccomp filter
+/// on the thread that opens the session (and so on everything it starts).
+public enum RefusedIoctls: Int32 {
+    /// btrfs subvolumes and snapshots (they escape a root's quota group).
+    case subvolumeCreation = 1  // LC_REFUSE_SUBVOLUME_CREATION
+    /// A file's project id and a directory's inherit flag (they move files
+    /// out of a root's project quota).
+    case projectChanges = 2  // LC_REFUSE_PROJECT_CHANGES
+
+    /// From now on, the calling thread and every process it starts fail
+    /// these ioctls with EPERM. Nothing when the thread refuses them already.
+    public func refuseOnThisThread() throws {
+        try sys("seccomp", "SECCOMP_SET_MODE_FILTER") { lc_refuse_ioctls(rawValue) }
+    }
+
+    /// Whether the calling thread refuses these already.
+    public var refusedOnThisThread: Bool { lc_refused_ioctl_kinds() & rawValue != 0 }
+}
+
+/// Project quotas (ext4 made with `-O quota,project` and mounted with
+/// `prjquota`, or xfs with `prjquota`): a limit on what the files of one
+/// project id may hold, wherever they are on the filesystem.
+public enum ProjectQuota {
+    /// Whether the filesystem of `fd` enforces project quota limits.
+    public static func isEnforced(on fd: Descriptor) -> Bool { lc_project_quota_enforced(fd.raw) == 1 }
+
+    /// Whether project `id` holds anything on the filesystem of `fd`.
+    public static func isInUse(_ id: UInt32, on fd: Descriptor, path: String) throws -> Bool {
+        try sys("quotactl_fd(Q_GETQUOTA)", path) { lc_project_in_use(fd.raw, id) } == 1
+    }
+
+    /// Limits project `id` to `bytes` (0: no limit).
+    public static func limit(_ id: UInt32, toBytes bytes: UInt64, on fd: Descriptor, path: String) throws {
+        try sys("quotactl_fd(Q_SETQUOTA)", path) { lc_project_limit(fd.raw, id, bytes) }
+    }
+
+    /// The project id of the file open at `fd`.
+    public static func project(of fd: Descriptor, path: String) throws -> UInt32 {
+        var id: UInt32 = 0
+        try sys("FS_IOC_FSGETXATTR", path) { lc_project_of(fd.raw, &id) }
+        return id
+    }
+
+    /// Gives the directory open at `fd` project `id`, which what is made
+    /// below it inherits.
+    public static func assign(_ id: UInt32, to fd: Descriptor, path: String) throws {
+        try sys("FS_IOC_FSSETXATTR", path) { lc_assign_project(fd.raw, id) }
     }
 }
 

@@ -6,6 +6,7 @@ Every fixture undoes what it did, even when a test fails; `assert_no_residue`
 is the shared proof that a logout left nothing behind.
 """
 import contextlib
+import functools
 import ctypes
 import glob
 import grp
@@ -515,6 +516,43 @@ def assert_no_residue(store, users=USERS):
 
 LIBC = ctypes.CDLL(None, use_errno=True)
 MS_RDONLY = 1
+
+
+@contextlib.contextmanager
+def small_filesystem(megabytes, project_quotas=False):
+    """A fresh ext4 on a loop file, mounted on a new directory (mode 0700);
+    with `project_quotas`, made and mounted to enforce them."""
+    base = tempfile.mkdtemp(prefix="lc-upper-", dir="/var/lib")
+    image, mountpoint = os.path.join(base, "fs.img"), os.path.join(base, "mnt")
+    os.mkdir(mountpoint)
+    run(["truncate", "-s", f"{megabytes}M", image])
+    run(["mkfs.ext4", "-q"] + (["-O", "quota,project"] if project_quotas else []) + [image])
+    device = run(["losetup", "--find", "--show", image]).stdout.strip()
+    try:
+        mount(device, mountpoint, "ext4", 0, "prjquota" if project_quotas else "")
+        os.chmod(mountpoint, 0o700)
+        try:
+            yield mountpoint
+        finally:
+            LIBC.umount2(mountpoint.encode(), 2)  # MNT_DETACH: a failed test may leave a user in it
+    finally:
+        run(["losetup", "-d", device], check=False)
+        run(["rm", "-rf", base])
+
+
+@functools.cache
+def PROJECT_QUOTAS():
+    """Whether this kernel enforces ext4 project quotas (this machine's has
+    no CONFIG_QUOTA; the VM lab's Debian kernel has)."""
+    try:
+        with small_filesystem(16, project_quotas=True):
+            return True
+    except OSError:
+        return False
+
+
+NO_PROJECT_QUOTAS = ("this kernel has no project quotas (CONFIG_QUOTA, CONFIG_QFMT_V2), so a directory upper is "
+                     "refused here (test_attacks checks that); the VM lab's kernel runs this")
 
 
 def mount(source, target, fstype, flags, options):

@@ -4,9 +4,13 @@
  * `escapes` tries each way of making a subvolume in DIR (a plain one, one
  * whose creator names no parent quota group, snapshots of SOURCE, old and
  * new ioctls) and prints "made" or "refused" for each.
- * Usage: deeptree directories|subvolumes N DIR | deeptree escapes 0 DIR SOURCE */
+ * `projects` tries to move a new file in DIR out of DIR's project (a new
+ * project id; DIR's inherit flag cleared) and prints "made" or "refused".
+ * Usage: deeptree directories|subvolumes N DIR | deeptree escapes 0 DIR SOURCE
+ *        | deeptree projects 0 DIR */
 #include <fcntl.h>
 #include <linux/btrfs.h>
+#include <linux/fs.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,7 +48,23 @@ static int escapes(const char *source) {
     return 0;
 }
 
+static int projects(void) {
+    int file = open("lc-project-file", O_CREAT | O_RDWR, 0644);
+    struct fsxattr attributes = {0};
+    if (file < 0 || ioctl(file, FS_IOC_FSGETXATTR, &attributes)) { perror("file"); return 1; }
+    attributes.fsx_projid = 0;
+    attempt(file, "project-id", FS_IOC_FSSETXATTR, &attributes);
+    int dir = open(".", O_RDONLY | O_DIRECTORY);
+    int flags = 0;
+    if (ioctl(dir, FS_IOC_GETFLAGS, &flags)) { perror("getflags"); return 1; }
+    flags &= ~FS_PROJINHERIT_FL;
+    attempt(dir, "inherit-flag", FS_IOC_SETFLAGS, &flags);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (strcmp(argv[1], "projects") == 0)
+        return chdir(argv[3]) ? 1 : projects();
     if (strcmp(argv[1], "escapes") == 0)
         return chdir(argv[3]) ? 1 : escapes(argv[4]);
     int subvolumes = strcmp(argv[1], "subvolumes") == 0;

@@ -511,7 +511,7 @@ def deeptree():
 
 
 @pytest.mark.parametrize("shape", ["directories", "subvolumes"])
-def test_teardown_finishes_for_any_tree_a_user_builds(store, image_dir, shape):
+def test_teardown_finishes_for_any_tree_a_user_builds(store, shape):
     """A user builds a tree deeper than any fd limit (directories) or more
     nested subvolumes than a fixed bound (btrfs): the logout removes it all
     and the next login works."""
@@ -520,15 +520,26 @@ def test_teardown_finishes_for_any_tree_a_user_builds(store, image_dir, shape):
     depth = {"directories": 5000, "subvolumes": 600}[shape]
     if shape == "subvolumes":
         check_teardown_of_nested_subvolumes(store, depth)
-        return
-    if store.backend == "overlay" and shape == "directories":
-        # The deep tree must land on the host: an upper directory, not a tmpfs.
-        upper = tempfile.mkdtemp(prefix="lc-upper-", dir="/var/lib")
-        os.chmod(upper, 0o700)
-        target = make_store("overlay", image_dir)
-        write_config(target, "\n[overlay]\nupper = " + upper + "\n")
     else:
-        upper, target = None, store
+        check_teardown_of_deep_tree(store, None, depth)
+
+
+def test_teardown_finishes_for_a_deep_tree_in_a_directory_upper(image_dir):
+    """The same deep tree in an overlay directory upper, which lives on the
+    host (a tmpfs upper dies with the namespace)."""
+    if not conftest.PROJECT_QUOTAS():
+        pytest.skip(conftest.NO_PROJECT_QUOTAS)
+    with conftest.small_filesystem(256, project_quotas=True) as upper:
+        target = make_store("overlay", image_dir)
+        try:
+            write_config(target, "\n[overlay]\nupper = " + upper + "\n")
+            check_teardown_of_deep_tree(target, upper, 5000)
+        finally:
+            destroy_store(target)
+
+
+def check_teardown_of_deep_tree(target, upper, depth):
+    shape = "directories"
     try:
         # Through /tmp, which every root has (the VM lab's build dir is not in one).
         builder = f"/tmp/lc-deeptree-{token()}"
@@ -545,16 +556,15 @@ def test_teardown_finishes_for_any_tree_a_user_builds(store, image_dir, shape):
         if "next-login-ok" not in again.stdout:
             problems.append(f"the next login failed: {again.stderr}")
         problems += conftest.settled_residue(target)
-        if upper and os.listdir(upper):
-            problems.append(f"the upper directory kept {os.listdir(upper)}")
+        kept = [name for name in os.listdir(upper) if name != "lost+found"] if upper else []
+        if kept:
+            problems.append(f"the upper directory kept {kept}")
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(builder)
-        if upper:
-            destroy_store(target)
-            shutil.rmtree(upper, ignore_errors=True)
-    record(f"class 7: teardown of {depth} nested {shape} a user built in their root", store.backend, 1, 1 - bool(problems),
-           [], f"gc said: {gc.stdout.strip()[:200]}", problems)
+    where = " (directory upper)" if upper else ""
+    record(f"class 7: teardown of {depth} nested {shape} a user built in their root{where}", target.backend, 1,
+           1 - bool(problems), [], f"gc said: {gc.stdout.strip()[:200]}", problems)
     assert not problems, "\n".join(problems)
 
 
@@ -910,6 +920,7 @@ def test_device_nodes_in_the_image_do_not_work_and_exempt_users_get_pam_ignore(a
 
 # --- class 12: one user cannot fill everyone's store --------------------------
 
+@conftest.needs_backend("btrfs")
 @pytest.mark.parametrize("store", ["btrfs"], indirect=True)
 def test_a_root_stops_at_root_size_and_cannot_nest_its_way_past_it(store):
     """btrfs: a root holds at most root_size (a simple-quota limit). Its user
@@ -933,7 +944,7 @@ def test_a_root_stops_at_root_size_and_cannot_nest_its_way_past_it(store):
         fill = run([c_client("pamclient"), store.service, "lctest1", "1",
                     f"mkdir -p /srv/scratch/n && {helper} escapes 0 /srv/scratch/n /\n"
                     "dd if=/dev/zero of=/srv/scratch/fill bs=1M count=200 2>&1; echo dd-exit=$?\n"
-                    "sync; echo wrote=$(du -sm /srv/scratch/fill | cut -f1)"], check=False)
+                    "echo wrote=$(($(wc -c < /srv/scratch/fill) / 1048576))"], check=False)
         status, output = other.finish()
         host_dir = tempfile.mkdtemp(dir=store.path)
         run(["btrfs", "subvolume", "create", os.path.join(host_dir, "source")])
@@ -961,5 +972,91 @@ def test_a_root_stops_at_root_size_and_cannot_nest_its_way_past_it(store):
     record("class 12: a root stops at root_size; subvolumes nested past the limit", store.backend, 5,
            5 - min(5, len(problems)), [],
            f"filler: {wrote.group(1) if wrote else '?'}M of 200M written in a 48M root; 4 ways of nesting a subvolume",
+           problems)
+    assert not problems, "\n".join(problems)
+
+
+def test_a_directory_upper_without_project_quotas_is_refused(image_dir):
+    """An overlay directory upper whose filesystem enforces no project
+    quotas would let one root fill it for all: logins are refused, with the
+    reason in syslog. The control: the same store with a tmpfs upper."""
+    with conftest.small_filesystem(32) as upper:
+        target = make_store("overlay", image_dir)
+        try:
+            write_config(target, "\n[overlay]\nupper = " + upper + "\n")
+            mark = syslog_mark()
+            refused = run([c_client("pamclient"), target.service, "lctest1", "1", "echo got-in"], check=False)
+            reason = syslog_since(mark, waiting_for="does not enforce project quotas")
+            write_config(target)
+            control = run([c_client("pamclient"), target.service, "lctest1", "1", "echo got-in"], check=False)
+            problems = conftest.settled_residue(target)
+        finally:
+            destroy_store(target)
+    if "got-in" in refused.stdout or refused.returncode == 0:
+        problems.append(f"a login got a directory upper without project quotas: {refused.stdout}")
+    if "does not enforce project quotas" not in reason or "prjquota" not in reason:
+        problems.append(f"syslog did not say why and what to do: {reason}")
+    if "got-in" not in control.stdout:
+        problems.append(f"the same store with a tmpfs upper refused the login (the control): {control.stderr}")
+    record("class 12: a directory upper without project quotas", "overlay", 1, 1 - bool(problems), [],
+           "ext4 without quota features", problems)
+    assert not problems, "\n".join(problems)
+
+
+def test_a_directory_upper_limits_each_root_by_project_quota(image_dir):
+    """overlay with a directory upper on ext4 with project quotas: a root
+    holds at most root_size; its user writes past it and gets EDQUOT, and
+    cannot move a file out of the root's project (a new project id, the
+    inherit flag cleared: overlayfs would pass both on with root's rights).
+    Controls: another user's session writes its own data meanwhile; root
+    on the host changes a project id on that filesystem with the same
+    program. After the logout, nothing of the root is left in the upper."""
+    if not conftest.PROJECT_QUOTAS():
+        pytest.skip(conftest.NO_PROJECT_QUOTAS)
+    helper = f"/tmp/lc-deeptree-{token()}"
+    shutil.copy2(deeptree(), helper)
+    problems = []
+    with conftest.small_filesystem(160, project_quotas=True) as upper:
+        target = make_store("overlay", image_dir)
+        try:
+            write_config(target, "\n[overlay]\nupper = " + upper + "\n", root_size="40M")
+            other = HeldSession(target, "lctest2", after="dd if=/dev/zero of=/srv/scratch/mine bs=1M count=20 2>&1 "
+                                                          "&& echo other-wrote")
+            try:
+                other.wait_until_in(target)
+                fill = run([c_client("pamclient"), target.service, "lctest1", "1",
+                            f"mkdir -p /srv/scratch/p && {helper} projects 0 /srv/scratch/p\n"
+                            "dd if=/dev/zero of=/srv/scratch/fill bs=1M count=120 2>&1; echo dd-exit=$?\n"
+                            "echo wrote=$(($(wc -c < /srv/scratch/fill) / 1048576))"], check=False,
+                           timeout=600 * conftest.TIME_SCALE)
+            finally:
+                status, output = other.finish()
+            host_dir = os.path.join(upper, "lc-host-control")
+            os.mkdir(host_dir)
+            on_host = run([helper, "projects", "0", host_dir], check=False).stdout
+            shutil.rmtree(host_dir)
+            problems += conftest.settled_residue(target)
+            kept = [name for name in os.listdir(upper) if name != "lost+found"]
+            if kept:
+                problems.append(f"the upper kept {kept} after the logouts")
+        finally:
+            os.unlink(helper)
+            destroy_store(target)
+    attempts = [line for line in fill.stdout.splitlines() if line.startswith(("made", "refused"))]
+    if len(attempts) != 2:
+        problems.append(f"the project attempts did not run: {fill.stdout} {fill.stderr}")
+    problems += [f"inside the root: {line}" for line in attempts if line.startswith("made")]
+    if on_host.count("made") != 2:
+        problems.append(f"root on the host could not change a project (the control): {on_host}")
+    if "Disk quota exceeded" not in fill.stdout or "dd-exit=1" not in fill.stdout:
+        problems.append(f"writing 120M into a 40M root did not end in EDQUOT: {fill.stdout} {fill.stderr}")
+    wrote = re.search(r"wrote=(\d+)", fill.stdout)
+    if not wrote or int(wrote.group(1)) > 40:
+        problems.append(f"the root holds more than root_size: {fill.stdout}")
+    if status != 0 or "other-wrote" not in output:
+        problems.append(f"another user's session could not write its own 20M meanwhile (the control): {output}")
+    record("class 12: a directory upper stops each root at root_size (project quotas); files moved out of its project",
+           "overlay", 4, 4 - min(4, len(problems)), [],
+           f"filler: {wrote.group(1) if wrote else '?'}M of 120M written in a 40M root; 2 ways out of the project",
            problems)
     assert not problems, "\n".join(problems)

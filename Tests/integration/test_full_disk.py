@@ -18,29 +18,9 @@ import time
 
 import pytest
 
-from conftest import (TIME_SCALE, Canaries, HeldSession, LIBC, c_client, mount, record, run, settled_residue,
+import conftest
+from conftest import (TIME_SCALE, Canaries, HeldSession, c_client, record, run, settled_residue, small_filesystem,
                       syslog_mark, syslog_since, write_config)
-
-
-@contextlib.contextmanager
-def small_filesystem(megabytes):
-    """A fresh ext4 on a loop file, mounted on a new directory."""
-    base = tempfile.mkdtemp(prefix="lc-upper-", dir="/var/lib")
-    image, mountpoint = os.path.join(base, "fs.img"), os.path.join(base, "mnt")
-    os.mkdir(mountpoint)
-    run(["truncate", "-s", f"{megabytes}M", image])
-    run(["mkfs.ext4", "-q", image])
-    device = run(["losetup", "--find", "--show", image]).stdout.strip()
-    try:
-        mount(device, mountpoint, "ext4", 0, "")
-        os.chmod(mountpoint, 0o700)
-        try:
-            yield mountpoint
-        finally:
-            LIBC.umount2(mountpoint.encode(), 2)  # MNT_DETACH: a failed test may leave a user in it
-    finally:
-        run(["losetup", "-d", device], check=False)
-        run(["rm", "-rf", base])
 
 
 FILL = "dd if=/dev/zero of=/srv/scratch/fill bs=1M 2>&1; echo dd-exit=$?"
@@ -54,7 +34,9 @@ def test_a_session_that_fills_its_root(store, users, upper):
     with contextlib.ExitStack() as stack:
         upper_path = None
         if upper == "directory":
-            upper_path = stack.enter_context(small_filesystem(96))
+            if not conftest.PROJECT_QUOTAS():
+                pytest.skip(conftest.NO_PROJECT_QUOTAS)
+            upper_path = stack.enter_context(small_filesystem(96, project_quotas=True))
             write_config(store, f"[overlay]\nupper = {upper_path}\n")
         elif upper == "tmpfs":
             write_config(store, "[overlay]\ntmpfs_size = 64M\n")

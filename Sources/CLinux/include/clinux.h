@@ -65,11 +65,25 @@ int lc_btrfs_enable_simple_quotas(int fd);
 int lc_btrfs_limit_subvolume(int subvolume_fd, unsigned long long bytes);
 /* The filesystem id of the btrfs filesystem of `fd` into `out` (37 bytes). */
 int lc_btrfs_fsid(int fd, char *out);
-/* A seccomp filter on the calling thread refusing btrfs subvolume and
- * snapshot creation with EPERM (once per thread). */
-int lc_refuse_subvolume_creation(void);
-/* 1 once lc_refuse_subvolume_creation has succeeded on the calling thread. */
-int lc_refuses_subvolume_creation(void);
+/* Kinds of ioctls lc_refuse_ioctls refuses (a bit each). */
+enum { LC_REFUSE_SUBVOLUME_CREATION = 1, LC_REFUSE_PROJECT_CHANGES = 2 };
+/* A seccomp filter on the calling thread (and what it starts) failing the
+ * ioctls of `kind` with EPERM; once per thread and kind. */
+int lc_refuse_ioctls(int kind);
+/* The kinds lc_refuse_ioctls has refused on the calling thread. */
+int lc_refused_ioctl_kinds(void);
+
+/* Project quotas on the filesystem of `fd` (quotactl_fd). 1 when their
+ * limits are enforced, 0 when not, -1 with errno (ESRCH, ENOSYS: off). */
+int lc_project_quota_enforced(int fd);
+/* 1 when project `id` holds blocks or inodes, 0 when not, -1 with errno. */
+int lc_project_in_use(int fd, unsigned id);
+/* Sets project `id`'s hard block limit to `bytes` (0: none). */
+int lc_project_limit(int fd, unsigned id, unsigned long long bytes);
+/* The project id of the file open at `fd`. */
+int lc_project_of(int fd, unsigned *id);
+/* Gives the directory open at `fd` project `id`, inherited by what is made in it. */
+int lc_assign_project(int fd, unsigned id);
 
 /* Attaches `backing_fd` to a free loop device with autoclear and returns the
  * open loop fd (its number in *number_out). Keep the fd open until the

@@ -49,7 +49,7 @@ public final class BtrfsBackend: SnapshotBackend {
 
     /// A subvolume nested in a root has a quota group of its own, outside
     /// the root's limit (and its creator may name that group's parents).
-    public func confineSession() throws { try Btrfs.refuseSubvolumeCreation() }
+    public func confineSession() throws { try RefusedIoctls.subvolumeCreation.refuseOnThisThread() }
 
     public func currentGeneration() throws -> Generation { try store.currentGeneration() }
     public func generations() throws -> [Generation] { try store.generations() }
@@ -58,7 +58,7 @@ public final class BtrfsBackend: SnapshotBackend {
         try StoreLayout.refuseNewRoot(below: minFreePercent, at: store.path)
         let source = try Descriptor.openDirectory(store.generation(generation))
         let parent = try Descriptor.openDirectory(store.sessionsDir)
-        guard !Btrfs.refusesSubvolumeCreation else {
+        guard !RefusedIoctls.subvolumeCreation.refusedOnThisThread else {
             throw SetupError("this thread of the PAM client opened a session before, and may make no snapshot since",
                              fix: "open each session in a process or thread of its own, as sshd, login, su and display managers do")
         }

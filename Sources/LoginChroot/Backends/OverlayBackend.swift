@@ -1,7 +1,8 @@
 // overlay: each generation is a plain read-only directory tree used as the
 // lower layer; a session's upper layer lives on a tmpfs that exists only in
 // the session's namespace (so it vanishes with it), or under a configured
-// host directory.
+// host directory whose filesystem enforces project quotas, one project per
+// root.
 import Glibc
 import LoginChrootCore
 import LoginChrootPlatform
@@ -12,11 +13,13 @@ public final class OverlayBackend: SnapshotBackend {
     let store: StoreLayout
     let upper: OverlayUpper
     let minFreePercent: Int
+    let rootSize: UInt64
 
     public init(config: Config) {
         store = StoreLayout(path: config.storePath)
         upper = config.overlayUpper
         minFreePercent = config.minFreePercent
+        rootSize = config.rootSize
     }
 
     public func checkStore() throws {
@@ -26,7 +29,37 @@ public final class OverlayBackend: SnapshotBackend {
                 throw SetupError("overlay upper directory \(path) does not exist", fix: "mkdir -m 700 \(path)")
             }
             try Files.checkOwnedByRoot(path, kind: "overlay upper directory")
+            // Without a limit per root, one user who fills it fills it for everyone.
+            guard ProjectQuota.isEnforced(on: try Descriptor.openDirectory(path)) else {
+                throw SetupError("the filesystem of overlay upper directory \(path) does not enforce project quotas, which limit each root to root_size",
+                                 fix: "put it on ext4 made with 'mkfs.ext4 -O quota,project' and mounted with '-o prjquota' (or xfs mounted with '-o prjquota'), or set 'upper = tmpfs'")
+            }
         }
+    }
+
+    /// Project ids this backend gives roots: from 2^20 up, clear of the
+    /// small ids an admin's own projects use (the filesystem should be the
+    /// upper's alone all the same).
+    static let projectIDs: ClosedRange<UInt32> = (1 << 20)...(UInt32.max >> 1)
+
+    /// The first project id from the root's own place in the range that
+    /// holds nothing now. (Two users whose keys hash alike and who log in
+    /// at the same moment could both take one id; their roots would then
+    /// share a limit, never exceed it.)
+    private func unusedProject(for key: RootKey, on base: Descriptor, path: String) throws -> UInt32 {
+        let span = UInt32(OverlayBackend.projectIDs.count)
+        let start = fnv1a(key.value) % span
+        for step in UInt32(0)..<64 {
+            let id = OverlayBackend.projectIDs.lowerBound + (start &+ step) % span
+            if try !ProjectQuota.isInUse(id, on: base, path: path) { return id }
+        }
+        throw SetupError("64 project ids in a row from \(OverlayBackend.projectIDs.lowerBound + start) are in use on \(path)",
+                         fix: "give the overlay upper a filesystem of its own")
+    }
+
+    /// The files of a root may not leave its project.
+    public func confineSession() throws {
+        if case .directory = upper { try RefusedIoctls.projectChanges.refuseOnThisThread() }
     }
 
     public func currentGeneration() throws -> Generation { try store.currentGeneration() }
@@ -42,10 +75,15 @@ public final class OverlayBackend: SnapshotBackend {
                 .overlay(lower: lower, upper: "upper", work: "work", target: "root"),
             ], rootSubpath: "root")
         case .directory(let base):
-            // (A tmpfs upper has its own size limit, tmpfs_size.)
             try StoreLayout.refuseNewRoot(below: minFreePercent, at: base)
             let directory = joinPath(base, OverlayBackend.upperPrefix + key.value)
             try sys("mkdir", directory) { mkdir(directory, 0o700) }
+            // Its own project, limited, before anything is made in it: upper
+            // and work inherit it, and so does all the root writes.
+            let top = try Descriptor.openDirectory(directory)
+            let project = try unusedProject(for: key, on: top, path: base)
+            try ProjectQuota.assign(project, to: top, path: directory)
+            try ProjectQuota.limit(project, toBytes: rootSize, on: top, path: directory)
             for sub in ["upper", "work"] {
                 let path = joinPath(directory, sub)
                 try sys("mkdir", path) { mkdir(path, 0o755) }
@@ -60,7 +98,17 @@ public final class OverlayBackend: SnapshotBackend {
         // A tmpfs upper died with the namespace; a directory upper is deleted
         // without following symlinks or crossing mounts.
         guard case .directory(let base) = upper, Files.isDirectory(base) else { return }
-        try Files.removeTree(parent: try Descriptor.openDirectory(base), name: OverlayBackend.upperPrefix + key.value)
+        let parent = try Descriptor.openDirectory(base)
+        let name = OverlayBackend.upperPrefix + key.value
+        let directory = joinPath(base, name)
+        guard Files.isDirectory(directory) else { return }
+        let project = try ProjectQuota.project(of: try Descriptor.openDirectory(directory), path: directory)
+        try Files.removeTree(parent: parent, name: name)
+        // Its limit goes with it (a crash before this leaves a limit on an
+        // empty project, which the next root given that id overwrites).
+        if OverlayBackend.projectIDs.contains(project) {
+            try ProjectQuota.limit(project, toBytes: 0, on: parent, path: base)
+        }
     }
 
     /// Upper directories carry a prefix, so gc never mistakes anything else
