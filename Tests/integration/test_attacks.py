@@ -689,8 +689,9 @@ def test_a_handle_held_from_outside_dies_with_the_root(store, users, per, setuid
             os.unlink(f"/tmp/lc-shell-{t}")
         write_config(store)
     what = {"setuid": "a file passed into a setuid-root program on the host"}.get(per, f"a file and a thread's cwd ({per})")
+    how = "python3 as the user: open() through /proc/PID/root, a thread chdir'd in"
     record(f"class 8: a process outside the root holds {what}", store.backend, 1, 1 - bool(problems), [],
-           "python3 as the user: open() through /proc/PID/root, a thread chdir'd in", problems)
+           how + ("; then exec of a setuid-root program that waits" if per == "setuid" else ""), problems)
     assert not problems, "\n".join(problems)
 
 
@@ -920,6 +921,44 @@ def test_device_nodes_in_the_image_do_not_work_and_exempt_users_get_pam_ignore(a
 
 # --- class 12: one user cannot fill everyone's store --------------------------
 
+def fill_beside_another(store, escapes, fill_mb, other_mb):
+    """lctest1 runs `escapes`, then writes `fill_mb` into their root, while
+    lctest2's session is open; lctest2 then writes `other_mb` into theirs.
+    Returns the filler's result and the other session's (status, output)."""
+    other = HeldSession(store, "lctest2", after=f"dd if=/dev/zero of=/srv/scratch/mine bs=1M count={other_mb} 2>&1 "
+                                                "&& echo other-wrote")
+    try:
+        other.wait_until_in(store)
+        fill = run([c_client("pamclient"), store.service, "lctest1", "1",
+                    f"{escapes}\ndd if=/dev/zero of=/srv/scratch/fill bs=1M count={fill_mb} 2>&1; echo dd-exit=$?\n"
+                    "echo wrote=$(($(wc -c < /srv/scratch/fill) / 1048576))"], check=False,
+                   timeout=600 * conftest.TIME_SCALE)
+    finally:
+        result = other.finish()
+    return fill, result
+
+
+def check_filled_root(problems, fill, on_host, ways, limit_mb, written_mb, other):
+    """What a class 12 filler's output must show: each of `ways` escapes
+    refused inside and made by root on the host (the control), EDQUOT at the
+    limit, and the other user's session fine. Returns the MiB written."""
+    attempts = [line for line in fill.stdout.splitlines() if line.startswith(("made", "refused"))]
+    if len(attempts) != ways:
+        problems.append(f"the escape attempts did not run: {fill.stdout} {fill.stderr}")
+    problems += [f"inside the root: {line}" for line in attempts if line.startswith("made")]
+    if on_host.count("made") != ways:
+        problems.append(f"root on the host could not make each escape (the control): {on_host}")
+    if "Disk quota exceeded" not in fill.stdout or "dd-exit=1" not in fill.stdout:
+        problems.append(f"writing {written_mb}M into a {limit_mb}M root did not end in EDQUOT: {fill.stdout} {fill.stderr}")
+    wrote = re.search(r"wrote=(\d+)", fill.stdout)
+    if not wrote or int(wrote.group(1)) > limit_mb:
+        problems.append(f"the root holds more than root_size: {fill.stdout}")
+    status, output = other
+    if status != 0 or "other-wrote" not in output:
+        problems.append(f"another user's session could not write its own data meanwhile (the control): {output}")
+    return wrote.group(1) if wrote else "?"
+
+
 @conftest.needs_backend("btrfs")
 @pytest.mark.parametrize("store", ["btrfs"], indirect=True)
 def test_a_root_stops_at_root_size_and_cannot_nest_its_way_past_it(store):
@@ -937,15 +976,9 @@ def test_a_root_stops_at_root_size_and_cannot_nest_its_way_past_it(store):
     shutil.copy2(deeptree(), helper)
     os.chmod(helper, 0o4755)  # root's: only the filter stands in its way
     problems = []
-    other = HeldSession(store, "lctest2", after="dd if=/dev/zero of=/srv/scratch/mine bs=1M count=24 2>&1 "
-                                                 "&& echo other-wrote")
     try:
-        other.wait_until_in(store)
-        fill = run([c_client("pamclient"), store.service, "lctest1", "1",
-                    f"mkdir -p /srv/scratch/n && {helper} escapes 0 /srv/scratch/n /\n"
-                    "dd if=/dev/zero of=/srv/scratch/fill bs=1M count=200 2>&1; echo dd-exit=$?\n"
-                    "echo wrote=$(($(wc -c < /srv/scratch/fill) / 1048576))"], check=False)
-        status, output = other.finish()
+        fill, other = fill_beside_another(store, f"mkdir -p /srv/scratch/n && {helper} escapes 0 /srv/scratch/n /",
+                                          fill_mb=200, other_mb=24)
         host_dir = tempfile.mkdtemp(dir=store.path)
         run(["btrfs", "subvolume", "create", os.path.join(host_dir, "source")])
         on_host = run([helper, "escapes", "0", host_dir, os.path.join(host_dir, "source")], check=False).stdout
@@ -955,23 +988,10 @@ def test_a_root_stops_at_root_size_and_cannot_nest_its_way_past_it(store):
     finally:
         os.unlink(helper)
         write_config(store)
-    attempts = [line for line in fill.stdout.splitlines() if line.startswith(("made", "refused"))]
-    if len(attempts) != 4:
-        problems.append(f"the nesting attempts did not run: {fill.stdout} {fill.stderr}")
-    problems += [f"inside the root: {line}" for line in attempts if line.startswith("made")]
-    if on_host.count("made") != 4:
-        problems.append(f"root on the host could not make each kind of subvolume (the control): {on_host}")
-    if "Disk quota exceeded" not in fill.stdout or "dd-exit=1" not in fill.stdout:
-        problems.append(f"writing 200M into a 48M root did not end in EDQUOT: {fill.stdout} {fill.stderr}")
-    wrote = re.search(r"wrote=(\d+)", fill.stdout)
-    if not wrote or int(wrote.group(1)) > 48:
-        problems.append(f"the root holds more than root_size: {fill.stdout}")
-    if status != 0 or "other-wrote" not in output:
-        problems.append(f"another user's session could not write its own 24M meanwhile (the control): {output}")
+    wrote = check_filled_root(problems, fill, on_host, 4, limit_mb=48, written_mb=200, other=other)
     problems += conftest.settled_residue(store)
     record("class 12: a root stops at root_size; subvolumes nested past the limit", store.backend, 5,
-           5 - min(5, len(problems)), [],
-           f"filler: {wrote.group(1) if wrote else '?'}M of 200M written in a 48M root; 4 ways of nesting a subvolume",
+           5 - min(5, len(problems)), [], f"filler: {wrote}M of 200M written in a 48M root; 4 ways of nesting a subvolume",
            problems)
     assert not problems, "\n".join(problems)
 
@@ -1020,17 +1040,8 @@ def test_a_directory_upper_limits_each_root_by_project_quota(image_dir):
         target = make_store("overlay", image_dir)
         try:
             write_config(target, "\n[overlay]\nupper = " + upper + "\n", root_size="40M")
-            other = HeldSession(target, "lctest2", after="dd if=/dev/zero of=/srv/scratch/mine bs=1M count=20 2>&1 "
-                                                          "&& echo other-wrote")
-            try:
-                other.wait_until_in(target)
-                fill = run([c_client("pamclient"), target.service, "lctest1", "1",
-                            f"mkdir -p /srv/scratch/p && {helper} projects 0 /srv/scratch/p\n"
-                            "dd if=/dev/zero of=/srv/scratch/fill bs=1M count=120 2>&1; echo dd-exit=$?\n"
-                            "echo wrote=$(($(wc -c < /srv/scratch/fill) / 1048576))"], check=False,
-                           timeout=600 * conftest.TIME_SCALE)
-            finally:
-                status, output = other.finish()
+            fill, other = fill_beside_another(target, f"mkdir -p /srv/scratch/p && {helper} projects 0 /srv/scratch/p",
+                                              fill_mb=120, other_mb=20)
             host_dir = os.path.join(upper, "lc-host-control")
             os.mkdir(host_dir)
             on_host = run([helper, "projects", "0", host_dir], check=False).stdout
@@ -1042,21 +1053,8 @@ def test_a_directory_upper_limits_each_root_by_project_quota(image_dir):
         finally:
             os.unlink(helper)
             destroy_store(target)
-    attempts = [line for line in fill.stdout.splitlines() if line.startswith(("made", "refused"))]
-    if len(attempts) != 2:
-        problems.append(f"the project attempts did not run: {fill.stdout} {fill.stderr}")
-    problems += [f"inside the root: {line}" for line in attempts if line.startswith("made")]
-    if on_host.count("made") != 2:
-        problems.append(f"root on the host could not change a project (the control): {on_host}")
-    if "Disk quota exceeded" not in fill.stdout or "dd-exit=1" not in fill.stdout:
-        problems.append(f"writing 120M into a 40M root did not end in EDQUOT: {fill.stdout} {fill.stderr}")
-    wrote = re.search(r"wrote=(\d+)", fill.stdout)
-    if not wrote or int(wrote.group(1)) > 40:
-        problems.append(f"the root holds more than root_size: {fill.stdout}")
-    if status != 0 or "other-wrote" not in output:
-        problems.append(f"another user's session could not write its own 20M meanwhile (the control): {output}")
+    wrote = check_filled_root(problems, fill, on_host, 2, limit_mb=40, written_mb=120, other=other)
     record("class 12: a directory upper stops each root at root_size (project quotas); files moved out of its project",
            "overlay", 4, 4 - min(4, len(problems)), [],
-           f"filler: {wrote.group(1) if wrote else '?'}M of 120M written in a 40M root; 2 ways out of the project",
-           problems)
+           f"filler: {wrote}M of 120M written in a 40M root; 2 ways out of the project", problems)
     assert not problems, "\n".join(problems)

@@ -79,7 +79,7 @@ public final class OverlayBackend: SnapshotBackend {
             let directory = joinPath(base, OverlayBackend.upperPrefix + key.value)
             try sys("mkdir", directory) { mkdir(directory, 0o700) }
             // Its own project, limited, before anything is made in it: upper
-            // and work inherit it, and so does all the root writes.
+            // and work inherit it, and so does everything the root writes.
             let top = try Descriptor.openDirectory(directory)
             let project = try unusedProject(for: key, on: top, path: base)
             try ProjectQuota.assign(project, to: top, path: directory)
