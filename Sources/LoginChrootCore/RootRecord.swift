@@ -77,6 +77,8 @@ public struct RootRecord: Equatable, Sendable {
     public var namespaceInode: UInt64 = 0
     public var rootMount: UInt64 = 0
     public var rootDevice: UInt64 = 0
+    public var filesystemDevice: UInt64 = 0
+    public var mappedDevice: UInt64 = 0
     /// The boot those numbers belong to: after a reboot they name nothing
     /// of ours (a state_dir that persists keeps the record, not the root).
     public var bootID = ""
@@ -102,7 +104,8 @@ public struct RootRecord: Equatable, Sendable {
         var lines = [
             "version=1", "key=\(key)", "user=\(user)", "uid=\(uid)", "backend=\(backend.rawValue)",
             "generation=\(generation)", "phase=\(phase.rawValue)",
-            "namespace_inode=\(namespaceInode)", "root_mount=\(rootMount)", "root_device=\(rootDevice)", "next_member=\(nextMember)",
+            "namespace_inode=\(namespaceInode)", "root_mount=\(rootMount)", "root_device=\(rootDevice)",
+            "filesystem_device=\(filesystemDevice)", "mapped_device=\(mappedDevice)", "next_member=\(nextMember)",
         ]
         if !bootID.isEmpty { lines.append("boot_id=\(bootID)") }
         for member in members {
@@ -139,6 +142,8 @@ public struct RootRecord: Equatable, Sendable {
         record.namespaceInode = fields["namespace_inode"].flatMap { UInt64($0) } ?? 0
         record.rootMount = fields["root_mount"].flatMap { UInt64($0) } ?? 0
         record.rootDevice = fields["root_device"].flatMap { UInt64($0) } ?? 0
+        record.filesystemDevice = fields["filesystem_device"].flatMap { UInt64($0) } ?? 0
+        record.mappedDevice = fields["mapped_device"].flatMap { UInt64($0) } ?? 0
         record.members = members
         record.nextMember = fields["next_member"].flatMap { UInt64($0) } ?? UInt64(members.count)
         record.note = fields["note"] ?? ""

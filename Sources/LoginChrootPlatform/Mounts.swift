@@ -63,6 +63,21 @@ public enum Mounts {
         return table
     }
 
+    /// The device of the filesystem (its superblock) of the mount `id` in
+    /// the calling thread's namespace, from mountinfo's "MAJ:MIN" field.
+    public static func device(ofMount id: UInt64) -> UInt64? {
+        guard let text = try? Files.read("/proc/thread-self/mountinfo") else { return nil }
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: " ", maxSplits: 3)
+            guard fields.count > 2, UInt64(fields[0]) == id else { continue }
+            let numbers = fields[2].split(separator: ":").compactMap { UInt32($0) }
+            guard numbers.count == 2 else { return nil }
+            let (major, minor) = (UInt64(numbers[0]), UInt64(numbers[1]))  // glibc's makedev
+            return ((major & 0xfffff000) << 32) | ((major & 0xfff) << 8) | ((minor & 0xffffff00) << 12) | (minor & 0xff)
+        }
+        return nil
+    }
+
     /// The id of the mount that `path` is on (a magic link in /proc is
     /// followed to what it names), or nil.
     public static func mountID(of path: String) -> UInt64? {

@@ -7,26 +7,42 @@ import Glibc
 public struct RootIdentity: Equatable {
     public var namespaceInode: UInt64
     public var rootMount: UInt64
-    /// The device of the root's files (for the mappings the scan reads).
+    /// The device of the root's directories.
     public var rootDevice: UInt64
+    /// The device of the root's filesystem (its superblock's), which
+    /// mappings of its files show: the root's own device, but on btrfs the
+    /// whole store's (a subvolume reports a device of its own).
+    public var filesystemDevice: UInt64
+    /// The device of the files an overlay root writes (its upper layer's),
+    /// which mappings of them show before Linux 6.8 (since, the overlay's);
+    /// 0 where that device is shared with other roots, or the root is no
+    /// overlay.
+    public var mappedDevice: UInt64
     /// The root's user. Only their processes and root's can reach into the
     /// root from outside (through /proc/PID/root, which takes ptrace rights,
     /// or setns and chroot); others only get what they are handed.
     public var owner: UInt32
-    public init(namespaceInode: UInt64, rootMount: UInt64, rootDevice: UInt64 = 0, owner: UInt32 = 0) {
-        self.namespaceInode = namespaceInode; self.rootMount = rootMount; self.rootDevice = rootDevice; self.owner = owner
+    public init(namespaceInode: UInt64, rootMount: UInt64, rootDevice: UInt64 = 0, filesystemDevice: UInt64 = 0,
+                mappedDevice: UInt64 = 0, owner: UInt32 = 0) {
+        self.namespaceInode = namespaceInode; self.rootMount = rootMount; self.rootDevice = rootDevice
+        self.filesystemDevice = filesystemDevice; self.mappedDevice = mappedDevice; self.owner = owner
     }
 
-    /// The device as /proc/PID/maps writes it ("fe:01"), or nil.
-    var deviceInMaps: String? {
-        guard rootDevice != 0 else { return nil }
-        let major = ((rootDevice >> 8) & 0xfff) | ((rootDevice >> 32) & ~0xfff)
-        let minor = (rootDevice & 0xff) | ((rootDevice >> 12) & ~0xff)
+    /// A device as /proc/PID/maps writes it ("fe:01").
+    static func inMaps(_ device: UInt64) -> String {
         func hex(_ value: UInt64) -> String {
             let digits = String(value, radix: 16)
             return digits.count < 2 ? "0" + digits : digits
         }
-        return hex(major) + ":" + hex(minor)
+        return hex(((device >> 8) & 0xfff) | ((device >> 32) & ~0xfff)) + ":" + hex((device & 0xff) | ((device >> 12) & ~0xff))
+    }
+
+    /// Devices whose mappings are the root's files, and the one whose
+    /// mappings may be (a btrfs store's: the mapped file itself tells).
+    var devicesInMaps: (own: [String], shared: String?) {
+        let own = [mappedDevice, filesystemDevice == rootDevice ? rootDevice : 0].filter { $0 != 0 }
+        let shared = filesystemDevice != 0 && filesystemDevice != rootDevice ? filesystemDevice : 0
+        return (own.map(RootIdentity.inMaps), shared == 0 ? nil : RootIdentity.inMaps(shared))
     }
 }
 
@@ -62,7 +78,7 @@ public enum Processes {
     /// Whether `pid`, which runs outside the root's cgroups, still uses the
     /// session root: its mount namespace, root or working directory are the
     /// root's, or (for a process of the root's user) any thread's are, or it
-    /// has a file open on the root's mount or mapped from its device (an fd
+    /// has a file open on the root's mount or mapped from its files' device (an fd
     /// passed out over a socket keeps a root's files readable after its
     /// namespace is gone). Files by mount id, not device: overlay gives
     /// files the devices of their layers, and a btrfs subvolume a user nests
@@ -105,12 +121,18 @@ public enum Processes {
             }
         }
         for fd in (try? Files.listDirectory(process + "/fd")) ?? [] where onMount("\(process)/fd/\(fd)") { return true }
-        guard let device = root.deviceInMaps, let maps = try? Descriptor.open(process + "/maps", O_RDONLY),
+        let devices = root.devicesInMaps
+        guard !devices.own.isEmpty || devices.shared != nil, let maps = try? Descriptor.open(process + "/maps", O_RDONLY),
               let text = try? maps.readAll() else { return false }
-        // "ADDRESS PERMS OFFSET MAJOR:MINOR INODE PATH": one read, no call per mapping.
+        // "ADDRESS PERMS OFFSET MAJOR:MINOR INODE PATH": one read, and a call
+        // only for a mapping on a filesystem the root shares with others.
         return text.split(separator: UInt8(ascii: "\n")).contains { line in
-            line.split(separator: UInt8(ascii: " "), maxSplits: 4, omittingEmptySubsequences: true).dropFirst(3).first
-                .map { $0.elementsEqual(device.utf8) } ?? false
+            let fields = line.split(separator: UInt8(ascii: " "), maxSplits: 4, omittingEmptySubsequences: true)
+            guard fields.count > 3 else { return false }
+            if devices.own.contains(where: { fields[3].elementsEqual($0.utf8) }) { return true }
+            guard let shared = devices.shared, fields[3].elementsEqual(shared.utf8) else { return false }
+            // The mapped file, as stat sees it: on the root's device or not.
+            return onDevice(process + "/map_files/" + String(decoding: fields[0], as: UTF8.self))
         }
     }
 

@@ -7,6 +7,9 @@ final class RootRecordTests: XCTestCase {
                                 backend: .overlay, generation: Generation(number: 12), phase: .active)
         record.namespaceInode = 4026532999
         record.rootMount = 66
+        record.rootDevice = 0x2d
+        record.filesystemDevice = 0x2d
+        record.mappedDevice = 0x2c
         record.members = [
             Member(id: "100.5000.0", pid: 100, startTime: 5000, cgroup: "/user.slice/loginchroot-alice+77-100", parentCgroup: "/user.slice"),
             Member(id: "200.6000.1", pid: 200, startTime: 6000, cgroup: "", parentCgroup: ""),

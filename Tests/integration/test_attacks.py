@@ -596,20 +596,29 @@ def check_teardown_of_nested_subvolumes(store, depth):
 # --- class 8: nothing keeps a root alive or readable after the logout -------
 
 HOLDER = r"""
-import os, sys, threading, time
-path = sys.argv[1]
+import ctypes, os, sys, threading, time
+path, how = sys.argv[1], sys.argv[2]
 fd = os.open(path, os.O_RDONLY)                       # an open file
-def in_thread():                                      # a thread whose cwd is in the root
-    os.unshare(os.CLONE_FS)
-    os.chdir(os.path.dirname(path))
-    time.sleep(3600)
-threading.Thread(target=in_thread, daemon=True).start()
-print("holding", os.pread(fd, 100, 0).decode().strip(), flush=True)
-if len(sys.argv) > 2:                                 # the fd passes on into a setuid-root program
+if how == "map":                                      # or only a mapping of it (libc's mmap: Python's keeps a dup)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    address = libc.mmap(None, 4096, 1, 1, fd, 0)      # PROT_READ, MAP_SHARED
+    os.close(fd)
+    read = lambda: ctypes.string_at(address, 100).split(b"\0")[0].decode().strip()
+else:
+    def in_thread():                                  # and a thread whose cwd is in the root
+        os.unshare(os.CLONE_FS)
+        os.chdir(os.path.dirname(path))
+        time.sleep(3600)
+    threading.Thread(target=in_thread, daemon=True).start()
+    read = lambda: os.pread(fd, 100, 0).decode().strip()
+print("holding", read(), flush=True)
+if how == "exec":                                     # the fd passes on into a setuid-root program
     os.set_inheritable(fd, True)
-    os.execv(sys.argv[2], sys.argv[2:])
+    os.execv(sys.argv[3], sys.argv[3:])
 for line in sys.stdin:                                # read again when asked
-    print("read", os.pread(fd, 100, 0).decode().strip(), flush=True)
+    print("read", read(), flush=True)
 """
 
 
@@ -627,15 +636,16 @@ def setuid_pause():
     shutil.rmtree(directory, ignore_errors=True)
 
 
-@pytest.mark.parametrize("per", ["per-user", "per-session", "setuid"])
+@pytest.mark.parametrize("per", ["per-user", "per-session", "setuid", "mapping"])
 def test_a_handle_held_from_outside_dies_with_the_root(store, users, per, setuid_pause):
     """A process of the user outside the root (on the host, or in another
     of their roots in per-session mode) opens a file of the root through
     /proc/PID/root and keeps it, with a thread whose working directory is
     in there; or passes the open file on into a setuid-root program of the
-    host (a process of root's, started by the user). After the logout it is
-    killed: nothing reads the root's files any more, and the root is gone
-    on every backend."""
+    host (a process of root's, started by the user); or keeps only a
+    mapping of it (on overlay the mapping shows the upper layer's file).
+    After the logout it is killed: nothing reads the root's files any more,
+    and the root is gone on every backend."""
     t = token()
     if per == "per-session":
         with open(store.config) as f:
@@ -653,8 +663,8 @@ def test_a_handle_held_from_outside_dies_with_the_root(store, users, per, setuid
             assert time.time() < deadline, "the session never wrote its shell's pid"
             time.sleep(0.05)
         shell = int(open(f"/tmp/lc-shell-{t}").read())
-        holder = subprocess.Popen(["python3", "-c", HOLDER, f"/proc/{shell}/root/srv/scratch/secret-{t}"]
-                                  + ([setuid_pause] if per == "setuid" else []),
+        how = {"setuid": ["exec", setuid_pause], "mapping": ["map"]}.get(per, ["fd"])
+        holder = subprocess.Popen(["python3", "-c", HOLDER, f"/proc/{shell}/root/srv/scratch/secret-{t}"] + how,
                                   user=alice.pw_uid, group=alice.pw_gid, extra_groups=[],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         first = holder.stdout.readline()
@@ -688,10 +698,12 @@ def test_a_handle_held_from_outside_dies_with_the_root(store, users, per, setuid
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f"/tmp/lc-shell-{t}")
         write_config(store)
-    what = {"setuid": "a file passed into a setuid-root program on the host"}.get(per, f"a file and a thread's cwd ({per})")
-    how = "python3 as the user: open() through /proc/PID/root, a thread chdir'd in"
-    record(f"class 8: a process outside the root holds {what}", store.backend, 1, 1 - bool(problems), [],
-           how + ("; then exec of a setuid-root program that waits" if per == "setuid" else ""), problems)
+    what = {"setuid": "a file passed into a setuid-root program on the host",
+            "mapping": "only a mapping of a file"}.get(per, f"a file and a thread's cwd ({per})")
+    how = {"setuid": "python3 as the user: open() through /proc/PID/root, then exec of a setuid-root program that waits",
+           "mapping": "python3 as the user: mmap() of a file opened through /proc/PID/root, then close()"
+           }.get(per, "python3 as the user: open() through /proc/PID/root, a thread chdir'd in")
+    record(f"class 8: a process outside the root holds {what}", store.backend, 1, 1 - bool(problems), [], how, problems)
     assert not problems, "\n".join(problems)
 
 

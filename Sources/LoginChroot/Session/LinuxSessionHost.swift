@@ -47,6 +47,7 @@ public struct LinuxSessionHost: SessionHost {
             // From here on nothing we mount can propagate back to the host.
             try Mounts.setPropagation("/", MS_SLAVE, recursive: true)
             try RootAssembler(plan: plan, staging: staging, log: log).assemble()
+            let mappedDevice = try writtenFilesDevice(plan, staging: staging)
             try Namespaces.pivotRoot(to: joinPath(staging, plan.rootSubpath))
             guard let rootMount = Mounts.mountID(of: "/") else {
                 throw SetupError("the kernel gives no mount ids (statx STATX_MNT_ID)", fix: "run loginchroot on Linux 5.14 or newer")
@@ -54,7 +55,8 @@ public struct LinuxSessionHost: SessionHost {
             var rootInfo = Glibc.stat()
             try sys("stat", "/") { stat("/", &rootInfo) }
             let identity = RootIdentity(namespaceInode: UInt64(try session.stat().st_ino), rootMount: rootMount,
-                                        rootDevice: UInt64(rootInfo.st_dev))
+                                        rootDevice: UInt64(rootInfo.st_dev),
+                                        filesystemDevice: Mounts.device(ofMount: rootMount) ?? 0, mappedDevice: mappedDevice)
             if pin != nil {
                 // The caller goes back to the host: the state directory is not
                 // visible from inside. joinRoot enters the root.
@@ -67,6 +69,20 @@ public struct LinuxSessionHost: SessionHost {
             }
             throw error
         }
+    }
+
+    /// The device of the files an overlay root writes (RootIdentity's
+    /// mappedDevice): a tmpfs upper's own; 0 for a host directory upper
+    /// (shared by every root) and for a root that is no overlay.
+    private func writtenFilesDevice(_ plan: SessionPlan, staging: String) throws -> UInt64 {
+        for case .overlay(_, let upper, _, _) in plan.rootMounts {
+            guard !upper.hasPrefix("/") else { return 0 }
+            var info = Glibc.stat()
+            let path = joinPath(staging, upper)
+            try sys("stat", path) { stat(path, &info) }
+            return UInt64(info.st_dev)
+        }
+        return 0
     }
 
     /// Mounts `layout` below `staging` in a new private mount namespace of

@@ -179,6 +179,8 @@ public final class SessionManager {
             record.namespaceInode = identity.namespaceInode
             record.rootMount = identity.rootMount
             record.rootDevice = identity.rootDevice
+            record.filesystemDevice = identity.filesystemDevice
+            record.mappedDevice = identity.mappedDevice
             _ = try record.apply(.prepared)
             try state.save(record)
             CrashPoint.reached("open.root-active")
@@ -314,6 +316,8 @@ public final class SessionManager {
                 record.namespaceInode = 0
                 record.rootMount = 0
                 record.rootDevice = 0
+                record.filesystemDevice = 0
+                record.mappedDevice = 0
                 try state.save(record)
                 CrashPoint.reached("teardown.unpinned")
             } catch { failure = "unpinning the namespace: \(error)" }
@@ -359,7 +363,7 @@ public final class SessionManager {
             return none
         }
         return RootIdentity(namespaceInode: record.namespaceInode, rootMount: record.rootMount, rootDevice: record.rootDevice,
-                            owner: record.uid)
+                            filesystemDevice: record.filesystemDevice, mappedDevice: record.mappedDevice, owner: record.uid)
     }
 
     /// Names of this instance's cgroups start with this (Config.instanceTag).
