@@ -1,4 +1,4 @@
-// btrfs subvolume ioctls and loop devices.
+// btrfs subvolumes and quotas, project quotas, and loop devices (ioctls).
 import CLinux
 import Glibc
 import LoginChrootCore
@@ -59,25 +59,6 @@ public enum Btrfs {
         if rc == -2 { errno = ENAMETOOLONG; return -1 }
         return rc
     }
-}
-
-/// ioctls a session's processes may not make, refused by a seccomp filter
-/// on the thread that opens the session (and so on everything it starts).
-public enum RefusedIoctls: Int32 {
-    /// btrfs subvolumes and snapshots (they escape a root's quota group).
-    case subvolumeCreation = 1  // LC_REFUSE_SUBVOLUME_CREATION
-    /// A file's project id and a directory's inherit flag (they move files
-    /// out of a root's project quota).
-    case projectChanges = 2  // LC_REFUSE_PROJECT_CHANGES
-
-    /// From now on, the calling thread and every process it starts fail
-    /// these ioctls with EPERM. Nothing when the thread refuses them already.
-    public func refuseOnThisThread() throws {
-        try sys("seccomp", "SECCOMP_SET_MODE_FILTER") { lc_refuse_ioctls(rawValue) }
-    }
-
-    /// Whether the calling thread refuses these already.
-    public var refusedOnThisThread: Bool { lc_refused_ioctl_kinds() & rawValue != 0 }
 }
 
 /// Project quotas (ext4 made with `-O quota,project` and mounted with
