@@ -98,16 +98,21 @@ public enum Processes {
         // its own (unshare -m in the root) has copies of the root's mount,
         // with other ids but the same filesystem.
         func onDevice(_ path: String) -> Bool { root.rootDevice != 0 && stat(path, &info) == 0 && UInt64(info.st_dev) == root.rootDevice }
+        // A directory on the root's mount is on its device too, so the
+        // mount is asked only when the device is unknown.
         func inRoot(_ base: String) -> Bool {
             if root.namespaceInode != 0, stat(base + "/ns/mnt", &info) == 0, UInt64(info.st_ino) == root.namespaceInode {
                 return true
             }
-            return ["/root", "/cwd"].contains { onDevice(base + $0) || onMount(base + $0) }
+            return ["/root", "/cwd"].contains { root.rootDevice != 0 ? onDevice(base + $0) : onMount(base + $0) }
         }
         let process = "/proc/\(pid)"
         guard stat(process, &info) == 0 else { return false }
         switch info.st_uid {
         case root.owner: break
+        // A kernel thread (most of root's processes) has no executable and
+        // holds nothing: one call.
+        case 0 where stat(process + "/exe", &info) != 0: return false
         case 0 where realUID(of: pid) == root.owner: break
         case 0: return inRoot(process)
         default: return false
