@@ -78,11 +78,10 @@ public enum Processes {
     /// Whether `pid`, which runs outside the root's cgroups, still uses the
     /// session root: its mount namespace, root or working directory are the
     /// root's, or (for a process of the root's user) any thread's are, or it
-    /// has a file open on the root's mount or mapped from its files' device (an fd
-    /// passed out over a socket keeps a root's files readable after its
-    /// namespace is gone). Files by mount id, not device: overlay gives
-    /// files the devices of their layers, and a btrfs subvolume a user nests
-    /// has a device of its own.
+    /// has a file open on the root's mount or mapped from its filesystem
+    /// (an fd passed out over a socket keeps a root's files readable after
+    /// its namespace is gone). Open files by mount id, not device: overlay
+    /// gives files the devices of their layers.
     ///
     /// Only the user's processes can reach into their root from outside
     /// (through /proc/PID/root, which takes ptrace rights); another user's
@@ -94,12 +93,11 @@ public enum Processes {
     public static func holdsRoot(_ pid: Int32, _ root: RootIdentity) -> Bool {
         var info = Glibc.stat()
         func onMount(_ path: String) -> Bool { root.rootMount != 0 && Mounts.mountID(of: path) == root.rootMount }
-        // A directory by its device too: a process in a mount namespace of
-        // its own (unshare -m in the root) has copies of the root's mount,
-        // with other ids but the same filesystem.
         func onDevice(_ path: String) -> Bool { root.rootDevice != 0 && stat(path, &info) == 0 && UInt64(info.st_dev) == root.rootDevice }
-        // A directory on the root's mount is on its device too, so the
-        // mount is asked only when the device is unknown.
+        // A directory by its device: a process in a mount namespace of its
+        // own (unshare -m in the root) has copies of the root's mount, with
+        // other ids but the same filesystem. The mount is asked only when
+        // the device is unknown.
         func inRoot(_ base: String) -> Bool {
             if root.namespaceInode != 0, stat(base + "/ns/mnt", &info) == 0, UInt64(info.st_ino) == root.namespaceInode {
                 return true
