@@ -36,14 +36,24 @@ public enum Mounts {
         try sys("umount2", target) { umount2(target, detach ? Int32(MNT_DETACH) : 0) }
     }
 
-    /// (mount point, filesystem type) of every mount in the calling
-    /// thread's namespace, in mountinfo order (later mounts stack on earlier).
-    /// Parsed as bytes: every login reads it several times, and with many
-    /// sessions open the table grows.
-    public static func table() -> [(mountPoint: String, type: String)] {
+    /// One line of mountinfo: the mount's id, its filesystem's device (the
+    /// superblock's, which mappings of its files show), where it is
+    /// mounted, and the filesystem type.
+    public struct Entry {
+        public var id: UInt64
+        public var device: UInt64
+        public var mountPoint: String
+        public var type: String
+    }
+
+    /// Every mount in the calling thread's namespace, in mountinfo order
+    /// (later mounts stack on earlier). Parsed as bytes: every login reads
+    /// it several times, and with many sessions open the table grows.
+    public static func table() -> [Entry] {
         guard let file = try? Descriptor.open("/proc/thread-self/mountinfo", O_RDONLY | O_NOFOLLOW),
               let bytes = try? file.readAll() else { return [] }
-        var table: [(mountPoint: String, type: String)] = []
+        func number(_ field: Range<Int>) -> UInt64 { UInt64(String(decoding: bytes[field], as: UTF8.self)) ?? 0 }
+        var table: [Entry] = []
         var fields: [Range<Int>] = []
         var start = 0
         for end in 0...bytes.count {
@@ -56,26 +66,16 @@ public enum Mounts {
             if fields.count > 4,
                let dash = fields.indices.dropFirst(5).first(where: { fields[$0].count == 1 && bytes[fields[$0].lowerBound] == UInt8(ascii: "-") }),
                dash + 1 < fields.count {
-                table.append((unescapeMountinfo(bytes[fields[4]]), String(decoding: bytes[fields[dash + 1]], as: UTF8.self)))
+                let device = bytes[fields[2]].split(separator: UInt8(ascii: ":")).map { UInt64(String(decoding: $0, as: UTF8.self)) ?? 0 }
+                let (major, minor) = device.count == 2 ? (device[0], device[1]) : (0, 0)  // glibc's makedev:
+                table.append(Entry(id: number(fields[0]),
+                                   device: ((major & 0xfffff000) << 32) | ((major & 0xfff) << 8) | ((minor & 0xffffff00) << 12) | (minor & 0xff),
+                                   mountPoint: unescapeMountinfo(bytes[fields[4]]),
+                                   type: String(decoding: bytes[fields[dash + 1]], as: UTF8.self)))
             }
             fields.removeAll(keepingCapacity: true)
         }
         return table
-    }
-
-    /// The device of the filesystem (its superblock) of the mount `id` in
-    /// the calling thread's namespace, from mountinfo's "MAJ:MIN" field.
-    public static func device(ofMount id: UInt64) -> UInt64? {
-        guard let text = try? Files.read("/proc/thread-self/mountinfo") else { return nil }
-        for line in text.split(separator: "\n") {
-            let fields = line.split(separator: " ", maxSplits: 3)
-            guard fields.count > 2, UInt64(fields[0]) == id else { continue }
-            let numbers = fields[2].split(separator: ":").compactMap { UInt32($0) }
-            guard numbers.count == 2 else { return nil }
-            let (major, minor) = (UInt64(numbers[0]), UInt64(numbers[1]))  // glibc's makedev
-            return ((major & 0xfffff000) << 32) | ((major & 0xfff) << 8) | ((minor & 0xffffff00) << 12) | (minor & 0xff)
-        }
-        return nil
     }
 
     /// The id of the mount that `path` is on (a magic link in /proc is

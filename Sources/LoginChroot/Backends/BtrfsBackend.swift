@@ -32,7 +32,7 @@ public final class BtrfsBackend: SnapshotBackend {
                              fix: "run 'loginchroot start'")
         case let mode?:
             throw SetupError("the btrfs store \(store.path) has quotas in mode '\(mode)', not simple quotas",
-                             fix: "btrfs quota disable \(store.path) && loginchroot start")
+                             fix: "with no root open (see 'loginchroot sessions'), run 'btrfs quota disable \(store.path)', then 'loginchroot start'")
         }
     }
 
@@ -43,7 +43,7 @@ public final class BtrfsBackend: SnapshotBackend {
             try Btrfs.enableSimpleQuotas(try Descriptor.openDirectory(store.path), path: store.path)
         } catch let error as SystemError where error.errno == EINVAL {
             throw SetupError("this kernel has no btrfs simple quotas, which give each root its limit (root_size)",
-                             fix: "boot Linux 6.7 or newer (Debian 12: 'apt install -t bookworm-backports linux-image-amd64'), or use the dm-thin backend")
+                             fix: "boot Linux 6.7 or newer (Debian 12: enable bookworm-backports as backports.debian.org says, then 'apt install -t bookworm-backports linux-image-amd64' and reboot), or use the dm-thin backend")
         }
     }
 
@@ -109,7 +109,7 @@ public final class BtrfsBackend: SnapshotBackend {
 
     public func usage() throws -> SpaceUsage {
         var usage = try store.usage()
-        usage.rootLimitBytes = rootSize
+        usage.rootLimit = RootLimit(bytes: rootSize, howToLower: "lower root_size in [store] (roots made after it get the new limit), or give the store image more space")
         return usage
     }
 

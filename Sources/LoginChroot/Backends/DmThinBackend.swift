@@ -246,7 +246,7 @@ public final class DmThinBackend: SnapshotBackend {
                           freeBytes: (status.dataTotal - min(status.dataUsed, status.dataTotal)) * blockBytes,
                           metadataTotalBytes: status.metadataTotal * 4096,
                           metadataFreeBytes: (status.metadataTotal - min(status.metadataUsed, status.metadataTotal)) * 4096,
-                          rootLimitBytes: metadata.sectors * 512)
+                          rootLimit: RootLimit(bytes: metadata.sectors * 512, howToLower: "give the store more space (a bigger data device); the size of a root is fixed when the store is made, so a smaller volume_size takes 'loginchroot init' on a new store"))
     }
 
     // MARK: volumes

@@ -32,7 +32,7 @@ public final class OverlayBackend: SnapshotBackend {
             // Without a limit per root, one user who fills it fills it for everyone.
             guard ProjectQuota.isEnforced(on: try Descriptor.openDirectory(path)) else {
                 throw SetupError("the filesystem of overlay upper directory \(path) does not enforce project quotas, which limit each root to root_size",
-                                 fix: "put it on ext4 made with 'mkfs.ext4 -O quota,project' and mounted with '-o prjquota' (or xfs mounted with '-o prjquota'), or set 'upper = tmpfs'")
+                                 fix: "with its ext4 filesystem unmounted, run 'tune2fs -O quota,project DEVICE', then mount it with '-o prjquota' (xfs: mount it with '-o prjquota'); or set 'upper = tmpfs'")
             }
         }
     }

@@ -19,9 +19,13 @@ public struct SpaceUsage: Equatable {
     public var metadataTotalBytes: UInt64? = nil
     public var metadataFreeBytes: UInt64? = nil
     /// The most one root can write, where the store enforces a limit per
-    /// root (dm-thin: the volume size fixed when the store was made;
-    /// btrfs: root_size, a quota).
-    public var rootLimitBytes: UInt64? = nil
+    /// root, and how an admin makes it smaller.
+    public var rootLimit: RootLimit? = nil
+}
+
+public struct RootLimit: Equatable {
+    public var bytes: UInt64
+    public var howToLower: String
 }
 
 public protocol SnapshotBackend: AnyObject {

@@ -56,7 +56,7 @@ public struct LinuxSessionHost: SessionHost {
             try sys("stat", "/") { stat("/", &rootInfo) }
             let identity = RootIdentity(namespaceInode: UInt64(try session.stat().st_ino), rootMount: rootMount,
                                         rootDevice: UInt64(rootInfo.st_dev),
-                                        filesystemDevice: Mounts.device(ofMount: rootMount) ?? 0, mappedDevice: mappedDevice)
+                                        filesystemDevice: Mounts.table().first(where: { $0.id == rootMount })?.device ?? 0, mappedDevice: mappedDevice)
             if pin != nil {
                 // The caller goes back to the host: the state directory is not
                 // visible from inside. joinRoot enters the root.

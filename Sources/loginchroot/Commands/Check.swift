@@ -50,9 +50,9 @@ struct Check: ParsableCommand {
             record("current generation") { _ = try Backends.make(config).currentGeneration() }
             record("space one root can take") {
                 let usage = try Backends.make(config).usage()
-                guard let limit = usage.rootLimitBytes, limit * 2 > usage.totalBytes else { return }
-                throw SetupError("a root can take \(limit >> 20) MiB, more than half of the \(usage.totalBytes >> 20) MiB the roots share: one user who fills a root can fill it for everyone",
-                                 fix: "give the store more space (a bigger data device); the size of a root is fixed when the store is made, so a smaller volume_size takes 'loginchroot init' on a new store")
+                guard let limit = usage.rootLimit, limit.bytes * 2 > usage.totalBytes else { return }
+                throw SetupError("a root can take \(limit.bytes >> 20) MiB, more than half of the \(usage.totalBytes >> 20) MiB the roots share: one user who fills a root can fill it for everyone",
+                                 fix: limit.howToLower)
             }
             record("state directory \(config.stateDir)") {
                 if Files.exists(config.stateDir) { try Files.checkOwnedByRoot(config.stateDir, kind: "state directory") }
