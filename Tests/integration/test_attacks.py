@@ -1070,3 +1070,42 @@ def test_a_directory_upper_limits_each_root_by_project_quota(image_dir):
            "overlay", 4, 4 - min(4, len(problems)), [],
            f"filler: {wrote}M of 120M written in a 40M root; 2 ways out of the project", problems)
     assert not problems, "\n".join(problems)
+
+
+@conftest.needs_backend("btrfs")
+@pytest.mark.parametrize("store", ["btrfs"], indirect=True)
+@pytest.mark.xfail(strict=True, reason="known hole (issue 12): the seccomp filter covers the session's processes only; "
+                   "a process of the user's on the host reaches into the root through /proc/PID/root unfiltered")
+def test_a_host_process_of_the_user_cannot_nest_a_subvolume_in_their_root(store, users):
+    """A process of the user's outside any root (a service of theirs on the
+    host) makes a subvolume inside their root through /proc/PID/root, naming
+    no parent quota group: what it holds would escape root_size. Control:
+    the same process can make a directory there."""
+    t = token()
+    alice = users["lctest1"]
+    helper = f"/tmp/lc-deeptree-{t}"
+    shutil.copy2(deeptree(), helper)
+    held = HeldSession(store, "lctest1", before=f"mkdir /srv/scratch/n-{t}; echo $$ > /tmp/lc-shell-{t}")
+    problems = []
+    try:
+        held.wait_until_in(store)
+        deadline = time.time() + 30 * conftest.TIME_SCALE
+        while not (os.path.exists(f"/tmp/lc-shell-{t}") and open(f"/tmp/lc-shell-{t}").read().strip()):
+            assert time.time() < deadline, "the session never wrote its shell's pid"
+            time.sleep(0.05)
+        inside = f"/proc/{int(open(f'/tmp/lc-shell-{t}').read())}/root/srv/scratch/n-{t}"
+        as_alice = dict(user=alice.pw_uid, group=alice.pw_gid, extra_groups=[])
+        control = run(["mkdir", f"{inside}/d"], check=False, **as_alice)
+        attempt = run([helper, "escapes", "0", inside, inside], check=False, **as_alice).stdout
+    finally:
+        held.finish()
+        os.unlink(helper)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"/tmp/lc-shell-{t}")
+    if control.returncode != 0:
+        problems.append(f"the user's host process could not make a directory in the root (the control): {control.stderr}")
+    problems += [f"from the host: {line}" for line in attempt.splitlines() if line.startswith("made")]
+    problems += conftest.settled_residue(store)
+    record("class 12: a host process of the user nests a subvolume in their root", store.backend, 1,
+           1 - bool(problems), [], "the 'escapes' helper as the user, through /proc/PID/root", problems)
+    assert not problems, "\n".join(problems)
