@@ -1,9 +1,10 @@
 /* What a user can build in their root: N nested directories (a file and a
  * FIFO every 100 levels), or N nested btrfs subvolumes (the test image has
  * no btrfs-progs). Static, so it runs in any image from the bound /tmp.
- * `escapes` tries each way of making a subvolume in DIR (a plain one, one
- * whose creator names no parent quota group, snapshots of SOURCE, old and
- * new ioctls) and prints "made" or "refused" for each.
+ * `escapes` tries each way of making a subvolume in DIR (a plain one, also
+ * through the i386 entry; one whose creator names no parent quota group;
+ * snapshots of SOURCE; old and new ioctls) and prints "made" or "refused"
+ * for each.
  * `projects` tries to move a new file in DIR out of DIR's project (a new
  * project id; DIR's inherit flag cleared) and prints "made" or "refused".
  * Usage: deeptree directories|subvolumes N DIR | deeptree escapes 0 DIR SOURCE
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 static void attempt(int dir, const char *what, unsigned long request, void *args) {
@@ -24,11 +26,28 @@ static void attempt(int dir, const char *what, unsigned long request, void *args
         printf("refused %s: %m\n", what);
 }
 
+/* ioctl through the i386 entry (int $0x80), as a 32-bit program would
+ * call it: the seccomp filter must check that ABI too. */
+static void attempt_i386(int dir, const char *what, unsigned cmd, const void *args, size_t size) {
+    void *low = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_32BIT, -1, 0);
+    if (low == MAP_FAILED) { printf("refused %s: no low memory\n", what); return; }
+    memcpy(low, args, size);
+    long ret;
+    __asm__ volatile("int $0x80" : "=a"(ret) : "a"(54L), "b"((long)dir), "c"((long)cmd), "d"((long)low) : "memory");
+    if (ret == 0)
+        printf("made %s\n", what);
+    else
+        printf("refused %s: %s\n", what, strerror((int)-ret));
+    munmap(low, size);
+}
+
 static int escapes(const char *source) {
     int dir = open(".", O_RDONLY | O_DIRECTORY);
     struct btrfs_ioctl_vol_args v1 = {0};
     strcpy(v1.name, "plain");
     attempt(dir, "subvolume", BTRFS_IOC_SUBVOL_CREATE, &v1);
+    strcpy(v1.name, "plain-i386");
+    attempt_i386(dir, "subvolume-i386", BTRFS_IOC_SUBVOL_CREATE, &v1, sizeof(v1));
     struct btrfs_qgroup_inherit none = {0};  /* no parent group: outside any limit */
     struct btrfs_ioctl_vol_args_v2 v2 = {0};
     strcpy(v2.name, "orphan");
