@@ -236,6 +236,25 @@ public struct Cgroups {
 
     func path(_ cgroup: String) -> String { joinPath(mountPoint, cgroup) }
 
+    /// The deepest of `cgroup` and its ancestors that no user controls. A
+    /// cgroup delegated to a user (systemd's Delegate=, as for
+    /// user@UID.service: the directory and cgroup.procs are theirs) lets
+    /// them freeze or throttle everything below it and move processes
+    /// between its children.
+    public func outsideDelegation(_ cgroup: String) -> String {
+        func rootsAlone(_ file: String) -> Bool {
+            guard let info = try? Files.lstatInfo(file) else { return false }
+            return info.st_uid == 0 && info.st_mode & (S_IWGRP | S_IWOTH) == 0
+        }
+        var reached = "/"
+        for component in cgroup.split(separator: "/") {
+            let next = joinPath(reached, String(component))
+            guard rootsAlone(path(next)), rootsAlone(joinPath(path(next), "cgroup.procs")) else { break }
+            reached = next
+        }
+        return reached
+    }
+
     public func create(_ cgroup: String) throws {
         let path = self.path(cgroup)
         if mkdir(path, 0o755) != 0 && errno != EEXIST { throw SystemError(call: "mkdir", path: path, errno: errno) }

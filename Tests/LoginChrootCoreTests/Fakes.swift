@@ -155,6 +155,9 @@ final class FakeHost: SessionHost {
     }
 
     func removeCgroup(_ cgroup: String) { calls.append("removeCgroup \(cgroup)"); removedCgroups.append(cgroup) }
+    /// Cgroups delegated to a user.
+    var delegated: Set<String> = []
+    func userControls(cgroup: String) -> Bool { delegated.contains(cgroup) }
     func leftoverCgroups(prefix: String) -> [String] {
         leftover.filter { ($0.split(separator: "/").last.map(String.init) ?? "").hasPrefix(prefix) }
     }

@@ -134,7 +134,7 @@ final class SessionManagerTests: ManagerTestCase {
         backend.current = Generation(number: 2)
         backend.allGenerations.append(Generation(number: 2))
         let session = enter(manager)
-        XCTAssertEqual(session.reference, "alice 1001.10010.0")
+        XCTAssertEqual(session.reference, "alice 1001.10010.1", "the serial goes on: the dead root's cgroups had 0")
         XCTAssertEqual(backend.prepared.map(\.generation.number), [1, 2], "a fresh root of the current generation")
         XCTAssertEqual(backend.removed, [alice], "the dead root is torn down first")
         XCTAssertEqual(host.builtPlans.count, 2)
@@ -239,13 +239,18 @@ final class SessionManagerTests: ManagerTestCase {
         assertNothingTouched()
     }
 
-    func testUnusableStoreFailsBeforeAnythingIsTouched() {
+    func testUnusableStoreFailsBeforeAnythingIsMade() {
         backend.checkStoreError = SetupError("store not initialised", fix: "run init")
         let manager = makeManager()
         assertFailed(manager.open(user: user("alice")), reasonContains: "store not initialised")
         XCTAssertEqual(backend.calls, ["checkStore"])
-        XCTAssertEqual(host.placements, [])
-        XCTAssertEqual(host.statePrepared, 0)
+        // The store is checked from the login's own cgroup (on dm-thin the
+        // check takes the pool's lock), and the caller goes back after.
+        let cgroup = "/user.slice/loginchroot-\(tag)-alice-0"
+        XCTAssertEqual(host.placements.map(\.cgroup), [cgroup])
+        XCTAssertEqual(host.movedTo, ["/user.slice"])
+        XCTAssertEqual(host.removedCgroups, [cgroup])
+        XCTAssertEqual(recordFiles(), [])
     }
 
     func testNoPublishedGenerationFailsAndLeavesNoRecord() {
@@ -400,7 +405,9 @@ final class SessionManagerTests: ManagerTestCase {
         assertFailed(manager.open(user: user("alice")), reasonContains: "could not be cleaned up")
         XCTAssertEqual(backend.prepared.count, 0)
         XCTAssertEqual(try state.load(alice)?.phase, .quarantined)
-        XCTAssertEqual(host.placements, [], "nothing is placed before the leftover is gone")
+        // The teardown ran from the login's own cgroup; the caller went back.
+        XCTAssertEqual(host.placements.map(\.cgroup), ["/user.slice/loginchroot-\(tag)-alice-0"])
+        XCTAssertEqual(host.movedTo, ["/user.slice"])
     }
 
     // MARK: close
@@ -438,6 +445,38 @@ final class SessionManagerTests: ManagerTestCase {
         XCTAssertNil(try state.load(alice))
         XCTAssertEqual(recordFiles(), [])
         XCTAssertFalse(FileManager.default.fileExists(atPath: state.pinPath(alice)))
+    }
+
+    func testACloseFromADelegatedCgroupTearsDownFromItsOwnCgroup() throws {
+        // su from a terminal under the user's systemd --user: the user could
+        // freeze their own cgroup while the teardown holds the store's lock.
+        host.delegated = ["/user.slice"]
+        let manager = makeManager()
+        let session = enter(manager)
+        host.calls = []
+        XCTAssertEqual(manager.close(user: user("alice"), reference: session.reference, hostNamespace: session.fd),
+                       .closed(destroyed: true))
+        let cgroup = "/user.slice/loginchroot-\(tag)-alice-0"
+        let steps = host.calls.filter { ["moveCaller", "killAll", "unpin", "removeCgroup"].contains(String($0.prefix { $0 != " " })) }
+        XCTAssertEqual(steps, ["moveCaller /user.slice", "killAll [\"\(cgroup)\"]", "moveCaller \(cgroup)",
+                               "killAll []", "unpin \(state.pinPath(alice))", "moveCaller /user.slice", "removeCgroup \(cgroup)"])
+        XCTAssertEqual(backend.removed, [alice])
+    }
+
+    func testAReopenedRootNeverReusesALiveMembersCgroupName() throws {
+        // A leftover root (a crashed close) with serials up to 4: the new
+        // login's cgroup is -4, so the root's later members start at 5.
+        let manager = makeManager()
+        try host.prepareStateDirectory(state, timeoutSeconds: 1)
+        var leftover = try RootRecord.opening(key: alice, user: user("alice"), uid: 1000, backend: .btrfs,
+                                              generation: Generation(number: 1))
+        leftover.nextMember = 4
+        try state.save(leftover)
+        let first = enter(manager)
+        XCTAssertTrue(first.reference.hasSuffix(".4"), first.reference)
+        enter(manager)
+        XCTAssertEqual(try XCTUnwrap(try state.load(alice)).members.map(\.cgroup),
+                       ["/user.slice/loginchroot-\(tag)-alice-4", "/user.slice/loginchroot-\(tag)-alice-5"])
     }
 
     /// Member ids are documented as "unique per open_session", but the serial

@@ -799,6 +799,130 @@ def test_a_user_cannot_stop_their_own_su_inside_open_session(store, users):
     assert_no_residue(store)
 
 
+@contextlib.contextmanager
+def delegated_cgroup(user):
+    """A cgroup handed to `user` the way systemd delegates user@UID.service
+    (the directory and cgroup.procs, cgroup.threads, cgroup.subtree_control
+    theirs), with two children of theirs: `term` (where their su starts)
+    and `other` (a sleep of theirs, for the controls)."""
+    top = os.path.join(CGROUP2, f"lctest-delegated-{token()}")
+    os.mkdir(top)
+    for name in ("", "cgroup.procs", "cgroup.threads", "cgroup.subtree_control"):
+        os.chown(os.path.join(top, name), user.pw_uid, user.pw_gid)
+    as_user = dict(user=user.pw_uid, group=user.pw_gid, extra_groups=[])
+    other = None
+    try:
+        for child in ("term", "other"):
+            run(["mkdir", os.path.join(top, child)], **as_user)
+        other = subprocess.Popen(["sleep", "120"], **as_user)
+        with open(os.path.join(top, "other", "cgroup.procs"), "w") as f:
+            f.write(str(other.pid))
+        yield top, other.pid
+    finally:
+        if other:
+            other.kill()
+            other.wait()
+        for parent, names, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
+            with contextlib.suppress(OSError):
+                with open(os.path.join(parent, "cgroup.freeze"), "w") as f:
+                    f.write("0")
+            with contextlib.suppress(OSError):
+                os.rmdir(parent)
+
+
+def cgroup_of(pid):
+    with open(f"/proc/{pid}/cgroup") as f:
+        return next(line[3:].strip() for line in f if line.startswith("0::"))
+
+
+def freezable_by(user, cgroup):
+    """The cgroups from `cgroup` up whose cgroup.freeze `user` can write
+    (thawed again at once)."""
+    frozen = []
+    path = cgroup
+    while path not in ("/", ""):
+        freeze = os.path.join(CGROUP2, path.lstrip("/"), "cgroup.freeze")
+        if os.path.exists(freeze):
+            attempt = subprocess.run(["sh", "-c", f"echo 1 > {freeze}"], capture_output=True,
+                                     user=user.pw_uid, group=user.pw_gid, extra_groups=[])
+            if attempt.returncode == 0:
+                frozen.append(path)
+                with open(freeze, "w") as f:
+                    f.write("0")
+        path = os.path.dirname(path)
+    return frozen
+
+
+@pytest.mark.parametrize("step", ["open.record-saved", "close.member-killed"])
+def test_a_login_from_a_delegated_cgroup_cannot_be_frozen_or_left(store, users, step):
+    """alice's su starts in a cgroup delegated to her (a terminal under her
+    systemd --user). While the module does what other users wait for (on
+    dm-thin it holds the pool's lock: the store check and a leftover root's
+    teardown at open, the root's teardown at close), she must not be able to
+    freeze any cgroup it sits in, and no process of the session may move
+    into her cgroups. Controls: she freezes her own cgroup and moves her own
+    process there."""
+    alice = users["lctest1"]
+    t = token()
+    trace = f"/tmp/lc-trace-{t}"
+    su_service = "/etc/pam.d/su-l"
+    saved = open(su_service).read()
+    problems = []
+    with delegated_cgroup(alice) as (top, other):
+        try:
+            with open(su_service, "w") as f:
+                f.write("auth required pam_permit.so\naccount required pam_permit.so\n"
+                        + store.pam_lines(module=conftest.DEBUG_MODULE))
+            su = subprocess.Popen(
+                ["sh", "-c", f"echo $$ > {top}/term/cgroup.procs && exec setpriv --reuid={alice.pw_uid} "
+                             f"--regid={alice.pw_gid} --clear-groups su -l lctest1 -c 'sleep 3'"],
+                env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "LOGINCHROOT_TEST_CRASH_AT": f"{step}:pause",
+                     "LOGINCHROOT_TEST_TRACE": trace},
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            deadline = time.time() + 30 * conftest.TIME_SCALE
+            while not (os.path.exists(trace) and step in open(trace).read()) and time.time() < deadline:
+                time.sleep(0.02)
+            if not os.path.exists(trace) or step not in open(trace).read():
+                problems.append(f"su never reached {step}")
+            where = cgroup_of(su.pid)
+            frozen = freezable_by(alice, where)
+            if frozen:
+                problems.append(f"at {step} alice could freeze {frozen}, where her su sits ({where})")
+            if step == "open.record-saved":
+                # Then the session's own process (su's child once it runs).
+                while "open.joined" not in open(trace).read() and time.time() < deadline:
+                    time.sleep(0.02)
+                session = [pid for pid in map(int, open(os.path.join(CGROUP2, where.lstrip("/"), "cgroup.procs")
+                                                         ).read().split()) if pid != su.pid]
+                for pid in session:
+                    moved = subprocess.run(["sh", "-c", f"echo {pid} > {top}/term/cgroup.procs"], capture_output=True,
+                                           user=alice.pw_uid, group=alice.pw_gid, extra_groups=[])
+                    if moved.returncode == 0:
+                        problems.append(f"alice moved process {pid} of the session out of {where} into her cgroup")
+                if not session:
+                    problems.append(f"no process of the session was found in {where} (the control)")
+            own = freezable_by(alice, f"{top[len(CGROUP2):]}/other")
+            if not own:
+                problems.append("alice could not freeze her own cgroup (the control)")
+            control = subprocess.run(["sh", "-c", f"echo {other} > {top}/term/cgroup.procs"], capture_output=True,
+                                     text=True, user=alice.pw_uid, group=alice.pw_gid, extra_groups=[])
+            if control.returncode != 0:
+                problems.append(f"alice could not move her own process between her cgroups (the control): {control.stderr}")
+            out, err = su.communicate(timeout=60 * conftest.TIME_SCALE)
+            if su.returncode != 0:
+                problems.append(f"the su session failed: {out} {err}")
+        finally:
+            with open(su_service, "w") as f:
+                f.write(saved)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(trace)
+    record(f"class 9: a login from a cgroup delegated to its user, at {step}", store.backend, 1, 1 - bool(problems),
+           [], "cgroup.freeze of every cgroup the login sits in, and a move of the session's processes, as the user",
+           problems)
+    assert not problems, "\n".join(problems)
+    assert_no_residue(store)
+
+
 # --- class 10: login records reach the host --------------------------------
 
 @pytest.fixture

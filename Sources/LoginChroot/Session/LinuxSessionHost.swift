@@ -133,7 +133,10 @@ public struct LinuxSessionHost: SessionHost {
             throw SetupError("the login process's cgroup \(parent) has a blank in its name, which the state record cannot hold",
                              fix: "run the login service from a unit and slice whose names have no blanks")
         }
-        let child = joinPath(parent == "/" ? "/" : parent, name)
+        // Never below a cgroup a user controls (su from a terminal under
+        // their systemd --user): they could freeze the login while it holds
+        // what other users wait for, and move the session's processes out.
+        let child = joinPath(cgroups.outsideDelegation(parent), name)
         do {
             try cgroups.create(child)
             try cgroups.move(pid: getpid(), to: child)
@@ -186,6 +189,11 @@ public struct LinuxSessionHost: SessionHost {
             Processes.sleep(milliseconds: pause)
             pause = min(pause * 2, 50)
         }
+    }
+
+    public func userControls(cgroup: String) -> Bool {
+        guard let cgroups, !cgroup.isEmpty else { return false }
+        return cgroups.outsideDelegation(cgroup) != cgroup
     }
 
     public func removeCgroup(_ cgroup: String) {

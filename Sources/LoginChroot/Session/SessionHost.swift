@@ -42,7 +42,9 @@ public protocol SessionHost {
     func unpin(_ pin: String) throws
 
     /// Moves the caller into a new cgroup below its own (next to it when its
-    /// own is a loginchroot- cgroup); throws when cgroup2 is unusable here.
+    /// own is a loginchroot- cgroup; above it when a user controls it);
+    /// throws when cgroup2 is unusable here. The placement's parent is the
+    /// caller's own cgroup, where close returns it.
     func placeCaller(inCgroupNamed name: String) throws -> CgroupPlacement
     /// False when the caller could not be moved (it is then still in its
     /// session cgroup, and killAll spares it).
@@ -51,6 +53,9 @@ public protocol SessionHost {
     /// root, never the caller itself; true when none is left before the timeout.
     func killAll(cgroups: [String], identity: RootIdentity?, timeoutSeconds: Int) -> Bool
     func removeCgroup(_ cgroup: String)
+    /// Whether `cgroup` sits in a subtree delegated to a user, who could
+    /// freeze a process there.
+    func userControls(cgroup: String) -> Bool
     /// Cgroups whose names start with `prefix` (this instance's), anywhere.
     func leftoverCgroups(prefix: String) -> [String]
     func pause(milliseconds: Int)

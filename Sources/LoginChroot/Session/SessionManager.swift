@@ -60,7 +60,6 @@ public final class SessionManager {
         }
         let outcome: OpenOutcome
         do {
-            try backend.checkStore()
             try host.prepareStateDirectory(state, timeoutSeconds: config.lockTimeoutSeconds)
             outcome = try host.shielded {
                 let lock = try state.lock(user: account.name, timeoutSeconds: config.lockTimeoutSeconds)
@@ -91,73 +90,72 @@ public final class SessionManager {
             throw SetupError("root \(key) belongs to uid \(existing.uid), not to \(account.name)'s uid \(account.uid)",
                              fix: "end it with 'loginchroot end \(account.name)'")
         }
-        if var existing = record, existing.phase == .active {
-            // A root whose sessions all died without close_session is not
-            // joined: the new login gets a fresh root of the current generation.
-            try dropDeadMembers(of: &existing)
-            record = existing
-        }
-        if let existing = record, existing.phase != .active {
-            // Left by a crash (an open holds the lock, so nobody is working on it).
-            log("root \(key) was left in phase \(existing.phase.rawValue); tearing it down first")
-            var leftover = existing
-            guard teardown(&leftover) else {
-                throw SetupError("the previous root of \(account.name) could not be cleaned up (\(leftover.note))",
-                                 fix: "run 'loginchroot gc' as root")
-            }
-            record = nil
-        }
-
+        // Into a cgroup of its own before anything other users wait for (the
+        // store check and a leftover's teardown take dm-thin's pool lock).
+        // Without one a session's processes could only be found by the
+        // /proc scan: the login fails (as on_error says) instead.
         let serial = record?.nextMember ?? 0
-        let memberID = "\(caller.pid).\(caller.startTime).\(serial)"
-        // Without its own cgroup a session's processes could only be found
-        // by the /proc scan: the login fails (as on_error says) instead.
         let placement = try host.placeCaller(inCgroupNamed: "\(cgroupPrefix)\(key)-\(serial)")
         CrashPoint.reached("open.placed-in-cgroup")
-        let member = Member(id: memberID, pid: caller.pid, startTime: caller.startTime,
-                            cgroup: placement.cgroup, parentCgroup: placement.parent)
-        let hostNamespace: Int32
         do {
-            hostNamespace = try host.openHostNamespace()
-        } catch {
-            undoPlacement(placement)
-            throw error
-        }
-        do {
-            if var existing = record {
-                existing.members.append(member)
-                existing.nextMember = serial &+ 1
-                _ = try existing.apply(.memberJoined)
-                try state.save(existing)
-                CrashPoint.reached("open.member-recorded")
-                do {
-                    try backend.confineSession()
-                    try host.joinRoot(pin: state.pinPath(key))
-                } catch {
-                    existing.members.removeAll { $0.id == member.id }
-                    try? state.save(existing)
-                    throw error
-                }
-                log("user \(account.name) joined root \(key) (generation \(existing.generation), \(existing.members.count) sessions)")
-            } else {
-                do {
-                    try create(key: key, account: account, member: member, hostNamespace: hostNamespace)
-                } catch where !state.exists(key)
-                    && backend.awaitReclaimedSpace(after: error, seconds: Self.reclaimWaitSeconds) {
-                    // Rolled back cleanly, and the store has freed space since.
-                    log("opening root \(key) ran out of space (\(error)); retrying after the store reclaimed removed roots")
-                    try create(key: key, account: account, member: member, hostNamespace: hostNamespace)
-                }
+            try backend.checkStore()
+            if var existing = record, existing.phase == .active {
+                // A root whose sessions all died without close_session is not
+                // joined: the new login gets a fresh root of the current generation.
+                try dropDeadMembers(of: &existing)
+                record = existing
             }
+            if let existing = record, existing.phase != .active {
+                // Left by a crash (an open holds the lock, so nobody is working on it).
+                log("root \(key) was left in phase \(existing.phase.rawValue); tearing it down first")
+                var leftover = existing
+                guard teardown(&leftover) else {
+                    throw SetupError("the previous root of \(account.name) could not be cleaned up (\(leftover.note))",
+                                     fix: "run 'loginchroot gc' as root")
+                }
+                record = nil
+            }
+            let member = Member(id: "\(caller.pid).\(caller.startTime).\(serial)", pid: caller.pid,
+                                startTime: caller.startTime, cgroup: placement.cgroup, parentCgroup: placement.parent)
+            let hostNamespace = try host.openHostNamespace()
+            do {
+                if var existing = record {
+                    existing.members.append(member)
+                    existing.nextMember = serial &+ 1
+                    _ = try existing.apply(.memberJoined)
+                    try state.save(existing)
+                    CrashPoint.reached("open.member-recorded")
+                    do {
+                        try backend.confineSession()
+                        try host.joinRoot(pin: state.pinPath(key))
+                    } catch {
+                        existing.members.removeAll { $0.id == member.id }
+                        try? state.save(existing)
+                        throw error
+                    }
+                    log("user \(account.name) joined root \(key) (generation \(existing.generation), \(existing.members.count) sessions)")
+                } else {
+                    do {
+                        try create(key: key, account: account, member: member, serial: serial, hostNamespace: hostNamespace)
+                    } catch where !state.exists(key)
+                        && backend.awaitReclaimedSpace(after: error, seconds: Self.reclaimWaitSeconds) {
+                        // Rolled back cleanly, and the store has freed space since.
+                        log("opening root \(key) ran out of space (\(error)); retrying after the store reclaimed removed roots")
+                        try create(key: key, account: account, member: member, serial: serial, hostNamespace: hostNamespace)
+                    }
+                }
+            } catch {
+                host.closeDescriptor(hostNamespace)
+                throw error
+            }
+            return .entered(reference: "\(key) \(member.id)", hostNamespace: hostNamespace)
         } catch {
-            host.closeDescriptor(hostNamespace)
-            undoPlacement(placement)
+            returnCaller(from: placement.cgroup, to: placement.parent)
             throw error
         }
-        return .entered(reference: "\(key) \(memberID)", hostNamespace: hostNamespace)
     }
 
-    private func create(key: RootKey, account: Account, member: Member, hostNamespace: Int32) throws {
+    private func create(key: RootKey, account: Account, member: Member, serial: UInt64, hostNamespace: Int32) throws {
         // Shared with other logins; gc removes no generation meanwhile.
         let generationsLock = try state.generationsLock(exclusive: false)
         defer { withExtendedLifetime(generationsLock) {} }
@@ -165,7 +163,7 @@ public final class SessionManager {
         var record = try RootRecord.opening(key: key, user: account.name, uid: account.uid, backend: backend.kind,
                                             generation: generation)
         record.members = [member]
-        record.nextMember = 1
+        record.nextMember = serial &+ 1  // later members' cgroups never take this one's name
         record.bootID = host.bootID()
         try state.save(record)
         CrashPoint.reached("open.record-saved")
@@ -209,9 +207,9 @@ public final class SessionManager {
         }
     }
 
-    private func undoPlacement(_ placement: CgroupPlacement) {
-        _ = host.moveCaller(toCgroup: placement.parent)  // it logs a failure
-        host.removeCgroup(placement.cgroup)
+    private func returnCaller(from cgroup: String, to parent: String) {
+        _ = host.moveCaller(toCgroup: parent)  // it logs a failure
+        host.removeCgroup(cgroup)
     }
 
     // MARK: close
@@ -245,8 +243,10 @@ public final class SessionManager {
                 let lock = try lockUser(of: key, timeoutSeconds: config.lockTimeoutSeconds)
                 defer { withExtendedLifetime(lock) {} }
                 guard var record = try state.load(key) else { return .nothingToDo(reason: "root \(key) is already gone") }
+                var waitingIn: Member?
+                defer { if let member = waitingIn { returnCaller(from: member.cgroup, to: member.parentCgroup) } }
                 if let member = record.members.first(where: { $0.id == parts[1] }) {
-                    try leave(member, of: &record, callerInside: true)
+                    if try leave(member, of: &record, callerInside: true) { waitingIn = member }
                     CrashPoint.reached("close.member-killed")
                 }
                 try dropDeadMembers(of: &record)
@@ -262,19 +262,30 @@ public final class SessionManager {
         }
     }
 
-    /// Kills one member's processes and forgets it.
-    private func leave(_ member: Member, of record: inout RootRecord, callerInside: Bool) throws {
+    /// Kills one member's processes and forgets it. The caller (when it is
+    /// the member's login process) steps out to its own cgroup for the kill.
+    /// When a user controls that cgroup (su from a terminal under their
+    /// systemd --user), they could freeze the caller there while it tears
+    /// the root down, holding what other users wait for: it goes back into
+    /// its emptied session cgroup until the close is done, and this returns
+    /// true (the caller then returns it, and removes the cgroup).
+    @discardableResult
+    private func leave(_ member: Member, of record: inout RootRecord, callerInside: Bool) throws -> Bool {
         if callerInside && !host.moveCaller(toCgroup: member.parentCgroup) {
             log("could not move out of \(member.cgroup); its processes are killed one by one, sparing this one")
         }
+        var waiting = false
         if !member.cgroup.isEmpty {
             if !host.killAll(cgroups: [member.cgroup], identity: nil, timeoutSeconds: config.killTimeoutSeconds) {
                 log("processes of session \(member.id) in \(record.key) survived the kill; the root teardown will retry")
             }
-            host.removeCgroup(member.cgroup)
+            waiting = callerInside && host.userControls(cgroup: member.parentCgroup)
+                && host.moveCaller(toCgroup: member.cgroup)
+            if !waiting { host.removeCgroup(member.cgroup) }
         }
         record.members.removeAll { $0.id == member.id }
         if record.phase == .active { _ = try record.apply(.memberLeft(remaining: record.members.count)) }
+        return waiting
     }
 
     private func dropDeadMembers(of record: inout RootRecord) throws {
