@@ -7,19 +7,24 @@ RELEASE     := .build/release
 MODULE      := $(RELEASE)/pam_loginchroot.so
 CLI         := $(RELEASE)/loginchroot
 
-.PHONY: all build debug-build deps demo test unit-test integration-test lab-test bench install clean
+.PHONY: all build debug-build deps demo test unit-test integration-test lab-test package-test deb bench install clean
 
 all: build
 
 deps:
 	sh scripts/install-deps.sh
 
-# The static libstdc++ link the module wants (see Package.swift).
+# The static libstdc++ link the module wants (see Package.swift). The
+# runtime is linked in statically, so no $$ORIGIN library search path either.
 build:
 	mkdir -p .build/static-libstdcxx
 	ln -sf "$$(gcc -print-file-name=libstdc++.a)" .build/static-libstdcxx/libstdc++.a
-	swift build -c release
+	swift build -c release --disable-local-rpath
 	cp $(RELEASE)/libloginchroot_pam.so $(MODULE)
+
+# The Debian package, with debhelper: .build/deb/loginchroot_VERSION_amd64.deb.
+deb: build
+	fakeroot debian/rules binary
 
 # The tests' own build: its named crash steps are live (CrashPoints.swift).
 debug-build:
@@ -42,8 +47,13 @@ integration-test: build debug-build
 lab-test: deps build debug-build
 	bash scripts/lab-test.sh
 
+# The package, checked (lintian, systemd-analyze) and installed, enabled,
+# removed and purged in a Debian 12 made by mmdebstrap.
+package-test: deps deb
+	python3 -m pytest -v -p no:cacheprovider Tests/package
+
 # The whole suite, then RELIABILITY.md from the rows its tests recorded.
-test: deps unit-test integration-test demo lab-test
+test: deps unit-test integration-test demo lab-test package-test
 	python3 scripts/reliability-report.py
 
 # Benchmarks, not tests: BENCHMARKS.md, side by side with schroot and LVM

@@ -20,6 +20,9 @@ let packageDir = Context.packageDirectory
 // so that the runtime's -lstdc++ links statically too: loading libstdc++.so
 // cost every login about 4 ms (BENCHMARKS.md). Without it, it links dynamically.
 let staticStdlib: [SwiftSetting] = [.unsafeFlags(["-static-stdlib"], .when(configuration: .release))]
+// Debian's hardening (lintian checks it in the package): fortified libc
+// calls in the C parts, and every binary bound at load time.
+let fortified: [CSetting] = [.define("_FORTIFY_SOURCE", to: "2", .when(configuration: .release))]
 let moduleLinkFlags: [LinkerSetting] = [
     .unsafeFlags(["-static-stdlib", "-L\(packageDir)/.build/static-libstdcxx"], .when(configuration: .release)),
     .unsafeFlags([
@@ -45,15 +48,15 @@ let package = Package(
     ],
     targets: [
         .target(name: "LoginChrootCore", swiftSettings: staticStdlib),
-        .target(name: "CLinux"),
+        .target(name: "CLinux", cSettings: fortified),
         // libdevmapper is dlopened on first use (devmapper.c); only its header is needed.
-        .target(name: "CDeviceMapper"),
+        .target(name: "CDeviceMapper", cSettings: fortified),
         .target(name: "LoginChrootPlatform", dependencies: ["CLinux", "CDeviceMapper", "LoginChrootCore"], swiftSettings: staticStdlib),
         .target(
             name: "LoginChroot",
             dependencies: ["LoginChrootCore", "LoginChrootPlatform"],
             swiftSettings: staticStdlib),
-        .target(name: "CPamShim", path: "CModule", exclude: ["exports.map"]),
+        .target(name: "CPamShim", path: "CModule", exclude: ["exports.map"], cSettings: fortified),
         .target(
             name: "PamModule",
             dependencies: ["LoginChroot", "CPamShim"],
@@ -68,7 +71,7 @@ let package = Package(
             // Installed machines need no toolchain for the CLI either.
             // (ArgumentParser pulls in FoundationEssentials, whose C shims the
             // static link has to name.)
-            linkerSettings: [.unsafeFlags(["-static-stdlib"], .when(configuration: .release)),
+            linkerSettings: [.unsafeFlags(["-static-stdlib", "-Xlinker", "-z", "-Xlinker", "now"], .when(configuration: .release)),
                              .linkedLibrary("_FoundationCShims", .when(configuration: .release)),
                              .linkedLibrary("_FoundationCollections", .when(configuration: .release)),
                              .linkedLibrary("swiftSynchronization", .when(configuration: .release))]),

@@ -20,6 +20,23 @@ public enum StoreMount {
         try BtrfsBackend(config: config).enableQuotas()
     }
 
+    /// The reverse, once no root is open (`stop`, before the package is
+    /// removed): unmounts a store image `start` mounted, deactivates a
+    /// dm-thin pool. A store the admin mounts is theirs and stays. Returns
+    /// what it did.
+    public static func takeOffline(_ config: Config) throws -> String? {
+        switch config.backend {
+        case .dmThin:
+            return try DmThinBackend(config: config).deactivatePool() ? "thin pool deactivated" : nil
+        case .btrfs:
+            guard !config.storeImage.isEmpty, Mounts.filesystemType(at: config.storePath) == "btrfs" else { return nil }
+            try Mounts.unmount(config.storePath)
+            return "\(config.storePath) unmounted"
+        case .overlay:
+            return nil
+        }
+    }
+
     private static func mountImage(_ config: Config) throws {
         guard !config.storeImage.isEmpty else {
             throw SetupError("\(config.storePath) is not a mounted btrfs filesystem and [store] image is empty",

@@ -13,6 +13,6 @@ struct LoginChrootCommand: ParsableCommand {
             """,
         subcommands: [
             Init.self, Start.self, Master.self, Publish.self, Update.self, Status.self,
-            Sessions.self, End.self, GC.self, Check.self,
+            Sessions.self, End.self, GC.self, Check.self, Stop.self,
         ])
 }

@@ -1,12 +1,12 @@
 """The admin verbs that the client tests do not already drive: init from a
-tarball, update, gc of generations, check naming problems, and module
+tarball, update, gc of generations, check naming problems, stop, and module
 arguments."""
 import json
 import os
 import tarfile
 import tempfile
 
-from conftest import CLI, Store, assert_no_residue, destroy_store, needs_backend, run, write_config
+from conftest import CLI, HeldSession, Store, assert_no_residue, destroy_store, needs_backend, run, write_config
 
 
 @needs_backend("overlay")
@@ -87,3 +87,36 @@ def test_commands_refuse_non_root(store):
     result = run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", CLI, "status", "--config", store.config],
                  check=False)
     assert result.returncode != 0 and "needs root" in result.stderr
+
+
+def mounted_under(path):
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if (line.split()[4] + "/").startswith(path.rstrip("/") + "/")]
+
+
+def test_stop_refuses_while_a_root_is_open_then_leaves_nothing_mounted(store):
+    """What the package's prerm runs before a removal: with a root open it
+    refuses (status 75) and changes nothing; once it is closed the store and
+    the state directory's pins go offline, logins are refused, and start
+    brings all back."""
+    held = HeldSession(store, "lctest1")
+    try:
+        held.wait_until_in(store)
+        refused = store.cli("stop", check=False)
+        assert refused.returncode == 75 and "session roots are open: lctest1" in refused.stderr, refused
+        assert run(["pamtester", store.service, "lctest2", "open_session", "close_session"], check=False).returncode == 0, \
+            "a refused stop leaves the store online (the control)"
+    finally:
+        status, output = held.finish()
+    assert status == 0, output
+    stopped = store.cli("stop")
+    online_before_stop = store.backend == "btrfs"
+    assert ("unmounted" in stopped.stdout) == online_before_stop, stopped.stdout
+    assert mounted_under(store.path) == [], mounted_under(store.path)
+    assert mounted_under(store.state) == [], mounted_under(store.state)
+    if store.backend == "btrfs":
+        refused = run(["pamtester", store.service, "lctest1", "open_session", "close_session"], check=False)
+        assert refused.returncode != 0, "a login with the store offline must be refused"
+    store.cli("start")
+    run(["pamtester", store.service, "lctest1", "open_session", "close_session"])
+    assert_no_residue(store)

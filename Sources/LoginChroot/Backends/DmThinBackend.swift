@@ -41,6 +41,14 @@ public final class DmThinBackend: SnapshotBackend {
         try activatePool(blockSectors: metadata.blockSectors)
     }
 
+    /// Deactivates the pool (its loop files then detach); false when it
+    /// was not active. A thin volume still active holds it: busy.
+    func deactivatePool() throws -> Bool {
+        guard try DeviceMapper.info(poolName) != nil else { return false }
+        try deactivate(poolName)
+        return true
+    }
+
     /// `init`: the loop files, the pool, and the store's metadata.
     func createPool() throws {
         try Files.makeDirectories(store)

@@ -40,6 +40,17 @@ public struct StateStore {
         try Mounts.setPropagation(pinsDir, MS_PRIVATE, recursive: false)
     }
 
+    /// The reverse of prepare() once no root is pinned (`stop`): unmounts
+    /// pins/, so that nothing of loginchroot stays mounted.
+    public func release() throws {
+        guard Mounts.isMountPoint(pinsDir) else { return }
+        guard pinnedKeys().isEmpty else {
+            throw SetupError("\(pinsDir) still pins the namespaces of \(pinnedKeys().joined(separator: ", "))",
+                             fix: "run 'loginchroot gc'")
+        }
+        try Mounts.unmount(pinsDir)
+    }
+
     public var locksDir: String { joinPath(directory, "locks") }
 
     /// The lock around every change of `user`'s roots (prepare() made its
