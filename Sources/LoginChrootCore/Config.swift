@@ -169,6 +169,13 @@ public struct Config: Equatable, Sendable {
         BindEntry(source: "/var/log/lastlog", optional: true),
         BindEntry(source: "/run/systemd/journal/dev-log", optional: true),
         BindEntry(source: "/run/systemd/journal/socket", optional: true),
+        // The host's D-Bus system bus: loginctl, busctl, timedatectl and
+        // hostnamectl reach the host's services from a root, with the same
+        // rights (polkit) as the user has on the host. And systemd's marker
+        // of a booted system (an empty directory), without which systemd's
+        // tools refuse to talk to it at all.
+        BindEntry(source: "/run/dbus/system_bus_socket", optional: true),
+        BindEntry(source: "/run/systemd/system", readOnly: true, optional: true),
     ]
 
     /// Binds for `loginchroot master run`: enough for a package manager,

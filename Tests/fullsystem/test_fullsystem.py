@@ -1,0 +1,220 @@
+"""loginchroot installed as a Debian admin installs it, on a booted Debian 12
+with systemd, logind and D-Bus: `apt install ./loginchroot_*.deb`, a dm-thin
+store on two virtio disks made by `loginchroot init`, the module enabled by
+`pam-auth-update --enable loginchroot`, nothing in /etc/pam.d edited by
+hand. Then real logins: ssh, the serial console's getty and login, su -l
+(and runuser -l, which the profile does not reach); a reboot with a session
+open; apt purge.
+
+The tests run in file order, on one boot (conftest.py).
+"""
+import glob
+import os
+import re
+import time
+
+import pexpect
+import pytest
+
+from conftest import MARKER, PASSWORD, ROOT, record
+
+CONFIG = "/etc/loginchroot/loginchroot.conf"
+
+
+def pam_digests(machine):
+    return machine.root("cd /etc/pam.d && sha256sum * | sort")
+
+
+@pytest.fixture(scope="session")
+def installed(machine):
+    """The package installed, the store made, the module enabled; and what
+    /etc/pam.d held before, for the purge at the end."""
+    debs = sorted(glob.glob(os.path.join(ROOT, ".build/deb/loginchroot_*_amd64.deb")), key=os.path.getmtime)
+    assert debs, "no package: run 'make deb' first"
+    before = pam_digests(machine)
+    machine.copy_in(debs[-1], "/root/loginchroot.deb")
+    machine.root("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends /root/loginchroot.deb")
+    assert pam_digests(machine) == before, "installing the package must change nothing in /etc/pam.d"
+    machine.root(f"sed -i -e 's/^backend = .*/backend = dm-thin/' -e 's|^data_device =.*|data_device = /dev/vdb|' "
+                 f"-e 's|^metadata_device =.*|metadata_device = /dev/vdc|' -e 's/^volume_size = .*/volume_size = 1G/' "
+                 f"{CONFIG}")
+    machine.root("loginchroot init --from-tar /root/golden.tar", timeout=1200)
+    machine.root("loginchroot check")
+    machine.root("DEBIAN_FRONTEND=noninteractive pam-auth-update --enable loginchroot")
+    return before
+
+
+def host_namespace(machine):
+    return machine.root("readlink /proc/1/ns/mnt").strip()
+
+
+def test_the_package_is_enabled_after_pam_systemd(machine, installed):
+    session = machine.root("grep -E '^session' /etc/pam.d/common-session")
+    modules = [line.split()[2] for line in session.splitlines()]
+    problems = []
+    if "pam_loginchroot.so" not in modules or modules.index("pam_loginchroot.so") < modules.index("pam_systemd.so"):
+        problems.append(f"the module is not after pam_systemd: {modules}")
+    for unit, state in (("loginchroot.service", "enabled"), ("loginchroot-gc.timer", "enabled")):
+        found = machine.root(f"systemctl is-enabled {unit}", check=False).strip()
+        if found != state:
+            problems.append(f"{unit} is {found}, not {state}")
+    record("full system: the package installed and enabled with pam-auth-update", 1, 1 - bool(problems),
+           f"booted in {machine.boot_seconds:.0f} s", problems)
+    assert not problems, "\n".join(problems)
+
+
+def test_an_ssh_key_login_lands_in_a_root_that_is_gone_after_logout(machine, installed):
+    user = "lcfs1"
+    stamp = str(time.time_ns())
+    script = (f"cat {MARKER}; readlink /proc/self/ns/mnt; echo {stamp} > /etc/lc-root-write; "
+              f"echo {stamp} > /tmp/lc-tmp-{stamp}; echo {stamp} > ~/lc-home-{stamp}; "
+              f"loginctl show-session $XDG_SESSION_ID -p Active -p Name; busctl --system list >/dev/null && echo bus-ok; "
+              f"echo hostname=$(hostnamectl hostname) $(timedatectl show -p Timezone); (sleep 600 &) ; echo started")
+    inside = machine.ssh(user, script, tty=True).stdout
+    problems = []
+    if "uid=1000" not in inside:
+        problems.append(f"no root marker inside: {inside}")
+    namespace = re.search(r"mnt:\[\d+\]", inside)
+    if not namespace or namespace.group(0) == host_namespace(machine):
+        problems.append(f"the session ran in the host's mount namespace: {inside}")
+    if "Name=lcfs1" not in inside or "Active=yes" not in inside:
+        problems.append(f"logind does not show the session: {inside}")
+    if "bus-ok" not in inside or "hostname=lcfull Timezone=" not in inside:
+        problems.append(f"the host's system bus, hostnamed or timedated are out of reach: {inside}")
+    root_write = machine.root("cat /etc/lc-root-write 2>&1", check=False)
+    kept = machine.root(f"cat /tmp/lc-tmp-{stamp} /home/{user}/lc-home-{stamp}", check=False)
+    # The user manager (on the host root: see README) stops
+    # UserStopDelaySec (10 s) after the last session.
+    survivors = machine.root(f"for i in $(seq 30); do pgrep -u {user} >/dev/null || exit 0; sleep 1; done; "
+                             f"pgrep -u {user} -a", check=False)
+    roots = machine.root("loginchroot sessions; find /sys/fs/cgroup -name 'loginchroot-*'")
+    after = machine.root(f"last -n 5 {user}")
+    if stamp in root_write:
+        problems.append("the root's write to /etc reached the host")
+    if kept.count(stamp) != 2:
+        problems.append(f"/tmp and $HOME did not keep what the session wrote: {kept}")
+    if survivors.strip():
+        problems.append(f"processes of {user} survived the logout: {survivors}")
+    if roots.strip() != "no open session roots":
+        problems.append(f"a root or its cgroup survived: {roots}")
+    if f"{user} " not in after or "pts/" not in after:
+        problems.append(f"last does not show the ssh session on the host: {after}")
+    record("full system: ssh key login, root gone after logout, /tmp and home kept", 1, 1 - bool(problems),
+           "ssh -tt as lcfs1: marker, mount namespace, loginctl, writes, a background sleep", problems)
+    assert not problems, "\n".join(problems)
+
+
+def test_the_journal_has_the_modules_lines_and_sshds_after_the_session_opened(machine, installed):
+    machine.ssh("lcfs2", "logger -t lcfs-inside 'written inside the root'")
+    journal = machine.root("journalctl -q --no-pager --since=-2min -o cat")
+    problems = []
+    if "entered new root lcfs2" not in journal:
+        problems.append("the module's line for the new root is not in the journal")
+    if "root lcfs2 destroyed" not in journal:
+        problems.append("the module's line after the logout is not in the journal")
+    if "written inside the root" not in journal:
+        problems.append("a message logged from inside the root did not reach the journal")
+    if not re.search(r"pam_unix\(sshd:session\): session closed for user lcfs2", journal):
+        problems.append("sshd's session-closed line (after the session opened) is not in the journal")
+    record("full system: the journal has the module's, sshd's and the session's lines", 1, 1 - bool(problems),
+           "journalctl after an ssh login of lcfs2", problems)
+    assert not problems, "\n".join(problems) + "\n" + journal[-3000:]
+
+
+def test_su_lands_in_the_users_root(machine, installed):
+    out = machine.root(f"su -l lcfs2 -c 'cat {MARKER}; readlink /proc/self/ns/mnt'")
+    problems = []
+    if "uid=1001" not in out:
+        problems.append(f"su -l: no root marker: {out}")
+    if host_namespace(machine) in out:
+        problems.append(f"su -l: ran in the host's namespace: {out}")
+    if "no open session roots" not in machine.root("loginchroot sessions"):
+        problems.append("su -l: a root survived")
+    record("full system: su -l lands in the user's root", 1, 1 - bool(problems), out.strip().replace("\n", " "),
+           problems)
+    assert not problems, "\n".join(problems)
+
+
+def test_runuser_is_roots_tool_and_stays_on_the_host(machine, installed):
+    """Debian's runuser PAM service includes no common-session, so no
+    pam-auth-update profile reaches it: like `sudo -u`, it is root running
+    a program as a user, on the host (README, Install on Debian)."""
+    out = machine.root(f"runuser -l lcfs2 -c 'cat {MARKER} 2>&1; readlink /proc/self/ns/mnt'")
+    held = host_namespace(machine) in out and "No such file" in out
+    record("full system: runuser -l (root's tool, not in the profile) runs on the host, as documented", 1, int(held),
+           out.strip().replace("\n", " "), [] if held else [f"runuser -l did not run on the host: {out}"])
+    assert held, out
+
+
+def test_a_console_login_through_getty_and_login(machine, installed):
+    console = machine.console
+    console.sendline("")
+    console.expect("login:", timeout=120)
+    console.sendline("lcfs1")
+    console.expect("Password:", timeout=120)
+    console.sendline(PASSWORD)
+    console.expect(r"\$ ", timeout=300)
+    console.sendline(f"cat {MARKER}; echo console-$((6*7))")
+    console.expect("console-42", timeout=120)
+    shown = console.before
+    while_open = machine.root("loginchroot sessions; who")
+    console.sendline("exit")
+    console.expect("login:", timeout=300)
+    problems = []
+    if "uid=1000" not in shown:
+        problems.append(f"the console session has no root marker: {shown}")
+    if "lcfs1" not in while_open or "ttyS0" not in while_open:
+        problems.append(f"loginchroot sessions / who do not show the console session: {while_open}")
+    time.sleep(2)
+    if "no open session roots" not in machine.root("loginchroot sessions"):
+        problems.append("the console session's root survived its logout")
+    record("full system: console login through agetty and login (password)", 1, 1 - bool(problems),
+           "pexpect on the serial console", problems)
+    assert not problems, "\n".join(problems)
+
+
+def test_a_reboot_with_sessions_open_leaves_nothing_and_the_next_login_works(machine, installed):
+    session = machine.ssh_in_background("lcfs1", "echo in; sleep 3000")
+    deadline = time.monotonic() + 120
+    while "lcfs1" not in machine.root("loginchroot sessions") and time.monotonic() < deadline:
+        time.sleep(1)
+    held = machine.root("loginchroot sessions")
+    seconds = machine.reboot()
+    session.kill()
+    session.wait()
+    problems = []
+    if "lcfs1" not in held:
+        problems.append(f"no root was open before the reboot (the control): {held}")
+    state = machine.root("systemctl is-active loginchroot.service; loginchroot sessions; "
+                         "systemctl show -p ActiveEnterTimestampMonotonic loginchroot.service systemd-user-sessions.service")
+    if not state.startswith("active"):
+        problems.append(f"loginchroot.service is not active after the reboot: {state}")
+    stamps = [int(value) for value in re.findall(r"=(\d+)", state)]
+    if len(stamps) == 2 and not stamps[0] <= stamps[1]:
+        problems.append(f"logins were allowed before the store was online: {state}")
+    if "no open session roots" not in state:
+        problems.append(f"a root from before the reboot is still there: {state}")
+    inside = machine.ssh("lcfs1", f"cat {MARKER}", check=False)
+    if inside.returncode != 0 or "uid=1000" not in inside.stdout:
+        problems.append(f"the first login after the reboot failed: {inside.stdout} {inside.stderr}")
+    leftovers = machine.root("dmsetup ls | grep -c session || true").strip()
+    if leftovers != "0":
+        problems.append(f"thin volumes of sessions from before the reboot remain: {leftovers}")
+    record("full system: reboot with a session open, then log in", 1, 1 - bool(problems),
+           f"reboot to ssh in {seconds:.0f} s", problems)
+    assert not problems, "\n".join(problems)
+
+
+def test_apt_purge_leaves_no_trace(machine, installed):
+    machine.root("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q loginchroot")
+    problems = []
+    if pam_digests(machine) != installed:
+        problems.append("/etc/pam.d differs from before the install")
+    left = machine.root("ls /lib/systemd/system/loginchroot* /etc/systemd/system/*/loginchroot* 2>/dev/null; "
+                        "grep loginchroot /proc/self/mountinfo; find /sys/fs/cgroup -name 'loginchroot-*'; "
+                        "dmsetup ls | grep loginchroot; ls -d /etc/loginchroot /run/loginchroot 2>/dev/null", check=False)
+    if left.strip():
+        problems.append(f"left after purge: {left}")
+    record("full system: apt purge", 1, 1 - bool(problems), "pam.d digests, units, mounts, cgroups, dm devices",
+           problems)
+    assert not problems, "\n".join(problems)

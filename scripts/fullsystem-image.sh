@@ -1,0 +1,52 @@
+#!/bin/bash
+# The full-system lab's machine: a Debian 12 system disk built from Debian's
+# archive with mmdebstrap, that boots with systemd as PID 1 (systemd, logind,
+# D-Bus, openssh-server, a getty on the serial console).
+#
+#   scripts/fullsystem-image.sh DIR
+#
+# DIR gets system.img (a raw ext4 disk), golden.tar (a smaller Debian 12 for
+# `loginchroot init --from-tar`, carried on the disk as /root/golden.tar),
+# and id_ed25519 (root's ssh key; lcfs1 and lcfs2 are test users, with the
+# same key and the password "lcfs"). The kernel is the VM lab's (Debian's,
+# in /boot); its modules are copied onto the disk. A second run reuses
+# what DIR holds; nothing there is needed (a fresh DIR builds it all,
+# about 3 minutes).
+set -euo pipefail
+dir=$1
+mkdir -p "$dir"
+kernel=$(ls /boot/vmlinuz-*-amd64 | sort -V | tail -n 1)
+release=${kernel#/boot/vmlinuz-}
+[ -f "$dir/system.img" ] && [ -f "$dir/golden.tar" ] && [ "$(cat "$dir/kernel" 2>/dev/null)" = "$release" ] && exit 0
+
+[ -f "$dir/id_ed25519" ] || ssh-keygen -q -t ed25519 -N "" -C loginchroot-fullsystem -f "$dir/id_ed25519"
+
+# The image users log into: minbase plus what the tests run there.
+if [ ! -f "$dir/golden.tar" ]; then
+    mmdebstrap --quiet --variant=minbase --include=procps,iproute2,dbus,systemd bookworm "$dir/golden.partial.tar"
+    mv "$dir/golden.partial.tar" "$dir/golden.tar"
+fi
+
+root=$(mktemp -d /var/tmp/lcfullsystem.XXXXXX)
+trap 'rm -rf "$root"' EXIT
+packages=systemd-sysv,systemd,dbus,libpam-systemd,openssh-server,openssh-client,sudo,cron,procps,kmod,udev,iproute2
+packages+=,btrfs-progs,e2fsprogs,libdevmapper1.02.1,dmsetup,debootstrap,python3,less,psmisc
+key=$(cat "$dir/id_ed25519.pub")
+mmdebstrap --quiet --variant=minbase --include="$packages" \
+    --customize-hook='echo lcfull > "$1/etc/hostname"' \
+    --customize-hook='printf "127.0.0.1 localhost\n127.0.1.1 lcfull\n" > "$1/etc/hosts"' \
+    --customize-hook='printf "/dev/vda / ext4 defaults 0 1\n" > "$1/etc/fstab"' \
+    --customize-hook='printf "[Match]\nName=en*\n\n[Network]\nDHCP=yes\n" > "$1/etc/systemd/network/80-lab.network"' \
+    --customize-hook='chroot "$1" systemctl enable systemd-networkd ssh' \
+    --customize-hook='chroot "$1" passwd -d root >/dev/null' \
+    --customize-hook="mkdir -p -m 700 \"\$1/root/.ssh\" && echo '$key' > \"\$1/root/.ssh/authorized_keys\"" \
+    --customize-hook='for user in lcfs1 lcfs2; do chroot "$1" useradd -m -s /bin/bash $user && echo "$user:lcfs" | chroot "$1" chpasswd; done' \
+    --customize-hook="for user in lcfs1 lcfs2; do mkdir -p -m 700 \"\$1/home/\$user/.ssh\" && echo '$key' > \"\$1/home/\$user/.ssh/authorized_keys\" && chroot \"\$1\" chown -R \$user: /home/\$user/.ssh; done" \
+    bookworm "$root"
+mkdir -p "$root/lib/modules"
+cp -a "/lib/modules/$release" "$root/lib/modules/"
+cp "$dir/golden.tar" "$root/root/golden.tar"
+rm -f "$dir/system.partial.img"
+mke2fs -q -t ext4 -L lcfull -d "$root" "$dir/system.partial.img" 6G
+mv "$dir/system.partial.img" "$dir/system.img"
+echo "$release" > "$dir/kernel"
