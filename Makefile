@@ -7,7 +7,7 @@ RELEASE     := .build/release
 MODULE      := $(RELEASE)/pam_loginchroot.so
 CLI         := $(RELEASE)/loginchroot
 
-.PHONY: all build debug-build deps demo test unit-test integration-test lab-test package-test deb bench install clean
+.PHONY: all build debug-build deps demo test unit-test integration-test lab-test package-test system-test deb bench install clean
 
 all: build
 
@@ -52,8 +52,13 @@ lab-test: deps build debug-build
 package-test: deps deb
 	python3 -m pytest -v -p no:cacheprovider Tests/package
 
+# The full-system lab: a Debian 12 booted with systemd under qemu, the
+# package installed and enabled there, real logins (scripts/fullsystem-image.sh).
+system-test: deps deb
+	python3 -m pytest -v -p no:cacheprovider Tests/fullsystem
+
 # The whole suite, then RELIABILITY.md from the rows its tests recorded.
-test: deps unit-test integration-test demo lab-test package-test
+test: deps unit-test integration-test demo lab-test package-test system-test
 	python3 scripts/reliability-report.py
 
 # Benchmarks, not tests: BENCHMARKS.md, side by side with schroot and LVM

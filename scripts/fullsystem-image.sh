@@ -17,20 +17,24 @@ dir=$1
 mkdir -p "$dir"
 kernel=$(ls /boot/vmlinuz-*-amd64 | sort -V | tail -n 1)
 release=${kernel#/boot/vmlinuz-}
-[ -f "$dir/system.img" ] && [ -f "$dir/golden.tar" ] && [ "$(cat "$dir/kernel" 2>/dev/null)" = "$release" ] && exit 0
+golden_packages=procps,iproute2,dbus,dbus-user-session,systemd
+packages=systemd-sysv,systemd,dbus,libpam-systemd,openssh-server,openssh-client,sudo,cron,procps,kmod,udev,iproute2
+packages+=,btrfs-progs,e2fsprogs,libdevmapper1.02.1,dmsetup,debootstrap,python3,less,psmisc
+# What was built from what: a change of either list or of the kernel builds again.
+recipe="$release $golden_packages $packages $(sha256sum "$0" | cut -c1-16)"
+[ -f "$dir/system.img" ] && [ "$(cat "$dir/recipe" 2>/dev/null)" = "$recipe" ] && exit 0
+rm -f "$dir/system.img" "$dir/golden.tar" "$dir/recipe"
 
 [ -f "$dir/id_ed25519" ] || ssh-keygen -q -t ed25519 -N "" -C loginchroot-fullsystem -f "$dir/id_ed25519"
 
 # The image users log into: minbase plus what the tests run there.
 if [ ! -f "$dir/golden.tar" ]; then
-    mmdebstrap --quiet --variant=minbase --include=procps,iproute2,dbus,systemd bookworm "$dir/golden.partial.tar"
+    mmdebstrap --quiet --variant=minbase --include="$golden_packages" bookworm "$dir/golden.partial.tar"
     mv "$dir/golden.partial.tar" "$dir/golden.tar"
 fi
 
 root=$(mktemp -d /var/tmp/lcfullsystem.XXXXXX)
 trap 'rm -rf "$root"' EXIT
-packages=systemd-sysv,systemd,dbus,libpam-systemd,openssh-server,openssh-client,sudo,cron,procps,kmod,udev,iproute2
-packages+=,btrfs-progs,e2fsprogs,libdevmapper1.02.1,dmsetup,debootstrap,python3,less,psmisc
 key=$(cat "$dir/id_ed25519.pub")
 mmdebstrap --quiet --variant=minbase --include="$packages" \
     --customize-hook='echo lcfull > "$1/etc/hostname"' \
@@ -50,3 +54,4 @@ rm -f "$dir/system.partial.img"
 mke2fs -q -t ext4 -L lcfull -d "$root" "$dir/system.partial.img" 6G
 mv "$dir/system.partial.img" "$dir/system.img"
 echo "$release" > "$dir/kernel"
+echo "$recipe" > "$dir/recipe"

@@ -154,6 +154,10 @@ public struct Config: Equatable, Sendable {
     public static let defaultBinds: [BindEntry] = [
         BindEntry(source: "/proc", recursive: true),
         BindEntry(source: "/sys", readOnly: true, recursive: true),
+        // Writable as on the host, where the files' owners decide: the user
+        // manager makes its services' cgroups in the subtree systemd
+        // delegated to the user.
+        BindEntry(source: "/sys/fs/cgroup", recursive: true, optional: true),
         BindEntry(source: "/dev"),
         BindEntry(source: "/dev/pts"),
         BindEntry(source: "/dev/shm"),
@@ -169,6 +173,7 @@ public struct Config: Equatable, Sendable {
         BindEntry(source: "/var/log/lastlog", optional: true),
         BindEntry(source: "/run/systemd/journal/dev-log", optional: true),
         BindEntry(source: "/run/systemd/journal/socket", optional: true),
+        BindEntry(source: "/run/systemd/journal/stdout", optional: true),
         // The host's D-Bus system bus: loginctl, busctl, timedatectl and
         // hostnamectl reach the host's services from a root, with the same
         // rights (polkit) as the user has on the host. And systemd's marker
@@ -176,6 +181,17 @@ public struct Config: Equatable, Sendable {
         // tools refuse to talk to it at all.
         BindEntry(source: "/run/dbus/system_bus_socket", optional: true),
         BindEntry(source: "/run/systemd/system", readOnly: true, optional: true),
+        // logind's state as sd-login reads it (world-readable on the host):
+        // pam_systemd in the user manager's stack, which runs after the
+        // module, sets XDG_RUNTIME_DIR only when it sees logind; so do
+        // desktop programs asking which session they are in.
+        BindEntry(source: "/run/systemd/seats", readOnly: true, optional: true),
+        BindEntry(source: "/run/systemd/sessions", readOnly: true, optional: true),
+        BindEntry(source: "/run/systemd/users", readOnly: true, optional: true),
+        // Where a service tells systemd it is ready (sd_notify): the user
+        // manager, a Type=notify unit, tells PID 1 from inside the root.
+        // World-writable on the host too; systemd heeds only its units.
+        BindEntry(source: "/run/systemd/notify", optional: true),
     ]
 
     /// Binds for `loginchroot master run`: enough for a package manager,

@@ -27,6 +27,17 @@ public struct Account: Equatable, Sendable {
     }
 }
 
+/// Who opens the session: a login, or systemd's user manager
+/// (user@UID.service, PAM service "systemd-user"). The manager's cgroup is
+/// its unit's, which systemd delegated to the user and stops: the module
+/// gives it no cgroup of its own past open_session.
+public enum SessionCaller: Equatable, Sendable {
+    case login
+    case userManager
+
+    public init(pamService: String?) { self = pamService == "systemd-user" ? .userManager : .login }
+}
+
 public enum PolicyDecision: Equatable, Sendable {
     case enterRoot
     /// The module has nothing to do (PAM_IGNORE).

@@ -36,6 +36,10 @@ struct PamContext {
         return (raw, UserName(validating: raw))
     }
 
+    func serviceName() -> String? {
+        lc_pam_item_string(handle, PAM_SERVICE).map { String(decoding: bytes($0, limit: 256), as: UTF8.self) }
+    }
+
     /// Root always gets in, even when the config is broken, so an admin can repair.
     func isSuperuser(_ name: UserName?) -> Bool {
         guard let name, let account = try? Accounts.lookup(name) else { return false }
@@ -90,7 +94,7 @@ public func loginchrootOpenSession(_ handle: OpaquePointer?, _ flags: Int32, _ a
         pam.tellUser("Login roots are misconfigured on this machine; please contact the administrator.")
         return PAM_SESSION_ERR
     }
-    switch pam.manager(config).open(user: name) {
+    switch pam.manager(config).open(user: name, caller: SessionCaller(pamService: pam.serviceName())) {
     case .entered(let reference, let hostNamespace):
         if lc_pam_save_session(handle, reference, hostNamespace) != PAM_SUCCESS {
             pam.log(LOG_ERR, "could not hand root \(reference) to close_session; 'loginchroot gc' will reclaim it")

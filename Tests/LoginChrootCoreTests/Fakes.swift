@@ -75,7 +75,7 @@ final class FakeHost: SessionHost {
         return try body()
     }
 
-    func prepareStateDirectory(_ state: StateStore, timeoutSeconds: Int) throws {
+    func prepareStateDirectory(_ state: StateStore, timeoutSeconds: Int, forPins: Bool) throws {
         statePrepared += 1
         calls.append("prepareStateDirectory")
         for directory in [state.directory, state.rootsDir, state.pinsDir, state.stagingDir, state.locksDir] {

@@ -376,7 +376,7 @@ final class SessionManagerTests: ManagerTestCase {
             try tearDownWithError()
             try setUpWithError()
             let manager = makeManager()
-            try host.prepareStateDirectory(state, timeoutSeconds: 1)
+            try host.prepareStateDirectory(state, timeoutSeconds: 1, forPins: false)
             var leftover = RootRecord(key: alice, user: user("alice"), uid: 1000, backend: .btrfs,
                                       generation: Generation(number: 1), phase: phase)
             leftover.members = [Member(id: "1.10.0", pid: 1, startTime: 10, cgroup: "/user.slice/loginchroot-\(tag)-alice-1", parentCgroup: "/user.slice")]
@@ -398,7 +398,7 @@ final class SessionManagerTests: ManagerTestCase {
 
     func testLeftoverThatCannotBeCleanedBlocksTheLogin() throws {
         let manager = makeManager()
-        try host.prepareStateDirectory(state, timeoutSeconds: 1)
+        try host.prepareStateDirectory(state, timeoutSeconds: 1, forPins: false)
         try state.save(RootRecord(key: alice, user: user("alice"), uid: 1000, backend: .btrfs,
                                   generation: Generation(number: 1), phase: .preparing))
         host.killSucceeds = false
@@ -463,11 +463,28 @@ final class SessionManagerTests: ManagerTestCase {
         XCTAssertEqual(backend.removed, [alice])
     }
 
+    func testTheUserManagerReturnsToItsUnitsCgroupOnceInTheRoot() throws {
+        // user@UID.service: systemd delegated its cgroup to the user, and
+        // stops it; the module's cgroup only shields the locked steps.
+        host.delegated = ["/user.slice"]
+        let manager = makeManager()
+        guard case .entered = manager.open(user: user("alice"), caller: .userManager) else { return XCTFail("not entered") }
+        let cgroup = "/user.slice/loginchroot-\(tag)-alice-0"
+        let steps = host.calls.filter { ["placeCaller", "joinRoot", "moveCaller", "removeCgroup"].contains(String($0.prefix { $0 != " " })) }
+        XCTAssertEqual(steps, ["placeCaller loginchroot-\(tag)-alice-0", "joinRoot \(state.pinPath(alice))",
+                               "moveCaller /user.slice", "removeCgroup \(cgroup)"])
+        let member = try XCTUnwrap(try state.load(alice)?.members.first)
+        XCTAssertEqual(member.cgroup, "", "no cgroup of the module's to kill: systemd stops the unit")
+        // A login then joins the root as usual, in a cgroup of its own.
+        guard case .entered = manager.open(user: user("alice")) else { return XCTFail("login not entered") }
+        XCTAssertEqual(try state.load(alice)?.members.map(\.cgroup), ["", "/user.slice/loginchroot-\(tag)-alice-1"])
+    }
+
     func testAReopenedRootNeverReusesALiveMembersCgroupName() throws {
         // A leftover root (a crashed close) with serials up to 4: the new
         // login's cgroup is -4, so the root's later members start at 5.
         let manager = makeManager()
-        try host.prepareStateDirectory(state, timeoutSeconds: 1)
+        try host.prepareStateDirectory(state, timeoutSeconds: 1, forPins: false)
         var leftover = try RootRecord.opening(key: alice, user: user("alice"), uid: 1000, backend: .btrfs,
                                               generation: Generation(number: 1))
         leftover.nextMember = 4
@@ -697,7 +714,7 @@ final class SessionManagerTests: ManagerTestCase {
 
     func testOneUsersHeldLockDelaysNoOtherUser() throws {
         let manager = makeManager { $0.lockTimeoutSeconds = 1 }
-        try host.prepareStateDirectory(state, timeoutSeconds: 1)
+        try host.prepareStateDirectory(state, timeoutSeconds: 1, forPins: false)
         var alicesLogin: FileLock? = try state.lock(user: user("alice"), timeoutSeconds: 0)  // stopped inside open
         let started = Date()
         enter(manager, "bob")
@@ -725,7 +742,7 @@ final class SessionManagerTests: ManagerTestCase {
 
     func testGCReportsUnreadableRecordsAndLeavesTheirRootsAlone() throws {
         let manager = makeManager()
-        try host.prepareStateDirectory(state, timeoutSeconds: 1)
+        try host.prepareStateDirectory(state, timeoutSeconds: 1, forPins: false)
         XCTAssertTrue(FileManager.default.createFile(atPath: joinPath(state.rootsDir, "zed"), contents: Data("garbage".utf8)))
         XCTAssertTrue(FileManager.default.createFile(atPath: state.pinPath(RootKey("zed")!), contents: nil))
         backend.snapshots = [RootKey("zed")!, RootKey("ghost")!]
@@ -742,7 +759,7 @@ final class SessionManagerTests: ManagerTestCase {
 
     func testACorruptRecordRefusesItsUsersLoginWithTheReason() throws {
         let manager = makeManager()
-        try host.prepareStateDirectory(state, timeoutSeconds: 1)
+        try host.prepareStateDirectory(state, timeoutSeconds: 1, forPins: false)
         XCTAssertTrue(FileManager.default.createFile(atPath: joinPath(state.rootsDir, "alice"), contents: Data("garbage".utf8)))
         guard case .failed(_, let reason) = manager.open(user: user("alice")) else { return XCTFail("must be refused") }
         XCTAssertTrue(reason.containsLiteral("does not parse"), reason)

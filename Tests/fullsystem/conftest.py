@@ -112,6 +112,8 @@ class Machine:
 
 @pytest.fixture(scope="session")
 def machine():
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(RELIABILITY_LOG)  # this run's rows only
     subprocess.run(["bash", os.path.join(ROOT, "scripts/fullsystem-image.sh"), LAB], check=True)
     machine = Machine(LAB)
     print(f"\nfull-system lab: booted to a login prompt and ssh in {machine.boot_seconds:.0f} s")

@@ -48,6 +48,18 @@ def host_namespace(machine):
     return machine.root("readlink /proc/1/ns/mnt").strip()
 
 
+def roots_after_logout(machine, seconds=60):
+    """What `loginchroot sessions` says once the user manager, a session of
+    the root too, has stopped (UserStopDelaySec, 10 s after the last
+    logout) and its ExecStopPost gc has run."""
+    deadline = time.monotonic() + seconds
+    while True:
+        found = machine.root("loginchroot sessions").strip()
+        if found == "no open session roots" or time.monotonic() > deadline:
+            return found
+        time.sleep(2)
+
+
 def test_the_package_is_enabled_after_pam_systemd(machine, installed):
     session = machine.root("grep -E '^session' /etc/pam.d/common-session")
     modules = [line.split()[2] for line in session.splitlines()]
@@ -68,7 +80,7 @@ def test_an_ssh_key_login_lands_in_a_root_that_is_gone_after_logout(machine, ins
     stamp = str(time.time_ns())
     script = (f"cat {MARKER}; readlink /proc/self/ns/mnt; echo {stamp} > /etc/lc-root-write; "
               f"echo {stamp} > /tmp/lc-tmp-{stamp}; echo {stamp} > ~/lc-home-{stamp}; "
-              f"loginctl show-session $XDG_SESSION_ID -p Active -p Name; busctl --system list >/dev/null && echo bus-ok; "
+              f"loginctl --no-pager show-session $XDG_SESSION_ID -p Active -p Name; busctl --system list >/dev/null && echo bus-ok; "
               f"echo hostname=$(hostnamectl hostname) $(timedatectl show -p Timezone); (sleep 600 &) ; echo started")
     inside = machine.ssh(user, script, tty=True).stdout
     problems = []
@@ -83,11 +95,8 @@ def test_an_ssh_key_login_lands_in_a_root_that_is_gone_after_logout(machine, ins
         problems.append(f"the host's system bus, hostnamed or timedated are out of reach: {inside}")
     root_write = machine.root("cat /etc/lc-root-write 2>&1", check=False)
     kept = machine.root(f"cat /tmp/lc-tmp-{stamp} /home/{user}/lc-home-{stamp}", check=False)
-    # The user manager (on the host root: see README) stops
-    # UserStopDelaySec (10 s) after the last session.
-    survivors = machine.root(f"for i in $(seq 30); do pgrep -u {user} >/dev/null || exit 0; sleep 1; done; "
-                             f"pgrep -u {user} -a", check=False)
-    roots = machine.root("loginchroot sessions; find /sys/fs/cgroup -name 'loginchroot-*'")
+    roots = roots_after_logout(machine) + machine.root("find /sys/fs/cgroup -name 'loginchroot-*'")
+    survivors = machine.root(f"pgrep -u {user} -a", check=False)
     after = machine.root(f"last -n 5 {user}")
     if stamp in root_write:
         problems.append("the root's write to /etc reached the host")
@@ -106,7 +115,8 @@ def test_an_ssh_key_login_lands_in_a_root_that_is_gone_after_logout(machine, ins
 
 def test_the_journal_has_the_modules_lines_and_sshds_after_the_session_opened(machine, installed):
     machine.ssh("lcfs2", "logger -t lcfs-inside 'written inside the root'")
-    journal = machine.root("journalctl -q --no-pager --since=-2min -o cat")
+    roots_after_logout(machine)
+    journal = machine.root("journalctl -q --no-pager --since=-3min -o cat")
     problems = []
     if "entered new root lcfs2" not in journal:
         problems.append("the module's line for the new root is not in the journal")
@@ -128,7 +138,7 @@ def test_su_lands_in_the_users_root(machine, installed):
         problems.append(f"su -l: no root marker: {out}")
     if host_namespace(machine) in out:
         problems.append(f"su -l: ran in the host's namespace: {out}")
-    if "no open session roots" not in machine.root("loginchroot sessions"):
+    if roots_after_logout(machine) != "no open session roots":
         problems.append("su -l: a root survived")
     record("full system: su -l lands in the user's root", 1, 1 - bool(problems), out.strip().replace("\n", " "),
            problems)
@@ -144,6 +154,54 @@ def test_runuser_is_roots_tool_and_stays_on_the_host(machine, installed):
     record("full system: runuser -l (root's tool, not in the profile) runs on the host, as documented", 1, int(held),
            out.strip().replace("\n", " "), [] if held else [f"runuser -l did not run on the host: {out}"])
     assert held, out
+
+
+PROBE = ("[D-BUS Service]\nName=org.lctest.Probe\n"
+         "Exec=/bin/sh -c 'cat /run/loginchroot-session > /tmp/lc-probe-$(id -u); exit 1'\n")
+
+
+def test_the_user_manager_and_what_it_starts_run_inside_the_root(machine, installed):
+    """user@UID.service joins the user's root (the systemd-user PAM service
+    includes common-session-noninteractive, where the profile puts the
+    module), and so does what it starts: systemd-run --user, and a service
+    the session bus activates. All of it ends after the last logout."""
+    login = machine.ssh_in_background("lcfs2", "sleep 900")
+    problems = []
+    try:
+        deadline = time.monotonic() + 120
+        while "active" != machine.root("systemctl is-active user@1001.service", check=False).strip():
+            if time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        machine.root("rm -f /tmp/lc-probe-1001")
+        inside = machine.ssh("lcfs2", "readlink /proc/self/ns/mnt; systemctl --user is-system-running --wait; "
+                             f"systemd-run --user --wait -q -P cat {MARKER}; "
+                             "mkdir -p ~/.local/share/dbus-1/services; "
+                             f"printf \"{PROBE}\" > ~/.local/share/dbus-1/services/org.lctest.Probe.service; "
+                             "busctl --user --timeout=5 call org.lctest.Probe / org.lctest.Probe Ping 2>/dev/null; "
+                             "sleep 1; cat /tmp/lc-probe-1001", check=False).stdout
+        manager = machine.root("readlink /proc/$(systemctl show -p MainPID --value user@1001.service)/ns/mnt; "
+                               f"cat /proc/$(systemctl show -p MainPID --value user@1001.service)/root{MARKER}",
+                               check=False)
+        namespace = re.search(r"mnt:\[\d+\]", inside)
+        if not namespace or namespace.group(0) == host_namespace(machine):
+            problems.append(f"the login is not in a root: {inside}")
+        elif namespace.group(0) not in manager or "uid=1001" not in manager:
+            problems.append(f"the user manager is not in the login's root: login {namespace.group(0)}, manager {manager}")
+        if inside.count("uid=1001") < 2:
+            problems.append(f"systemd-run --user or the D-Bus activated service did not run in the root: {inside}")
+    finally:
+        login.kill()
+        login.wait()
+    left = roots_after_logout(machine)
+    if left != "no open session roots":
+        problems.append(f"the root outlived the last logout and the manager: {left}")
+    survivors = machine.root("pgrep -u lcfs2 -a", check=False)
+    if survivors.strip():
+        problems.append(f"processes of lcfs2 survived: {survivors}")
+    record("full system: the user manager, systemd-run --user and D-Bus activation run in the root", 1,
+           1 - bool(problems), "ssh session held; manager's ns and marker from the host; a probe service", problems)
+    assert not problems, "\n".join(problems)
 
 
 def test_a_console_login_through_getty_and_login(machine, installed):
@@ -165,8 +223,7 @@ def test_a_console_login_through_getty_and_login(machine, installed):
         problems.append(f"the console session has no root marker: {shown}")
     if "lcfs1" not in while_open or "ttyS0" not in while_open:
         problems.append(f"loginchroot sessions / who do not show the console session: {while_open}")
-    time.sleep(2)
-    if "no open session roots" not in machine.root("loginchroot sessions"):
+    if roots_after_logout(machine) != "no open session roots":
         problems.append("the console session's root survived its logout")
     record("full system: console login through agetty and login (password)", 1, 1 - bool(problems),
            "pexpect on the serial console", problems)
@@ -194,18 +251,21 @@ def test_a_reboot_with_sessions_open_leaves_nothing_and_the_next_login_works(mac
         problems.append(f"logins were allowed before the store was online: {state}")
     if "no open session roots" not in state:
         problems.append(f"a root from before the reboot is still there: {state}")
-    inside = machine.ssh("lcfs1", f"cat {MARKER}", check=False)
-    if inside.returncode != 0 or "uid=1000" not in inside.stdout:
-        problems.append(f"the first login after the reboot failed: {inside.stdout} {inside.stderr}")
     leftovers = machine.root("dmsetup ls | grep -c session || true").strip()
     if leftovers != "0":
         problems.append(f"thin volumes of sessions from before the reboot remain: {leftovers}")
+    inside = machine.ssh("lcfs1", f"cat {MARKER}", check=False)
+    if inside.returncode != 0 or "uid=1000" not in inside.stdout:
+        problems.append(f"the first login after the reboot failed: {inside.stdout} {inside.stderr}")
     record("full system: reboot with a session open, then log in", 1, 1 - bool(problems),
            f"reboot to ssh in {seconds:.0f} s", problems)
     assert not problems, "\n".join(problems)
 
 
 def test_apt_purge_leaves_no_trace(machine, installed):
+    # A removal with a root open is refused (the package tier proves it);
+    # the last login's root ends with its user manager.
+    assert roots_after_logout(machine) == "no open session roots"
     machine.root("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q loginchroot")
     problems = []
     if pam_digests(machine) != installed:

@@ -57,7 +57,8 @@ def test_the_package_holds_what_an_admin_needs(unpacked):
                 "usr/share/man/man8/loginchroot.8.gz", "usr/share/man/man5/loginchroot.conf.5.gz",
                 "etc/loginchroot/loginchroot.conf", "usr/share/pam-configs/loginchroot",
                 "lib/systemd/system/loginchroot.service", "lib/systemd/system/loginchroot-gc.service",
-                "lib/systemd/system/loginchroot-gc.timer", "usr/share/doc/loginchroot/copyright"]
+                "lib/systemd/system/loginchroot-gc.timer", "lib/systemd/system/user@.service.d/loginchroot.conf",
+                "usr/share/doc/loginchroot/copyright"]
     missing = [path for path in expected if not os.path.isfile(os.path.join(unpacked, path))]
     assert not missing, f"missing from the package: {missing}"
     conffiles = open(os.path.join(unpacked, "DEBIAN/conffiles")).read().split()
@@ -146,6 +147,9 @@ def test_installed_enabled_removed_and_purged_as_an_admin_does(system, deb):
     assert "pam_loginchroot.so" in modules, session
     assert modules.index("pam_loginchroot.so") > modules.index("pam_systemd.so"), \
         f"the module must come after pam_systemd: {modules}"
+    noninteractive = open(os.path.join(system, "etc/pam.d/common-session-noninteractive")).read()
+    assert "requisite\tpam_loginchroot.so" in noninteractive, \
+        f"the user manager, cron and sudo include common-session-noninteractive:\n{noninteractive}"
     line = next(line for line in session if "pam_loginchroot.so" in line)
     assert line.split()[1] == "requisite", f"a refused session must stop the stack there (no motd): {line}"
 

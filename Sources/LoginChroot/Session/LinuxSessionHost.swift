@@ -26,8 +26,8 @@ public struct LinuxSessionHost: SessionHost {
     }
 
     public func isAlive(_ member: Member) -> Bool { Processes.isAlive(pid: member.pid, startTime: member.startTime) }
-    public func prepareStateDirectory(_ state: StateStore, timeoutSeconds: Int) throws {
-        try state.prepare(timeoutSeconds: timeoutSeconds)
+    public func prepareStateDirectory(_ state: StateStore, timeoutSeconds: Int, forPins: Bool) throws {
+        try state.prepare(timeoutSeconds: timeoutSeconds, forPins: forPins)
     }
     public func shielded<T>(_ body: () throws -> T) rethrows -> T { try Processes.shielded(body) }
 

@@ -21,7 +21,7 @@ public protocol SessionHost {
     func isAlive(_ member: Member) -> Bool
     /// Creates the state directory and makes its pins/ a private mount
     /// (StateStore.prepare); behind the host so tests need neither root nor mounts.
-    func prepareStateDirectory(_ state: StateStore, timeoutSeconds: Int) throws
+    func prepareStateDirectory(_ state: StateStore, timeoutSeconds: Int, forPins: Bool) throws
     /// Runs `body` where the user who started the login cannot signal the
     /// calling process (Processes.shielded).
     func shielded<T>(_ body: () throws -> T) rethrows -> T

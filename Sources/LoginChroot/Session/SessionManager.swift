@@ -43,7 +43,7 @@ public final class SessionManager {
 
     // MARK: open
 
-    public func open(user name: UserName) -> OpenOutcome {
+    public func open(user name: UserName, caller kind: SessionCaller = .login) -> OpenOutcome {
         let account: Account
         do {
             guard let found = try host.lookupAccount(name) else {
@@ -60,11 +60,11 @@ public final class SessionManager {
         }
         let outcome: OpenOutcome
         do {
-            try host.prepareStateDirectory(state, timeoutSeconds: config.lockTimeoutSeconds)
+            try host.prepareStateDirectory(state, timeoutSeconds: config.lockTimeoutSeconds, forPins: true)
             outcome = try host.shielded {
                 let lock = try state.lock(user: account.name, timeoutSeconds: config.lockTimeoutSeconds)
                 defer { withExtendedLifetime(lock) {} }
-                return try openLocked(account)
+                return try openLocked(account, kind)
             }
         } catch {
             return .failed(userMessage: "Your session root could not be prepared; please contact the administrator.",
@@ -76,7 +76,7 @@ public final class SessionManager {
         return outcome
     }
 
-    private func openLocked(_ account: Account) throws -> OpenOutcome {
+    private func openLocked(_ account: Account, _ kind: SessionCaller) throws -> OpenOutcome {
         let caller = host.caller()
         guard caller.startTime != 0 else {
             // Without it a live session could later be taken for a dead one.
@@ -115,8 +115,11 @@ public final class SessionManager {
                 }
                 record = nil
             }
+            // The user manager's cgroup stays systemd's (see below).
+            let ownCgroup = kind == .login
             let member = Member(id: "\(caller.pid).\(caller.startTime).\(serial)", pid: caller.pid,
-                                startTime: caller.startTime, cgroup: placement.cgroup, parentCgroup: placement.parent)
+                                startTime: caller.startTime, cgroup: ownCgroup ? placement.cgroup : "",
+                                parentCgroup: ownCgroup ? placement.parent : "")
             let hostNamespace = try host.openHostNamespace()
             do {
                 if var existing = record {
@@ -148,6 +151,10 @@ public final class SessionManager {
                 host.closeDescriptor(hostNamespace)
                 throw error
             }
+            // The user manager goes back to its unit's cgroup, delegated to
+            // the user: there it makes the cgroups of the user's services,
+            // and systemd kills what is left when it stops the unit.
+            if !ownCgroup { returnCaller(from: placement.cgroup, to: placement.parent) }
             return .entered(reference: "\(key) \(member.id)", hostNamespace: hostNamespace)
         } catch {
             returnCaller(from: placement.cgroup, to: placement.parent)
@@ -400,7 +407,7 @@ public final class SessionManager {
 
     /// Ends root `key` as the logout of all its sessions would.
     public func end(_ key: RootKey) throws -> Bool {
-        try host.prepareStateDirectory(state, timeoutSeconds: config.lockTimeoutSeconds)
+        try host.prepareStateDirectory(state, timeoutSeconds: config.lockTimeoutSeconds, forPins: false)
         let lock = try lockUser(of: key, timeoutSeconds: config.lockTimeoutSeconds)
         defer { withExtendedLifetime(lock) {} }
         guard var record = try state.load(key) else { return false }
@@ -426,7 +433,7 @@ public final class SessionManager {
     /// removes what no live session uses.
     public func gc() throws -> GCReport {
         var report = GCReport()
-        try host.prepareStateDirectory(state, timeoutSeconds: config.lockTimeoutSeconds)
+        try host.prepareStateDirectory(state, timeoutSeconds: config.lockTimeoutSeconds, forPins: false)
 
         // An unreadable record is quarantined: its root, pin and cgroups are
         // left alone, since nothing says whether its sessions still live.

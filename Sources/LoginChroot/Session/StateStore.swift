@@ -3,8 +3,8 @@
 //                 login, however slow or stopped, never waits on another's
 //   generations.lock  shared by logins while they snapshot a generation,
 //                 exclusive (never waited for) by gc while it removes some
-//   setup.lock    around making pins/ a private mount (the first login
-//                 after a boot, if `loginchroot start` has not run)
+//   setup.lock    around making pins/ a private mount (by the first login
+//                 that pins a namespace after a boot or a `stop`)
 //   master.lock   flock held by master run, update, publish and init, and by
 //                 gc while it collects generations
 //   roots/KEY     one RootRecord per session root
@@ -25,13 +25,15 @@ public struct StateStore {
     public func pinPath(_ key: RootKey) -> String { joinPath(pinsDir, key.value) }
     func recordPath(_ key: RootKey) -> String { joinPath(rootsDir, key.value) }
 
-    /// Creates the subdirectories (root-only) and makes pins/ a private
-    /// mount, so a pinned namespace never propagates into another namespace.
-    /// Safe to repeat and to run concurrently: the bind is made once, under
-    /// setup.lock.
-    public func prepare(timeoutSeconds: Int) throws {
+    /// Creates the subdirectories (root-only) and, for a login that may pin
+    /// a namespace, makes pins/ a private mount, so a pinned namespace never
+    /// propagates into another namespace (gc, end and the image verbs pin
+    /// nothing, and leave no mount behind). Safe to repeat and to run
+    /// concurrently: the bind is made once, under setup.lock.
+    public func prepare(timeoutSeconds: Int, forPins: Bool = false) throws {
         try createDirectory()
         for sub in [rootsDir, pinsDir, stagingDir, locksDir] { try Files.ensurePrivateDirectory(sub) }
+        guard forPins else { return }
         if !Mounts.isMountPoint(pinsDir) {
             let lock = try FileLock(path: joinPath(directory, "setup.lock"), timeoutSeconds: timeoutSeconds)
             defer { withExtendedLifetime(lock) {} }
