@@ -10,9 +10,16 @@ public enum ConfigLoader {
         }
         do {
             try Files.checkOwnedByRoot(path, kind: "config file")
-            try Files.checkOwnedByRoot(parentDirectory(of: path), kind: "config directory")
         } catch let error as SetupError {
             throw ConfigError(file: path, line: 0, problem: error.problem, fix: error.fix)
+        }
+        let directory = parentDirectory(of: path)
+        do {
+            try Files.checkOwnedByRoot(directory, kind: "config directory")
+        } catch let error as SetupError {
+            // Never "chmod go-w /tmp": the file moves, the directory stays.
+            throw ConfigError(file: path, line: 0, problem: error.problem,
+                              fix: "move \(path) into a directory that only root can write, such as /etc/loginchroot; leave \(directory) as it is")
         }
         return try ConfigParser.parse(try Files.read(path), file: path)
     }

@@ -202,6 +202,13 @@ public enum Processes {
         return 128 + (status & 0x7f)
     }
 
+    /// Where run() would find `program`: posix_spawnp searches this
+    /// process's own PATH. nil when it is not there.
+    public static func findProgram(_ program: String) -> String? {
+        let path = getenv("PATH").map { String(cString: $0) } ?? "/usr/sbin:/usr/bin:/sbin:/bin"
+        return path.split(separator: ":").map { joinPath(String($0), program) }.first { access($0, X_OK) == 0 }
+    }
+
     public static let defaultEnvironment = [
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", "HOME=/root",
     ]

@@ -15,4 +15,6 @@ struct LoginChrootCommand: ParsableCommand {
             Init.self, Start.self, Master.self, Publish.self, Update.self, Status.self,
             Sessions.self, End.self, GC.self, Check.self, Stop.self,
         ])
+
+    @OptionGroup var global: GlobalOptions
 }

@@ -39,8 +39,12 @@ def installed(machine):
                  f"-e 's|^metadata_device =.*|metadata_device = /dev/vdc|' -e 's/^volume_size = .*/volume_size = 1G/' "
                  f"{CONFIG}")
     machine.root("loginchroot init --from-tar /root/golden.tar", timeout=1200)
-    machine.root("loginchroot check")
+    unused = machine.ssh("root", "loginchroot check", check=False)
+    assert unused.returncode == 1 and "FAIL  PAM services that use the module" in unused.stdout \
+        and "fix: pam-auth-update --enable loginchroot" in unused.stdout, f"check before enabling:\n{unused.stdout}"
     machine.root("DEBIAN_FRONTEND=noninteractive pam-auth-update --enable loginchroot")
+    enabled = machine.root("loginchroot check")
+    assert "ok    the user manager (systemd-user) gets a root" in enabled and "ok    syslog socket /dev/log" in enabled, enabled
     return before
 
 

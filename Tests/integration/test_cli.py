@@ -3,6 +3,7 @@ tarball, update, gc of generations, check naming problems, stop, and module
 arguments."""
 import json
 import os
+import shutil
 import tarfile
 import tempfile
 
@@ -120,3 +121,47 @@ def test_stop_refuses_while_a_root_is_open_then_leaves_nothing_mounted(store):
     store.cli("start")
     run(["pamtester", store.service, "lctest1", "open_session", "close_session"])
     assert_no_residue(store)
+
+
+def test_config_is_a_global_option_and_its_fix_hints_harm_nothing(store):
+    """--config works before the verb as after it; a config file in a
+    directory others can write (/tmp) is refused with a fix that moves the
+    file, never one that changes /tmp."""
+    before = run([CLI, "--config", store.config, "status", "--json"])
+    assert json.loads(before.stdout)["current"], before.stdout
+    with tempfile.NamedTemporaryFile("w", dir="/tmp", suffix=".conf") as shared:
+        shared.write(open(store.config).read())
+        shared.flush()
+        refused = run([CLI, "check", "--config", shared.name], check=False)
+    assert refused.returncode == 1
+    assert f"fix: move {shared.name} into a directory that only root can write" in refused.stdout, refused.stdout
+    assert "chmod" not in refused.stdout, refused.stdout
+    assert oct(os.stat("/tmp").st_mode & 0o7777) == "0o1777"
+
+
+@needs_backend("btrfs")
+def test_init_checks_the_programs_it_needs_before_it_makes_anything(image_dir):
+    """init --debootstrap where debootstrap is not installed: it names the
+    package and makes nothing (no store image, no master). The control: the
+    same init finds mkfs.btrfs, which this machine has."""
+    base = tempfile.mkdtemp(prefix="lc-tools-", dir="/var/lib")
+    os.chmod(base, 0o755)
+    store = Store("btrfs", base)
+    try:
+        write_config(store)
+        bin_dir = os.path.join(base, "bin")  # a PATH with everything but debootstrap
+        os.mkdir(bin_dir)
+        for program in ("mkfs.btrfs", "tar", "cp", "mount"):
+            found = shutil.which(program)
+            assert found, f"{program} is needed for the control"
+            os.symlink(found, os.path.join(bin_dir, program))
+        result = run([CLI, "init", "--debootstrap", "bookworm", "--config", store.config], check=False,
+                     env={"PATH": bin_dir})
+        assert result.returncode == 1, result
+        assert "debootstrap not found" in result.stderr and "fix: apt install debootstrap" in result.stderr, result.stderr
+        assert not os.path.exists(f"{base}/store.img"), "init made the store image before finding its tools missing"
+        without_mkfs = run([CLI, "check", "--config", store.config], check=False, env={"PATH": "/nonexistent"})
+        assert "FAIL  programs init needs: mkfs.btrfs not found" in without_mkfs.stdout, without_mkfs.stdout
+        assert "fix: apt install btrfs-progs" in without_mkfs.stdout
+    finally:
+        destroy_store(store)

@@ -41,11 +41,18 @@ public final class DmThinBackend: SnapshotBackend {
         try activatePool(blockSectors: metadata.blockSectors)
     }
 
-    /// Deactivates the pool (its loop files then detach); false when it
-    /// was not active. A thin volume still active holds it: busy.
+    /// Deactivates master and the generations (they stay active between
+    /// logins), then the pool (its loop files then detach); false when the
+    /// pool was not active. Nothing is removed deferred: a device in use
+    /// fails the call and stays as it was.
     func deactivatePool() throws -> Bool {
         guard try DeviceMapper.info(poolName) != nil else { return false }
-        try deactivate(poolName)
+        let volumes = try loadMetadata().volumes.map { ThinNames.volume(config.poolName, $0.role) }
+        for name in volumes + [poolName] where try DeviceMapper.info(name) != nil {
+            do { try DeviceMapper.remove(name) } catch let error as SystemError where error.errno == EBUSY {
+                throw SetupError("device \(name) is in use", fix: "find its user (fuser -m /dev/mapper/\(name)) and end it")
+            }
+        }
         return true
     }
 

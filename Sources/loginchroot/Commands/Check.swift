@@ -64,11 +64,27 @@ struct Check: ParsableCommand {
                                      fix: "inspect it; end its processes, then remove it and run 'loginchroot gc'")
                 }
             }
+            record("programs init needs") { try RequiredPrograms.require(RequiredPrograms.forStore(config)) }
             for bind in config.binds where !bind.optional && !bind.source.containsLiteral("%u") {
                 record("bind source \(bind.source)") {
                     guard Files.exists(bind.source) else {
                         throw SetupError("\(bind.source) does not exist", fix: "create it or mark the bind optional")
                     }
+                }
+            }
+        }
+        record("syslog socket /dev/log") {
+            guard Files.exists("/dev/log") else {
+                throw SetupError("no /dev/log: the module's reasons for refusing a login are lost",
+                                 fix: "run systemd-journald (it provides /dev/log; read the reasons with 'journalctl -g pam_loginchroot'), or apt install rsyslog")
+            }
+        }
+        record("PAM services that use the module") { try checkPamServices() }
+        if Files.exists("/run/systemd/system") {
+            record("the user manager (systemd-user) gets a root") {
+                guard pamService("systemd-user", reaches: 0) else {
+                    throw SetupError("the systemd-user PAM service does not reach the module: the user manager and what it starts run on the host root",
+                                     fix: "pam-auth-update --enable loginchroot (its profile covers common-session-noninteractive, which systemd-user includes)")
                 }
             }
         }
@@ -93,5 +109,42 @@ struct Check: ParsableCommand {
             }
         }
         if !failed.isEmpty { throw ExitCode(1) }
+    }
+
+    static let pamDirectories = ["/etc/pam.d", "/usr/lib/pam.d"]  // an /etc file replaces the other whole
+    static let moduleDirectory = "/lib/x86_64-linux-gnu/security"
+
+    /// Some service uses the module, each such line names a module file
+    /// that exists, and none puts it before pam_systemd.
+    func checkPamServices() throws {
+        var users: [String] = []
+        for name in (try? Files.listDirectory("/etc/pam.d")) ?? [] {
+            let file = joinPath("/etc/pam.d", name)
+            guard let text = try? Files.read(file) else { continue }
+            let lines = PamStack.parse(text).lines
+            guard let line = lines.first(where: \.isLoginChroot) else { continue }
+            users.append(name)
+            let module = line.module.hasPrefix("/") ? line.module : joinPath(Self.moduleDirectory, line.module)
+            guard Files.exists(module) else {
+                throw SetupError("\(file):\(line.number) names \(module), which does not exist",
+                                 fix: "install the package (apt install ./loginchroot_VERSION_amd64.deb), or 'make install'")
+            }
+            if let wrong = PamStack.misplacement(in: lines) {
+                throw SetupError("\(file): \(wrong): logind would move the login out of its cgroup",
+                                 fix: "put it after pam_systemd.so ('pam-auth-update --enable loginchroot' does)")
+            }
+        }
+        guard !users.isEmpty else {
+            throw SetupError("no PAM service in /etc/pam.d uses pam_loginchroot.so: logins get no root",
+                             fix: "pam-auth-update --enable loginchroot (once 'loginchroot init' has made the store)")
+        }
+    }
+
+    /// Whether PAM service `name` runs the module, itself or through what it includes.
+    func pamService(_ name: String, reaches depth: Int) -> Bool {
+        guard depth < 8, let text = Self.pamDirectories.lazy.compactMap({ try? Files.read(joinPath($0, name)) }).first
+        else { return false }
+        let parsed = PamStack.parse(text)
+        return parsed.lines.contains(where: \.isLoginChroot) || parsed.includes.contains { pamService($0, reaches: depth + 1) }
     }
 }

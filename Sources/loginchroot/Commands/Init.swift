@@ -23,6 +23,10 @@ struct Init: ParsableCommand {
         let config = try global.load()
         let backend = Backends.make(config)
         try reporting {
+            // Before anything is made: a missing tool leaves nothing behind.
+            var programs = RequiredPrograms.forStore(config)
+            if debootstrap != nil { programs.append(RequiredProgram("debootstrap", in: "debootstrap")) }
+            try RequiredPrograms.require(programs)
             let state = StateStore(directory: config.stateDir)
             let lock = try state.masterLock()
             defer { withExtendedLifetime(lock) {} }

@@ -1,0 +1,30 @@
+// The programs `init` runs, each with the Debian package that has it:
+// `init` checks them before it makes anything, and `check` reports them.
+import LoginChrootCore
+import LoginChrootPlatform
+
+public struct RequiredProgram: Equatable {
+    public var name: String
+    public var package: String
+    public init(_ name: String, in package: String) { self.name = name; self.package = package }
+}
+
+public enum RequiredPrograms {
+    /// What making the store takes (a filesystem for it or for master).
+    public static func forStore(_ config: Config) -> [RequiredProgram] {
+        switch config.backend {
+        case .btrfs: return config.storeImage.isEmpty ? [] : [RequiredProgram("mkfs.btrfs", in: "btrfs-progs")]
+        case .dmThin: return [config.filesystem == .xfs ? RequiredProgram("mkfs.xfs", in: "xfsprogs")
+                                                        : RequiredProgram("mkfs.ext4", in: "e2fsprogs")]
+        case .overlay: return []
+        }
+    }
+
+    /// Throws, naming what to install, unless every program is there.
+    public static func require(_ programs: [RequiredProgram]) throws {
+        let missing = programs.filter { Processes.findProgram($0.name) == nil }
+        guard !missing.isEmpty else { return }
+        throw SetupError("\(missing.map(\.name).joined(separator: ", ")) not found",
+                         fix: "apt install \(Set(missing.map(\.package)).sorted().joined(separator: " "))")
+    }
+}
