@@ -7,9 +7,10 @@ struct Stop: ParsableCommand {
         discussion: """
             Refuses, with exit status \(Stop.rootsOpen), while any session root is open (a \
             quarantined one included): end them first ('loginchroot sessions', 'loginchroot end \
-            USER', 'loginchroot gc'). Otherwise reclaims leftovers as gc does, then unmounts a store image that 'start' mounted, or deactivates the dm-thin \
-            pool. A store you mount yourself stays mounted. Logins through the module are refused \
-            until 'loginchroot start'.
+            USER', 'loginchroot gc'). Otherwise reclaims leftovers as gc does, unmounts the state \
+            directory's pins, and unmounts a store image that 'start' mounted, or deactivates the \
+            dm-thin pool. A store you mount yourself stays mounted. Logins through the module are \
+            refused until 'loginchroot start'.
             """)
 
     /// EX_TEMPFAIL: the package's prerm refuses the removal on this status only.
@@ -29,7 +30,7 @@ struct Stop: ParsableCommand {
         }
         // What gc cannot reclaim (a store that is not online, say) stays
         // in the store; it does not keep the store online.
-        if let report = try? manager.gc() { report.failures.forEach { printError($0) } }
+        do { try manager.gc().failures.forEach { printError($0) } } catch { printError("gc: \(error)") }
         let done = try reporting { () -> String? in
             try StateStore(directory: config.stateDir).release()
             return try StoreMount.takeOffline(config)
