@@ -875,7 +875,7 @@ def test_a_login_from_a_delegated_cgroup_cannot_be_frozen_or_left(store, users, 
                         + store.pam_lines(module=conftest.DEBUG_MODULE))
             su = subprocess.Popen(
                 ["sh", "-c", f"echo $$ > {top}/term/cgroup.procs && exec setpriv --reuid={alice.pw_uid} "
-                             f"--regid={alice.pw_gid} --clear-groups su -l lctest1 -c 'sleep 3'"],
+                             f"--regid={alice.pw_gid} --clear-groups su -l lctest1 -c 'sleep {3 * conftest.TIME_SCALE}'"],
                 env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "LOGINCHROOT_TEST_CRASH_AT": f"{step}:pause",
                      "LOGINCHROOT_TEST_TRACE": trace},
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -889,11 +889,14 @@ def test_a_login_from_a_delegated_cgroup_cannot_be_frozen_or_left(store, users, 
             if frozen:
                 problems.append(f"at {step} alice could freeze {frozen}, where her su sits ({where})")
             if step == "open.record-saved":
-                # Then the session's own process (su's child once it runs).
-                while "open.joined" not in open(trace).read() and time.time() < deadline:
-                    time.sleep(0.02)
-                session = [pid for pid in map(int, open(os.path.join(CGROUP2, where.lstrip("/"), "cgroup.procs")
-                                                         ).read().split()) if pid != su.pid]
+                # Then the session's own process: su's child, once su has
+                # forked it (seconds later under emulation).
+                procs = os.path.join(CGROUP2, where.lstrip("/"), "cgroup.procs")
+                session = []
+                while not session and time.time() < deadline:
+                    with contextlib.suppress(FileNotFoundError):
+                        session = [pid for pid in map(int, open(procs).read().split()) if pid != su.pid]
+                    time.sleep(0.05)
                 for pid in session:
                     moved = subprocess.run(["sh", "-c", f"echo {pid} > {top}/term/cgroup.procs"], capture_output=True,
                                            user=alice.pw_uid, group=alice.pw_gid, extra_groups=[])
