@@ -14,6 +14,20 @@ final class ConfigParserTests: XCTestCase {
         XCTAssertEqual(config.runtimeDirectorySize, "10%")
     }
 
+    /// The example is the package's conffile, and its bind lines replace the
+    /// default list: a default added in the code but not there would never
+    /// reach a packaged machine. The man page lists the same lines.
+    func testTheShippedExampleAndTheManPageGiveTheDefaultBinds() throws {
+        let doc = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../doc")
+        let example = try String(contentsOf: doc.appendingPathComponent("loginchroot.conf.example"), encoding: .utf8)
+        XCTAssertEqual(try ConfigParser.parse(example, file: "loginchroot.conf.example").binds, Config.defaultBinds)
+        let bindLines = { (text: String) in text.split(separator: "\n").filter { $0.hasPrefix("bind = ") }
+            .map { $0.replacingOccurrences(of: "\\-", with: "-") } }
+        let manual = try String(contentsOf: doc.appendingPathComponent("loginchroot.conf.5"), encoding: .utf8)
+        let defaultList = manual.components(separatedBy: ".SS \"The default list\"")[1].components(separatedBy: ".fi")[0]
+        XCTAssertEqual(bindLines(defaultList), bindLines(example))
+    }
+
     func testSessionHardeningKeys() throws {
         let config = try ConfigParser.parse("[session]\nsetuid = no\nruntime_dir_size = 64M\n", file: "t.conf")
         XCTAssertFalse(config.allowSetuid)

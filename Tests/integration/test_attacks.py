@@ -622,6 +622,16 @@ for line in sys.stdin:                                # read again when asked
 """
 
 
+def session_shell(t):
+    """The pid a held session's shell wrote to /tmp/lc-shell-T."""
+    path = f"/tmp/lc-shell-{t}"
+    deadline = time.time() + 30 * conftest.TIME_SCALE
+    while not (os.path.exists(path) and open(path).read().strip()):
+        assert time.time() < deadline, "the session never wrote its shell's pid"
+        time.sleep(0.05)
+    return int(open(path).read())
+
+
 @pytest.fixture
 def setuid_pause():
     """A setuid-root program on the host that waits forever."""
@@ -658,11 +668,7 @@ def test_a_handle_held_from_outside_dies_with_the_root(store, users, per, setuid
     problems = []
     try:
         held.wait_until_in(store)
-        deadline = time.time() + 30 * conftest.TIME_SCALE
-        while not (os.path.exists(f"/tmp/lc-shell-{t}") and open(f"/tmp/lc-shell-{t}").read().strip()):
-            assert time.time() < deadline, "the session never wrote its shell's pid"
-            time.sleep(0.05)
-        shell = int(open(f"/tmp/lc-shell-{t}").read())
+        shell = session_shell(t)
         how = {"setuid": ["exec", setuid_pause], "mapping": ["map"]}.get(per, ["fd"])
         holder = subprocess.Popen(["python3", "-c", HOLDER, f"/proc/{shell}/root/srv/scratch/secret-{t}"] + how,
                                   user=alice.pw_uid, group=alice.pw_gid, extra_groups=[],
@@ -750,6 +756,21 @@ def test_a_login_stopped_inside_open_session_delays_no_other_user(store):
     assert not problems, "\n".join(problems)
 
 
+@contextlib.contextmanager
+def su_l_service(store):
+    """/etc/pam.d/su-l as a stack of the (debug) module alone, restored after."""
+    path = "/etc/pam.d/su-l"
+    saved = open(path).read()
+    try:
+        with open(path, "w") as f:
+            f.write("auth required pam_permit.so\naccount required pam_permit.so\n"
+                    + store.pam_lines(module=conftest.DEBUG_MODULE))
+        yield
+    finally:
+        with open(path, "w") as f:
+            f.write(saved)
+
+
 @host_tier
 def test_a_user_cannot_stop_their_own_su_inside_open_session(store, users):
     """su keeps the caller's real uid, so the caller may signal it. While
@@ -758,32 +779,26 @@ def test_a_user_cannot_stop_their_own_su_inside_open_session(store, users):
     control: the harness can reach su at all)."""
     t = token()
     trace = f"/tmp/lc-trace-{t}"
-    su_service = "/etc/pam.d/su-l"
-    saved = open(su_service).read()
     alice = users["lctest1"]
     try:
-        with open(su_service, "w") as f:
-            f.write("auth required pam_permit.so\naccount required pam_permit.so\n"
-                    + store.pam_lines(module=conftest.DEBUG_MODULE))
-        su = subprocess.Popen(["su", "-l", "lctest1", "-c", "sleep 2"], user=alice.pw_uid, group=alice.pw_gid,
-                              env={"PATH": "/usr/bin:/bin", "LOGINCHROOT_TEST_CRASH_AT": "open.record-saved:pause",
-                                   "LOGINCHROOT_TEST_TRACE": trace},
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 30 * conftest.TIME_SCALE
-        while not (os.path.exists(trace) and "open.record-saved" in open(trace).read()) and time.time() < deadline:
-            time.sleep(0.02)
-        as_alice = dict(user=alice.pw_uid, group=alice.pw_gid, extra_groups=[])
-        during = subprocess.run(["kill", "-STOP", str(su.pid)], capture_output=True, text=True, **as_alice)
-        while not os.path.exists(f"/proc/{su.pid}") or "open.joined" not in open(trace).read():
-            if time.time() > deadline:
-                break
-            time.sleep(0.02)
-        after = subprocess.run(["kill", "-0", str(su.pid)], capture_output=True, text=True, **as_alice)
-        os.kill(su.pid, 18)  # SIGCONT, in case the stop got through
-        out, err = su.communicate(timeout=60 * conftest.TIME_SCALE)
+        with su_l_service(store):
+            su = subprocess.Popen(["su", "-l", "lctest1", "-c", "sleep 2"], user=alice.pw_uid, group=alice.pw_gid,
+                                  env={"PATH": "/usr/bin:/bin", "LOGINCHROOT_TEST_CRASH_AT": "open.record-saved:pause",
+                                       "LOGINCHROOT_TEST_TRACE": trace},
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            deadline = time.time() + 30 * conftest.TIME_SCALE
+            while not (os.path.exists(trace) and "open.record-saved" in open(trace).read()) and time.time() < deadline:
+                time.sleep(0.02)
+            as_alice = dict(user=alice.pw_uid, group=alice.pw_gid, extra_groups=[])
+            during = subprocess.run(["kill", "-STOP", str(su.pid)], capture_output=True, text=True, **as_alice)
+            while not os.path.exists(f"/proc/{su.pid}") or "open.joined" not in open(trace).read():
+                if time.time() > deadline:
+                    break
+                time.sleep(0.02)
+            after = subprocess.run(["kill", "-0", str(su.pid)], capture_output=True, text=True, **as_alice)
+            os.kill(su.pid, 18)  # SIGCONT, in case the stop got through
+            out, err = su.communicate(timeout=60 * conftest.TIME_SCALE)
     finally:
-        with open(su_service, "w") as f:
-            f.write(saved)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(trace)
     problems = []
@@ -865,14 +880,9 @@ def test_a_login_from_a_delegated_cgroup_cannot_be_frozen_or_left(store, users, 
     alice = users["lctest1"]
     t = token()
     trace = f"/tmp/lc-trace-{t}"
-    su_service = "/etc/pam.d/su-l"
-    saved = open(su_service).read()
     problems = []
-    with delegated_cgroup(alice) as (top, other):
+    with delegated_cgroup(alice) as (top, other), su_l_service(store):
         try:
-            with open(su_service, "w") as f:
-                f.write("auth required pam_permit.so\naccount required pam_permit.so\n"
-                        + store.pam_lines(module=conftest.DEBUG_MODULE))
             su = subprocess.Popen(
                 ["sh", "-c", f"echo $$ > {top}/term/cgroup.procs && exec setpriv --reuid={alice.pw_uid} "
                              f"--regid={alice.pw_gid} --clear-groups su -l lctest1 -c 'sleep {3 * conftest.TIME_SCALE}'"],
@@ -915,8 +925,6 @@ def test_a_login_from_a_delegated_cgroup_cannot_be_frozen_or_left(store, users, 
             if su.returncode != 0:
                 problems.append(f"the su session failed: {out} {err}")
         finally:
-            with open(su_service, "w") as f:
-                f.write(saved)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(trace)
     record(f"class 9: a login from a cgroup delegated to its user, at {step}", store.backend, 1, 1 - bool(problems),
@@ -1216,11 +1224,7 @@ def test_a_host_process_of_the_user_cannot_nest_a_subvolume_in_their_root(store,
     problems = []
     try:
         held.wait_until_in(store)
-        deadline = time.time() + 30 * conftest.TIME_SCALE
-        while not (os.path.exists(f"/tmp/lc-shell-{t}") and open(f"/tmp/lc-shell-{t}").read().strip()):
-            assert time.time() < deadline, "the session never wrote its shell's pid"
-            time.sleep(0.05)
-        inside = f"/proc/{int(open(f'/tmp/lc-shell-{t}').read())}/root/srv/scratch/n-{t}"
+        inside = f"/proc/{session_shell(t)}/root/srv/scratch/n-{t}"
         as_alice = dict(user=alice.pw_uid, group=alice.pw_gid, extra_groups=[])
         control = run(["mkdir", f"{inside}/d"], check=False, **as_alice)
         attempt = run([helper, "escapes", "0", inside, inside], check=False, **as_alice).stdout
