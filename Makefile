@@ -75,6 +75,7 @@ install: build
 	install -m 755 $(CLI) $(DESTDIR)$(PREFIX)/sbin/loginchroot
 	install -m 644 doc/loginchroot.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/
 	install -m 644 doc/loginchroot.8 $(DESTDIR)$(PREFIX)/share/man/man8/
+	install -D -m 644 debian/loginchroot.pam-config $(DESTDIR)/usr/share/pam-configs/loginchroot
 	[ -e $(DESTDIR)/etc/loginchroot/loginchroot.conf ] || \
 		install -m 644 doc/loginchroot.conf.example $(DESTDIR)/etc/loginchroot/loginchroot.conf
 

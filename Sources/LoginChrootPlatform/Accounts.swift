@@ -83,7 +83,7 @@ public final class FileLock {
             guard errno == EWOULDBLOCK || errno == EINTR else { throw SystemError(call: "flock", path: path, errno: errno) }
             guard Clock.monotonicSeconds() < deadline else {
                 throw SetupError("\(path) has been locked by another process for \(timeoutSeconds)s",
-                                 fix: "find the stuck loginchroot process (fuser \(path)) and end it")
+                                 fix: "find the stuck loginchroot process (fuser -v \(path); apt install psmisc) and end it")
             }
             Processes.sleep(milliseconds: 20)
         }

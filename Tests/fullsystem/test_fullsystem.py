@@ -130,6 +130,12 @@ def test_the_journal_has_the_modules_lines_and_sshds_after_the_session_opened(ma
         problems.append("a message logged from inside the root did not reach the journal")
     if not re.search(r"pam_unix\(sshd:session\): session closed for user lcfs2", journal):
         problems.append("sshd's session-closed line (after the session opened) is not in the journal")
+    # The fix `check` gives for a missing /dev/log works here: its unit
+    # exists, and its way to read the reasons finds the module's lines.
+    hint = machine.ssh("root", "systemctl cat systemd-journald-dev-log.socket >/dev/null && "
+                       "journalctl -q --no-pager -g pam_loginchroot | grep -c 'entered new root'", check=False)
+    if hint.returncode != 0 or int(hint.stdout.strip() or 0) < 1:
+        problems.append(f"check's /dev/log fix does not work on Debian 12: {hint.stdout} {hint.stderr}")
     record("full system: the journal has the module's, sshd's and the session's lines", 1, 1 - bool(problems),
            "journalctl after an ssh login of lcfs2", problems)
     assert not problems, "\n".join(problems) + "\n" + journal[-3000:]
@@ -206,6 +212,63 @@ def test_the_user_manager_and_what_it_starts_run_inside_the_root(machine, instal
     record("full system: the user manager, systemd-run --user and D-Bus activation run in the root", 1,
            1 - bool(problems), "ssh session held; manager's ns and marker from the host; a probe service", problems)
     assert not problems, "\n".join(problems)
+
+
+def test_what_a_root_reaches_of_the_host_gives_no_more_than_the_host_does(machine, installed):
+    """The default binds this tier needed, attacked from inside a root by
+    its user, each beside a control that must succeed: the writable
+    /sys/fs/cgroup (leave the session's cgroup, freeze a parent; control:
+    make a cgroup in the subtree systemd delegated to the user), systemd's
+    notify socket (tell PID 1 the user manager is stopping, from one of
+    the user's services; control: the message is sent), logind's state
+    (write it; control: read it), the system bus (rename the host, linger,
+    start a system unit; control: read the host name). And a service of the
+    user's left running at logout dies with the root."""
+    user, uid = "lcfs1", 1000
+    delegated = f"/sys/fs/cgroup/user.slice/user-{uid}.slice/user@{uid}.service"
+    script = f"""
+        try() {{ if sh -c "$2" >/dev/null 2>&1; then echo "$1=yes"; else echo "$1=no"; fi; }}
+        own=/sys/fs/cgroup$(sed -n 's/^0:://p' /proc/self/cgroup)
+        try leave-cgroup 'echo $$ > /sys/fs/cgroup/cgroup.procs'
+        try freeze-parent "echo 1 > $(dirname $own)/cgroup.freeze"
+        try freeze-user-slice 'echo 1 > /sys/fs/cgroup/user.slice/cgroup.freeze'
+        try control-delegated-mkdir 'mkdir {delegated}/lc-probe && rmdir {delegated}/lc-probe'
+        grep -q ' /sys/fs/cgroup rw' /proc/self/mountinfo && echo control-cgroupfs-rw=yes
+        try notify-sent "systemd-run --user --wait -q sh -c 'NOTIFY_SOCKET=/run/systemd/notify systemd-notify STOPPING=1'"
+        try write-logind-state 'touch /run/systemd/sessions/lc-probe'
+        try control-read-logind-state 'ls /run/systemd/sessions | grep -q .'
+        try rename-host 'hostnamectl set-hostname lc-evil'
+        try linger 'loginctl enable-linger'
+        try start-system-unit 'busctl call org.freedesktop.systemd1 /org/freedesktop/systemd1 org.freedesktop.systemd1.Manager StartUnit ss cron.service replace'
+        try control-read-hostname 'test "$(hostnamectl hostname)" = lcfull'
+        systemd-run --user -q --unit=lc-left-behind sleep 900 && echo left-behind-started=yes
+    """
+    out = machine.ssh(user, script, check=False).stdout
+    said = dict(line.split("=", 1) for line in out.split() if "=" in line)
+    problems = []
+    for attack in ("leave-cgroup", "freeze-parent", "freeze-user-slice", "write-logind-state", "rename-host", "linger",
+                   "start-system-unit"):
+        if said.get(attack) != "no":
+            problems.append(f"{attack}: {said.get(attack, 'not tried')} (must fail)")
+    for control in ("control-delegated-mkdir", "control-cgroupfs-rw", "notify-sent", "control-read-logind-state",
+                    "control-read-hostname", "left-behind-started"):
+        if said.get(control) != "yes":
+            problems.append(f"{control}: {said.get(control, 'not reached')} (the control must succeed)")
+    host = machine.root(f"systemctl is-active user@{uid}.service; hostnamectl hostname; "
+                        f"ls /var/lib/systemd/linger 2>/dev/null; systemctl is-active cron", check=False)
+    if not host.startswith("active\n"):
+        problems.append(f"PID 1 took the user's notify message for their user manager's: {host}")
+    if "lc-evil" in host or user in host.split():
+        problems.append(f"the host changed: {host}")
+    left = roots_after_logout(machine)
+    if left != "no open session roots":
+        problems.append(f"the root outlived the logout: {left}")
+    survivors = machine.root(f"pgrep -u {user} -a", check=False)
+    if survivors.strip():
+        problems.append(f"a service of the user's outlived the logout: {survivors}")
+    record("full system: a root's user against the cgroupfs, notify socket, logind state and system bus binds", 1,
+           1 - bool(problems), " ".join(f"{k}={v}" for k, v in sorted(said.items())), problems)
+    assert not problems, "\n".join(problems) + "\n" + out
 
 
 def test_a_console_login_through_getty_and_login(machine, installed):

@@ -174,3 +174,24 @@ def test_installed_enabled_removed_and_purged_as_an_admin_does(system, deb):
                  "etc/systemd/system/multi-user.target.wants/loginchroot.service",
                  "etc/systemd/system/timers.target.wants/loginchroot-gc.timer", "usr/share/pam-configs/loginchroot"):
         assert not os.path.lexists(os.path.join(system, gone)), f"{gone} left after purge"
+
+
+def test_every_package_a_fix_hint_names_is_in_debian_12():
+    """Each `apt install PKG` in a message the product prints, and each
+    package RequiredPrograms names, is a package Debian 12's archive has
+    (apt-cache knows a candidate for it). The control: a made-up name has none."""
+    import re
+    sources = ""
+    for directory, _, names in os.walk(os.path.join(ROOT, "Sources")):
+        sources += "".join(open(os.path.join(directory, name)).read() for name in names if name.endswith(".swift"))
+    named = set()
+    for words in re.findall(r"apt install ((?:-t \S+ )?[a-z0-9][a-z0-9.+ -]*)", sources):
+        named.update(word for word in words.split() if not word.startswith("-") and word != "bookworm-backports")
+    named.update(re.findall(r'in: "([a-z0-9.+-]+)"', sources))
+    assert {"debootstrap", "btrfs-progs", "psmisc", "rsyslog"} <= named, named
+    def candidate(package):
+        policy = run(["apt-cache", "policy", package], check=False).stdout
+        return "Candidate:" in policy and "Candidate: (none)" not in policy
+    missing = sorted(package for package in named if not candidate(package))
+    assert not missing, f"fix hints name packages Debian 12 does not have: {missing}"
+    assert not candidate("loginchroot-no-such-package"), "apt-cache policy found a made-up package (the control)"

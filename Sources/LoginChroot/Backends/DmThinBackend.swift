@@ -50,7 +50,7 @@ public final class DmThinBackend: SnapshotBackend {
         let volumes = try loadMetadata().volumes.map { ThinNames.volume(config.poolName, $0.role) }
         for name in volumes + [poolName] where try DeviceMapper.info(name) != nil {
             do { try DeviceMapper.remove(name) } catch let error as SystemError where error.errno == EBUSY {
-                throw SetupError("device \(name) is in use", fix: "find its user (fuser -m /dev/mapper/\(name)) and end it")
+                throw SetupError("device \(name) is in use", fix: "end what holds it: \(whoHolds(name))")
             }
         }
         return true
@@ -319,7 +319,14 @@ public final class DmThinBackend: SnapshotBackend {
 
     private func busy(_ name: String) -> SetupError {
         SetupError("device \(name) is still open; the kernel removes it when its last user closes it",
-                   fix: "find its user (fuser -m /dev/mapper/\(name)); 'loginchroot gc' deletes the volume afterwards")
+                   fix: "end what holds it (\(whoHolds(name))); 'loginchroot gc' deletes the volume afterwards")
+    }
+
+    /// How to see what holds a device on a Debian 12 that has only what
+    /// this package depends on (fuser is in psmisc, which it may lack).
+    private func whoHolds(_ name: String) -> String {
+        "devices: ls /sys/class/block/$(basename $(readlink -f /dev/mapper/\(name)))/holders; "
+            + "processes: fuser -vm /dev/mapper/\(name) (apt install psmisc)"
     }
 
     private func create(_ role: ThinMetadata.Role, in metadata: inout ThinMetadata, current: Generation? = nil,

@@ -76,7 +76,7 @@ struct Check: ParsableCommand {
         record("syslog socket /dev/log") {
             guard Files.exists("/dev/log") else {
                 throw SetupError("no /dev/log: the module's reasons for refusing a login are lost",
-                                 fix: "run systemd-journald (it provides /dev/log; read the reasons with 'journalctl -g pam_loginchroot'), or apt install rsyslog")
+                                 fix: "under systemd: systemctl start systemd-journald-dev-log.socket (then read the reasons with 'journalctl -g pam_loginchroot'); without it: apt install rsyslog")
             }
         }
         record("PAM services that use the module") { try checkPamServices() }
