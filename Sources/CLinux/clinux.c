@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -56,6 +57,7 @@ int lc_harden_mount(const char *path, int nosuid)
     return (int)syscall(SYS_mount_setattr, AT_FDCWD, path, 0, &attr, sizeof(attr));
 }
 
+int lc_memfd(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
 int lc_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 int lc_pidfd_kill(int pidfd) { return (int)syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0); }
 

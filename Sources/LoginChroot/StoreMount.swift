@@ -54,10 +54,11 @@ public enum StoreMount {
         guard config.backend == .btrfs, !config.storeImage.isEmpty, !Files.exists(config.storeImage) else { return }
         try Files.makeDirectories(parentDirectory(of: config.storeImage))
         try Files.createSparse(config.storeImage, size: config.storeImageSize)
-        let status = try Processes.run(["mkfs.btrfs", "-q", config.storeImage])
-        guard status == 0 else {
+        let made = try Processes.runQuietly(["mkfs.btrfs", "-q", config.storeImage])
+        guard made.status == 0 else {
             _ = unlink(config.storeImage)
-            throw SetupError("mkfs.btrfs \(config.storeImage) failed (exit \(status))", fix: "install btrfs-progs")
+            throw SetupError("mkfs.btrfs \(config.storeImage) failed (exit \(made.status)):\n\(made.output)",
+                             fix: "see mkfs.btrfs's words above; the store image was removed, so init can run again")
         }
     }
 }

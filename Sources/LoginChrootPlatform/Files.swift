@@ -109,6 +109,14 @@ public enum Files {
     }
 
     /// Creates `path` (which must not exist) as a sparse file of `size` bytes.
+    /// Size and free space of the filesystem holding `path` (statvfs: the
+    /// free space an unprivileged user may use).
+    public static func space(at path: String) throws -> (totalBytes: UInt64, freeBytes: UInt64) {
+        var fs = statvfs()
+        try sys("statvfs", path) { statvfs(path, &fs) }
+        return (UInt64(fs.f_blocks) * UInt64(fs.f_frsize), UInt64(fs.f_bavail) * UInt64(fs.f_frsize))
+    }
+
     public static func createSparse(_ path: String, size: UInt64) throws {
         let file = try Descriptor.open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, mode: 0o600)
         try sys("ftruncate", path) { ftruncate(file.raw, off_t(size)) }

@@ -188,18 +188,66 @@ public enum Processes {
         while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
     }
 
-    /// Runs a program and waits for it (CLI only: the PAM module never spawns).
+    /// Runs a program and waits for it, its output on the terminal (CLI
+    /// only: the PAM module never spawns).
     public static func run(_ arguments: [String], environment: [String]? = nil) throws -> Int32 {
+        try wait(for: try spawn(arguments, environment: environment, output: nil), arguments[0])
+    }
+
+    /// What a program run quietly printed, and how it ended.
+    public struct Outcome {
+        public let status: Int32
+        /// The end of what it wrote to stdout and stderr (at most 4 KiB).
+        public let output: String
+    }
+
+    /// Runs a program with stdout and stderr in an unnamed file and stdin
+    /// on /dev/null, so the admin sees what a tool prints only when it
+    /// fails (mkfs's notes are noise on success). `waiting` is called about
+    /// once a second while it runs, for progress.
+    public static func runQuietly(_ arguments: [String], waiting: () -> Void = {}) throws -> Outcome {
+        let output = Descriptor(adopting: try sys("memfd_create", arguments[0]) { lc_memfd("loginchroot-output") })
+        let pid = try spawn(arguments, environment: nil, output: output.raw)
+        var status: Int32 = 0
+        while try sys("waitpid", arguments[0], { waitpid(pid, &status, WNOHANG) }) == 0 {
+            sleep(milliseconds: 1000)
+            waiting()
+        }
+        let size = try output.stat().st_size
+        try sys("lseek", arguments[0]) { lseek(output.raw, max(0, size - 4096), SEEK_SET) }
+        let tail = try output.readAll()
+        return Outcome(status: exitStatus(status), output: String(decoding: tail, as: UTF8.self))
+    }
+
+    private static func spawn(_ arguments: [String], environment: [String]?, output: Int32?) throws -> pid_t {
         var pid: pid_t = 0
         let argv = arguments.map { strdup($0) } + [nil]
         let env = (environment ?? defaultEnvironment).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) }; env.forEach { free($0) } }
-        let rc = posix_spawnp(&pid, arguments[0], nil, nil, argv, env)
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer {
+            argv.forEach { free($0) }
+            env.forEach { free($0) }
+            posix_spawn_file_actions_destroy(&actions)
+        }
+        if let output {
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+            posix_spawn_file_actions_adddup2(&actions, output, 1)
+            posix_spawn_file_actions_adddup2(&actions, output, 2)
+        }
+        let rc = posix_spawnp(&pid, arguments[0], &actions, nil, argv, env)
         guard rc == 0 else { throw SystemError(call: "posix_spawnp", path: arguments[0], errno: rc) }
+        return pid
+    }
+
+    private static func wait(for pid: pid_t, _ program: String) throws -> Int32 {
         var status: Int32 = 0
-        try sys("waitpid", arguments[0]) { waitpid(pid, &status, 0) }
-        if status & 0x7f == 0 { return (status >> 8) & 0xff }
-        return 128 + (status & 0x7f)
+        try sys("waitpid", program) { waitpid(pid, &status, 0) }
+        return exitStatus(status)
+    }
+
+    private static func exitStatus(_ status: Int32) -> Int32 {
+        status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
     }
 
     /// Where run() would find `program`: posix_spawnp searches this

@@ -104,3 +104,37 @@ func humanBytes(_ bytes: UInt64) -> String {
     let tenths = Int((value * 10).rounded())
     return "\(tenths / 10).\(tenths % 10) \(units[unit])"
 }
+
+/// A long step's progress on stderr: the step, what has been written to
+/// the filesystem at `measuring` so far, and the time taken. On a terminal
+/// one line is rewritten each second; in a log, a line every 30 s.
+final class Progress {
+    private let step: String
+    private let measuring: String
+    private let startFree: UInt64
+    private let started = time(nil)
+    private let onTerminal = isatty(2) == 1
+    private var ticks = 0
+
+    init(_ step: String, measuring path: String) {
+        self.step = step
+        measuring = path
+        startFree = (try? Files.space(at: path).freeBytes) ?? 0
+    }
+
+    func tick() {
+        ticks += 1
+        guard onTerminal || ticks % 30 == 0 else { return }
+        show(ending: onTerminal ? "" : "\n")
+    }
+
+    func finish() { if onTerminal { show(ending: "\n") } }
+
+    private func show(ending: String) {
+        let free = (try? Files.space(at: measuring).freeBytes) ?? startFree
+        let seconds = Int(time(nil) - started)
+        let timeTaken = "\(seconds / 60):\(seconds % 60 < 10 ? "0" : "")\(seconds % 60)"
+        var line = "\(onTerminal ? "\r" : "")loginchroot: \(step): \(humanBytes(startFree - min(free, startFree))) written, \(timeTaken)\(ending)"
+        line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+    }
+}

@@ -3,6 +3,7 @@ tarball, update, gc of generations, check naming problems, stop, and module
 arguments."""
 import json
 import os
+import shlex
 import shutil
 import tarfile
 import tempfile
@@ -137,6 +138,41 @@ def test_config_is_a_global_option_and_its_fix_hints_harm_nothing(store):
     assert f"fix: move {shared.name} into a directory that only root can write" in refused.stdout, refused.stdout
     assert "chmod" not in refused.stdout, refused.stdout
     assert oct(os.stat("/tmp").st_mode & 0o7777) == "0o1777"
+
+
+@needs_backend("btrfs")
+def test_init_shows_a_tools_output_only_when_it_fails_and_a_rerun_finishes_the_job(image_dir):
+    """init on a new btrfs store image: mkfs.btrfs's own notes stay out of
+    a run that works. A truncated tarball fails with tar's own words in
+    the error and an emptied master, after progress on the admin's
+    terminal; the same init with a whole tarball (the control) then makes
+    the store, and in a log says only that."""
+    base = tempfile.mkdtemp(prefix="lc-init-", dir="/var/lib")
+    os.chmod(base, 0o755)
+    store = Store("btrfs", base)
+    try:
+        write_config(store)
+        whole = os.path.join(base, "image.tar")
+        with tarfile.open(whole, "w") as tar:
+            tar.add(image_dir, arcname=".")
+        cut = os.path.join(base, "cut.tar")
+        with open(whole, "rb") as source, open(cut, "wb") as target:
+            target.write(source.read(os.path.getsize(whole) // 2))
+        # On a terminal (script(1) gives it one), as an admin runs it.
+        command = shlex.join([CLI, "init", "--from-tar", cut, "--config", store.config])
+        failed = run(["script", "-qec", command, "/dev/null"], check=False)
+        said = failed.stdout.replace("\r", "\n")
+        assert failed.returncode == 1, said
+        assert f"extracting {cut} into master: " in said and " written, 0:" in said, f"no progress shown:\n{said}"
+        assert "tar failed with exit status 2" in said and "Unexpected EOF" in said, said
+        assert "master was emptied: run the same 'loginchroot init' again" in said, said
+        assert "NOTE" not in said, "mkfs.btrfs's notes were shown although it worked"
+        made = store.cli("init", "--from-tar", whole)
+        assert made.stdout == "store ready at %s (btrfs); published gen-1\n" % store.path, made.stdout
+        assert made.stderr == "", made.stderr
+        assert os.path.exists(f"{store.path}/stable/gen-1/etc/loginchroot-image")
+    finally:
+        destroy_store(store)
 
 
 @needs_backend("btrfs")

@@ -19,6 +19,8 @@ int lc_harden_mount(const char *path, int nosuid);
 /* pidfd_open(2) and pidfd_send_signal(2) with SIGKILL: a kill that reaches
  * the process the fd was opened for, or nobody, never a reused pid. */
 int lc_pidfd_open(pid_t pid);
+/* An unnamed in-memory file (close-on-exec), for a program's output. */
+int lc_memfd(const char *name);
 int lc_pidfd_kill(int pidfd);
 /* getresuid(2), and setresuid(2) of the real uid alone. */
 int lc_getresuid(uid_t *real, uid_t *effective, uid_t *saved);

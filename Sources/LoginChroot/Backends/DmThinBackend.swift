@@ -201,9 +201,10 @@ public final class DmThinBackend: SnapshotBackend {
         let device = DeviceMapper.devicePath(ThinNames.volume(config.poolName, .master))
         if !hasFilesystem(device) {
             let command = ["mkfs.\(config.filesystem.rawValue)", "-q", device]
-            let status = try Processes.run(command)
-            guard status == 0 else {
-                throw SetupError("\(command[0]) on \(device) failed (exit \(status))", fix: "install e2fsprogs (or xfsprogs)")
+            let made = try Processes.runQuietly(command)
+            guard made.status == 0 else {
+                throw SetupError("\(command[0]) on \(device) failed (exit \(made.status)):\n\(made.output)",
+                                 fix: "see \(command[0])'s words above, then run init again")
             }
         }
     }

@@ -135,10 +135,11 @@ public final class OverlayBackend: SnapshotBackend {
         _ = try removeTemporaries()  // what interrupted publishes left (the caller holds master.lock)
         let generation = try store.nextGeneration()
         let temporary = store.generation(generation) + ".tmp"
-        let status = try Processes.run(["cp", "-a", "-T", "--reflink=auto", store.master, temporary])
-        guard status == 0 else {
+        let copied = try Processes.runQuietly(["cp", "-a", "-T", "--reflink=auto", store.master, temporary])
+        guard copied.status == 0 else {
             _ = try? removeTemporaries()
-            throw SetupError("copying master to \(temporary) failed (cp exit \(status))", fix: "check free space in \(store.path)")
+            throw SetupError("copying master to \(temporary) failed (cp exit \(copied.status)):\n\(copied.output)",
+                             fix: "check free space in \(store.path)")
         }
         CrashPoint.reached("publish.snapshot-made")
         try sys("rename", temporary) { rename(temporary, store.generation(generation)) }

@@ -162,10 +162,8 @@ public struct StoreLayout {
     public func usage() throws -> SpaceUsage { try StoreLayout.usage(at: path) }
 
     static func usage(at path: String) throws -> SpaceUsage {
-        var fs = statvfs()
-        try sys("statvfs", path) { statvfs(path, &fs) }
-        return SpaceUsage(totalBytes: UInt64(fs.f_blocks) * UInt64(fs.f_frsize),
-                          freeBytes: UInt64(fs.f_bavail) * UInt64(fs.f_frsize))
+        let space = try Files.space(at: path)
+        return SpaceUsage(totalBytes: space.totalBytes, freeBytes: space.freeBytes)
     }
 }
 
