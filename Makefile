@@ -62,10 +62,11 @@ test: deps unit-test integration-test demo lab-test package-test system-test
 	python3 scripts/reliability-report.py
 
 # Benchmarks, not tests: BENCHMARKS.md, side by side with schroot and LVM
-# (bench/bench.py; the dm-thin part boots the VM lab).
+# (bench/bench.py; the dm-thin part boots the VM lab, the ssh login on a
+# systemd machine the full-system lab, with the package).
 bench:
 	sh scripts/install-deps.sh bench
-	$(MAKE) build
+	$(MAKE) build deb
 	python3 bench/bench.py
 
 install: build
@@ -76,6 +77,7 @@ install: build
 	install -m 644 doc/loginchroot.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/
 	install -m 644 doc/loginchroot.8 $(DESTDIR)$(PREFIX)/share/man/man8/
 	install -D -m 644 debian/loginchroot.pam-config $(DESTDIR)/usr/share/pam-configs/loginchroot
+	install -D -m 644 polkit/50-loginchroot.rules $(DESTDIR)/etc/polkit-1/rules.d/50-loginchroot.rules
 	[ -e $(DESTDIR)/etc/loginchroot/loginchroot.conf ] || \
 		install -m 644 doc/loginchroot.conf.example $(DESTDIR)/etc/loginchroot/loginchroot.conf
 

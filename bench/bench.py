@@ -3,7 +3,8 @@
 the tools an admin would otherwise use, in one run; writes BENCHMARKS.md.
 
     bench.py [--cycles N] [--skip-lab]   host part, the VM lab part, the report
-    bench.py measure host|lab OUT.json   one part (the lab part runs in the VM lab)
+    bench.py measure host|lab|system OUT.json   one part (the lab part runs
+                                         in the VM lab; system boots the full-system lab)
     bench.py report OUT.md JSON...       the report from parts already measured
 
 Every figure of a comparison comes from the same run, measured in
@@ -28,6 +29,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "Tests/integration"))
 import conftest as kit  # noqa: E402  the test harness's stores, users and held sessions
 from test_clients import SshClient  # noqa: E402
+sys.path.insert(0, os.path.join(ROOT, "Tests/fullsystem"))
+import systemlab  # noqa: E402  the full-system lab: a booted Debian 12 with systemd
 
 import report  # noqa: E402
 
@@ -36,6 +39,9 @@ CROWD = report.CROWD  # processes one held session of another user runs, in a ro
 ROUNDS = 4  # the cycles of each comparison are split into this many interleaved rounds
 BENCH_USERS = [f"lcb{i:03d}" for i in range(1 + max(SCALES))]  # the measured one, then those held open
 LARGE_PAYLOAD = ("usr/share/doc", "usr/share/locale", "usr/share/man")  # about 350 MiB in 34,000 files
+# Cold ssh logins per side on the full system: each waits for the previous
+# one's user manager to stop (UserStopDelaySec, 10 s) and its root to go.
+SYSTEM_CYCLES = 12
 # Under emulation every file copied into the pool costs: the lab's large image is smaller.
 LAB_LARGE_PAYLOAD = ("usr/share/man",)
 LAB_ANCHOR_CYCLES = ROUNDS
@@ -476,13 +482,58 @@ def run_lab(out_path, cycles):
         shutil.rmtree(lab, ignore_errors=True)
 
 
+def measure_system(out_path, cycles):
+    """A full ssh login on the full-system lab's Debian 12 (systemd, logind,
+    the user manager, the package installed, a dm-thin store): from
+    starting `ssh lcfs1@127.0.0.1 echo ready` to its first line, with the
+    package's profile enabled and, alternately, disabled (pam-auth-update,
+    as an admin switches it; not timed). Every login is cold: the previous
+    one's user manager and root are gone before it starts."""
+    user, uid = "lcfs1", 1000
+    cycles = min(cycles, SYSTEM_CYCLES)
+    progress(f"the full-system lab: booting, installing the package, {cycles} cold ssh logins per side")
+    machine = systemlab.boot()
+    try:
+        systemlab.install_package(machine)
+        systemlab.make_store(machine)
+        samples = {"loginchroot": [], "without": []}
+        command = ["ssh", *machine.options, "-p", str(machine.port), f"{user}@127.0.0.1", "echo ready"]
+        for i in range(2 * cycles + 2):  # the first pair warms up
+            side = "loginchroot" if i % 2 == 0 else "without"
+            systemlab.enable_module(machine, side == "loginchroot")
+            deadline = time.monotonic() + 120
+            while machine.root(f"systemctl is-active user@{uid}.service; loginchroot sessions",
+                               check=False).split() != ["inactive", "no", "open", "session", "roots"]:
+                if time.monotonic() > deadline:
+                    sys.exit("bench: the previous login's user manager or root never ended")
+                time.sleep(1)
+            start = time.monotonic_ns()
+            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+            first = proc.stdout.readline()
+            elapsed = time.monotonic_ns() - start
+            proc.communicate(timeout=300)
+            if i >= 2 and first.strip() == b"ready" and proc.returncode == 0:
+                samples[side].append(elapsed)
+        info = {"kernel": machine.root("uname -r").strip(), "cpu": "QEMU TCG (full system, systemd as PID 1)",
+                "cpus": 2, "memory_gib": 2, "loginchroot": machine.root("dpkg-query -W -f '${Version}' loginchroot"),
+                "openssh": machine.ssh("root", "ssh -V", check=False).stderr.strip(), "emulated": True,
+                "tier": "system", "when": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    finally:
+        machine.stop()
+    with open(out_path, "w") as f:
+        json.dump({"machine": info, "results": [],
+                   "ssh": [{"backend": "dm-thin, full system", **samples, "cycles": cycles}]}, f)
+
+
 def run_all(cycles, skip_lab):
     out = os.path.join(ROOT, ".build/bench")
     os.makedirs(out, exist_ok=True)
     parts = [os.path.join(out, "host.json")]
-    if not skip_lab:  # first: the longer part, and the one more likely to fail
+    if not skip_lab:  # first: the longer parts, and the ones more likely to fail
         parts.append(os.path.join(out, "lab.json"))
-        run_lab(parts[1], cycles)
+        run_lab(parts[-1], cycles)
+        parts.append(os.path.join(out, "system.json"))
+        measure_system(parts[-1], cycles)
     measure_host(parts[0], cycles)
     targets = report.write(os.path.join(ROOT, "BENCHMARKS.md"), [json.load(open(p)) for p in parts])
     print("\n".join(["bench: the targets (BENCHMARKS.md says why where one is not met):", *targets]), flush=True)
@@ -492,10 +543,11 @@ def run_all(cycles, skip_lab):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cycles", type=int, default=200, help="cycles per measurement (default 200)")
-    parser.add_argument("--skip-lab", action="store_true", help="measure on this machine only (no dm-thin)")
+    parser.add_argument("--skip-lab", action="store_true",
+                        help="measure on this machine only (no dm-thin, no full system)")
     sub = parser.add_subparsers(dest="command")
     m = sub.add_parser("measure")
-    m.add_argument("tier", choices=["host", "lab"])
+    m.add_argument("tier", choices=["host", "lab", "system"])
     m.add_argument("out")
     r = sub.add_parser("report")
     r.add_argument("out")
@@ -504,7 +556,7 @@ def main():
     if os.geteuid() != 0:
         sys.exit("bench: needs root (real mounts, users and PAM)")
     if args.command == "measure":
-        (measure_host if args.tier == "host" else measure_lab)(args.out, args.cycles)
+        {"host": measure_host, "lab": measure_lab, "system": measure_system}[args.tier](args.out, args.cycles)
     elif args.command == "report":
         print("\n".join(report.write(args.out, [json.load(open(p)) for p in args.parts])))
     else:

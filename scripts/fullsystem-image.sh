@@ -18,7 +18,7 @@ mkdir -p "$dir"
 kernel=$(ls /boot/vmlinuz-*-amd64 | sort -V | tail -n 1)
 release=${kernel#/boot/vmlinuz-}
 golden_packages=procps,iproute2,dbus,dbus-user-session,systemd
-packages=systemd-sysv,systemd,dbus,libpam-systemd,openssh-server,openssh-client,sudo,cron,procps,kmod,udev,iproute2
+packages=systemd-sysv,systemd,dbus,libpam-systemd,polkitd,openssh-server,openssh-client,sudo,cron,procps,kmod,udev,iproute2
 packages+=,btrfs-progs,e2fsprogs,libdevmapper1.02.1,dmsetup,debootstrap,python3,less,psmisc
 # What was built from what: a change of either list or of the kernel builds again.
 recipe="$release $golden_packages $packages $(sha256sum "$0" | cut -c1-16)"

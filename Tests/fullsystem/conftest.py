@@ -1,20 +1,16 @@
-"""The full-system lab: a Debian 12 machine (scripts/fullsystem-image.sh)
-booted under qemu with systemd as PID 1, driven from this machine over ssh
-(a port forwarded on 127.0.0.1 only; the guest has no other network) and
-over its serial console (pexpect). One boot serves the whole tier.
+"""The full-system tier: one boot of the full-system lab (systemlab.py)
+serves the whole tier.
 """
 import contextlib
 import json
 import os
-import socket
-import subprocess
 import time
 
-import pexpect
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-LAB = os.environ.get("LC_FULLSYSTEM_DIR", os.path.join(ROOT, ".build/fullsystem"))
+import systemlab
+
+ROOT = systemlab.ROOT
 RELIABILITY_LOG = os.environ.get("LC_RELIABILITY_LOG", os.path.join(ROOT, ".build/reliability/system.jsonl"))
 USERS = ("lcfs1", "lcfs2")  # made by the image script; password "lcfs"
 PASSWORD = "lcfs"
@@ -30,92 +26,11 @@ def record(case, tries, held, measured="", problems=()):
                             "when": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Machine:
-    def __init__(self, directory):
-        self.directory = directory
-        self.port = free_port()
-        self.key = os.path.join(directory, "id_ed25519")
-        self.options = ["-q", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                        "-o", "ConnectTimeout=20", "-i", self.key]
-        disk = os.path.join(directory, "run.qcow2")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(disk)
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "system.img", "-F", "raw", disk], check=True,
-                       cwd=directory)
-        for name, size in (("data.disk", "4G"), ("meta.disk", "64M")):  # the thin pool's disks
-            path = os.path.join(directory, name)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            subprocess.run(["truncate", "-s", size, path], check=True)
-        kernel = open(os.path.join(directory, "kernel")).read().strip()
-        self.log = open(os.path.join(directory, "console.log"), "w")
-        started = time.monotonic()
-        self.console = pexpect.spawn(
-            "qemu-system-x86_64",
-            ["-m", "2G", "-smp", "2", "-nographic", "-kernel", f"/boot/vmlinuz-{kernel}",
-             "-initrd", f"/boot/initrd.img-{kernel}", "-append", "root=/dev/vda rw console=ttyS0 quiet",
-             "-drive", f"file={disk},if=virtio,format=qcow2",
-             "-drive", f"file={os.path.join(directory, 'data.disk')},if=virtio,format=raw",
-             "-drive", f"file={os.path.join(directory, 'meta.disk')},if=virtio,format=raw",
-             "-nic", f"user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:22",
-             "-serial", "mon:stdio"],
-            encoding="utf-8", codec_errors="replace", timeout=600, logfile=self.log)
-        self.wait_until_up()
-        self.boot_seconds = time.monotonic() - started
-
-    def wait_until_up(self):
-        self.console.expect("lcfull login:", timeout=600)
-        deadline = time.monotonic() + 300
-        while self.ssh("root", "systemctl is-system-running --wait", check=False, timeout=300).returncode == 255:
-            if time.monotonic() > deadline:
-                raise AssertionError("ssh never came up")
-            time.sleep(2)
-
-    def ssh(self, user, command, check=True, tty=False, timeout=300, input=None):
-        result = subprocess.run(["ssh", *self.options, "-p", str(self.port), *(["-tt"] if tty else []), f"{user}@127.0.0.1", command],
-                                capture_output=True, text=True, errors="replace", timeout=timeout, input=input,
-                                stdin=None if input is not None else subprocess.DEVNULL)
-        if check and result.returncode != 0:
-            raise AssertionError(f"ssh {user}: {command} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-        return result
-
-    def ssh_in_background(self, user, command):
-        return subprocess.Popen(["ssh", *self.options, "-p", str(self.port), f"{user}@127.0.0.1", command], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def root(self, command, **kw):
-        return self.ssh("root", command, **kw).stdout
-
-    def copy_in(self, path, target):
-        subprocess.run(["scp", *self.options, "-P", str(self.port), path, f"root@127.0.0.1:{target}"], check=True, timeout=300)
-
-    def reboot(self):
-        started = time.monotonic()
-        self.ssh("root", "systemctl reboot", check=False, timeout=60)
-        self.wait_until_up()
-        return time.monotonic() - started
-
-    def stop(self):
-        if self.console.isalive():
-            self.ssh("root", "systemctl poweroff", check=False, timeout=60)
-            with contextlib.suppress(pexpect.EOF, pexpect.TIMEOUT):
-                self.console.expect(pexpect.EOF, timeout=120)
-            self.console.terminate(force=True)
-        self.log.close()
-
-
 @pytest.fixture(scope="session")
 def machine():
     with contextlib.suppress(FileNotFoundError):
         os.unlink(RELIABILITY_LOG)  # this run's rows only
-    subprocess.run(["bash", os.path.join(ROOT, "scripts/fullsystem-image.sh"), LAB], check=True)
-    machine = Machine(LAB)
+    machine = systemlab.boot()
     print(f"\nfull-system lab: booted to a login prompt and ssh in {machine.boot_seconds:.0f} s")
     yield machine
     machine.stop()

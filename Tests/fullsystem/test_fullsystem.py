@@ -8,17 +8,15 @@ open; apt purge.
 
 The tests run in file order, on one boot (conftest.py).
 """
-import glob
-import os
 import re
+import subprocess
 import time
 
-import pexpect
 import pytest
 
-from conftest import MARKER, PASSWORD, ROOT, record
-
-CONFIG = "/etc/loginchroot/loginchroot.conf"
+import systemlab
+from conftest import MARKER, PASSWORD, record
+from systemlab import CONFIG
 
 
 def pam_digests(machine):
@@ -29,20 +27,14 @@ def pam_digests(machine):
 def installed(machine):
     """The package installed, the store made, the module enabled; and what
     /etc/pam.d held before, for the purge at the end."""
-    debs = sorted(glob.glob(os.path.join(ROOT, ".build/deb/loginchroot_*_amd64.deb")), key=os.path.getmtime)
-    assert debs, "no package: run 'make deb' first"
     before = pam_digests(machine)
-    machine.copy_in(debs[-1], "/root/loginchroot.deb")
-    machine.root("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends /root/loginchroot.deb")
+    systemlab.install_package(machine)
     assert pam_digests(machine) == before, "installing the package must change nothing in /etc/pam.d"
-    machine.root(f"sed -i -e 's/^backend = .*/backend = dm-thin/' -e 's|^data_device =.*|data_device = /dev/vdb|' "
-                 f"-e 's|^metadata_device =.*|metadata_device = /dev/vdc|' -e 's/^volume_size = .*/volume_size = 1G/' "
-                 f"{CONFIG}")
-    machine.root("loginchroot init --from-tar /root/golden.tar", timeout=1200)
+    systemlab.make_store(machine)
     unused = machine.ssh("root", "loginchroot check", check=False)
     assert unused.returncode == 1 and "FAIL  PAM services that use the module" in unused.stdout \
         and "fix: pam-auth-update --enable loginchroot" in unused.stdout, f"check before enabling:\n{unused.stdout}"
-    machine.root("DEBIAN_FRONTEND=noninteractive pam-auth-update --enable loginchroot")
+    systemlab.enable_module(machine)
     enabled = machine.root("loginchroot check")
     assert "ok    the user manager (systemd-user) gets a root" in enabled and "ok    syslog socket /dev/log" in enabled, enabled
     return before
@@ -52,16 +44,22 @@ def host_namespace(machine):
     return machine.root("readlink /proc/1/ns/mnt").strip()
 
 
+def wait_for(condition, seconds=120):
+    """Whether `condition()` came true within `seconds` (asked every 2 s)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(2)
+    return True
+
+
 def roots_after_logout(machine, seconds=60):
     """What `loginchroot sessions` says once the user manager, a session of
     the root too, has stopped (UserStopDelaySec, 10 s after the last
     logout) and its ExecStopPost gc has run."""
-    deadline = time.monotonic() + seconds
-    while True:
-        found = machine.root("loginchroot sessions").strip()
-        if found == "no open session roots" or time.monotonic() > deadline:
-            return found
-        time.sleep(2)
+    wait_for(lambda: machine.root("loginchroot sessions").strip() == "no open session roots", seconds)
+    return machine.root("loginchroot sessions").strip()
 
 
 def test_the_package_is_enabled_after_pam_systemd(machine, installed):
@@ -178,11 +176,7 @@ def test_the_user_manager_and_what_it_starts_run_inside_the_root(machine, instal
     login = machine.ssh_in_background("lcfs2", "sleep 900")
     problems = []
     try:
-        deadline = time.monotonic() + 120
-        while "active" != machine.root("systemctl is-active user@1001.service", check=False).strip():
-            if time.monotonic() > deadline:
-                break
-            time.sleep(2)
+        wait_for(lambda: machine.root("systemctl is-active user@1001.service", check=False).strip() == "active")
         machine.root("rm -f /tmp/lc-probe-1001")
         inside = machine.ssh("lcfs2", "readlink /proc/self/ns/mnt; systemctl --user is-system-running --wait; "
                              f"systemd-run --user --wait -q -P cat {MARKER}; "
@@ -211,6 +205,73 @@ def test_the_user_manager_and_what_it_starts_run_inside_the_root(machine, instal
         problems.append(f"processes of lcfs2 survived: {survivors}")
     record("full system: the user manager, systemd-run --user and D-Bus activation run in the root", 1,
            1 - bool(problems), "ssh session held; manager's ns and marker from the host; a probe service", problems)
+    assert not problems, "\n".join(problems)
+
+
+POLKIT_RULE = "/usr/share/polkit-1/rules.d/50-loginchroot.rules"
+
+
+def test_only_root_makes_a_user_linger(machine, installed):
+    """logind's own policy lets every user linger (set-self-linger: yes),
+    which would keep their root and all it runs past every logout. The
+    package's polkit rule says no; the control: with the rule moved away,
+    the same user's `loginctl enable-linger` works (polkit runs, so the
+    refusal is the rule's)."""
+    user = "lcfs2"
+    problems = []
+    refused = machine.ssh(user, "loginctl enable-linger", check=False)
+    if refused.returncode == 0:
+        problems.append("a user made themselves linger despite the package's polkit rule")
+    machine.root(f"mv {POLKIT_RULE} /root/polkit-rule.saved")
+    try:
+        # polkitd rereads its rules when the directory changes.
+        allowed = wait_for(lambda: machine.ssh(user, "loginctl enable-linger", check=False).returncode == 0, 60)
+    finally:
+        machine.root(f"mv /root/polkit-rule.saved {POLKIT_RULE}; loginctl disable-linger {user}")
+    if not allowed:
+        problems.append("without the rule the user could not linger either (the control): is polkit running?")
+    left = roots_after_logout(machine, seconds=90)
+    if left != "no open session roots":
+        problems.append(f"a root outlived the test's logins: {left}")
+    record("full system: only root makes a user linger (the package's polkit rule)", 1, 1 - bool(problems),
+           refused.stderr.strip()[:200], problems)
+    assert not problems, "\n".join(problems)
+
+
+def test_a_lingering_users_manager_makes_the_root_and_keeps_it_until_the_linger_ends(machine, installed):
+    """`loginctl enable-linger USER` (root's, on the host) starts the
+    user's manager with no login: it makes the user's root then, a login
+    joins it, and it outlives the logout; `disable-linger` ends the manager
+    and, through its ExecStopPost gc, the root."""
+    user, uid = "lcfs2", 1001
+    assert roots_after_logout(machine) == "no open session roots", "the tier left a root open before this test"
+    machine.root(f"loginctl enable-linger {user}")
+    problems = []
+    try:
+        if not wait_for(lambda: machine.root(f"systemctl is-active user@{uid}.service", check=False).strip() == "active"):
+            problems.append("the lingering user's manager never started")
+        manager = machine.root(f"pid=$(systemctl show -p MainPID --value user@{uid}.service); "
+                               f"readlink /proc/$pid/ns/mnt; cat /proc/$pid/root{MARKER}", check=False)
+        login = machine.ssh(user, "readlink /proc/self/ns/mnt", check=False).stdout
+        namespace = re.search(r"mnt:\[\d+\]", manager)
+        if f"uid={uid}" not in manager or not namespace or namespace.group(0) == host_namespace(machine):
+            problems.append(f"the lingering manager is not in a root of the user's: {manager}")
+        elif namespace.group(0) not in login:
+            problems.append(f"a login did not join the lingering manager's root: manager {manager}, login {login}")
+        time.sleep(15)  # past UserStopDelaySec: without the linger the manager would stop now
+        kept = machine.root("loginchroot sessions")
+        if user not in kept:
+            problems.append(f"the root did not outlive the logout while the user lingers: {kept}")
+    finally:
+        machine.root(f"loginctl disable-linger {user}")
+    left = roots_after_logout(machine, seconds=90)
+    if left != "no open session roots":
+        problems.append(f"the root outlived disable-linger: {left}")
+    survivors = machine.root(f"pgrep -u {user} -a", check=False)
+    if survivors.strip():
+        problems.append(f"processes of {user} survived disable-linger: {survivors}")
+    record("full system: loginctl enable-linger makes the root at once, disable-linger ends it", 1, 1 - bool(problems),
+           "manager's ns and marker from the host; a login joins; kept 15 s after logout", problems)
     assert not problems, "\n".join(problems)
 
 
@@ -271,6 +332,121 @@ def test_what_a_root_reaches_of_the_host_gives_no_more_than_the_host_does(machin
     assert not problems, "\n".join(problems) + "\n" + out
 
 
+def test_a_users_cron_job_runs_in_a_root_that_ends_with_the_job(machine, installed):
+    """cron's PAM service includes common-session-noninteractive, so a job
+    of the user's (installed by root on the host: crontab -u) runs in a
+    root of its own, and the root ends with the job (cron's stack has no
+    pam_systemd, so no user manager holds it)."""
+    user, uid = "lcfs1", 1000
+    out = f"/tmp/lc-cron-{uid}"
+    machine.root(f"rm -f {out}; echo '* * * * * cat {MARKER} > {out}.part; readlink /proc/self/ns/mnt >> {out}.part; "
+                 f"mv {out}.part {out}' | crontab -u {user} -")
+    try:
+        ran = wait_for(lambda: machine.ssh("root", f"test -s {out}", check=False).returncode == 0, seconds=150)
+    finally:
+        machine.root(f"crontab -u {user} -r")
+    job = machine.root(f"cat {out}", check=False)
+    problems = []
+    if not ran:
+        problems.append("the cron job never ran (the control)")
+    elif f"uid={uid}" not in job or host_namespace(machine) in job:
+        problems.append(f"the cron job did not run in a root of the user's: {job}")
+    left = roots_after_logout(machine)
+    if left != "no open session roots":
+        problems.append(f"the cron job's root outlived the job: {left}")
+    record("full system: a user's cron job runs in a root that ends with it", 1, 1 - bool(problems),
+           job.strip().replace("\n", " "), problems)
+    assert not problems, "\n".join(problems)
+
+
+MOTD = "The programs included with the Debian GNU/Linux system are free software"
+
+
+def test_a_refused_login_stops_at_the_module_without_the_hosts_motd(machine, installed):
+    """A session the module refuses ends the stack there (requisite): no
+    shell, no motd, and pam_motd never runs on the host for the user (a
+    probe in the host's /etc/update-motd.d records the loginuid of every
+    login that runs it). The refusal: a config that does not parse, which
+    fails closed. Controls: the same login with the config whole shows the
+    motd (from the root's /etc/motd) and runs the shell; root's own logins
+    (exempt) reach the probe."""
+    user, uid = "lcfs1", 1000
+    shell = "echo ran-$((6*7)); exit\n"
+    probe = "/etc/update-motd.d/99-lc-probe"
+    machine.ssh("root", f"cat > {probe}; chmod 755 {probe}; rm -f /run/lc-motd-probe",
+                input='#!/bin/sh\necho "$(cat /proc/self/loginuid)" >> /run/lc-motd-probe\n')
+    problems = []
+    try:
+        opened = machine.ssh(user, "", tty=True, input=shell, check=False).stdout
+        assert roots_after_logout(machine) == "no open session roots"  # its gc must read a whole config
+        machine.root(f"cp -p {CONFIG} /root/config.saved; echo 'lc_bogus_setting = 1' >> {CONFIG}")
+        try:
+            refused = machine.ssh(user, "", tty=True, input=shell, check=False)
+        finally:
+            machine.root(f"mv /root/config.saved {CONFIG}")
+        probed = machine.root("cat /run/lc-motd-probe", check=False).split()
+        journal = machine.root("journalctl -q --no-pager --since=-3min -o cat -g pam_loginchroot", check=False)
+    finally:
+        machine.root(f"rm -f {probe} /run/lc-motd-probe")
+    if "ran-42" not in opened or MOTD not in opened:
+        problems.append(f"the control login did not show the motd and run the shell: {opened}")
+    if "ran-42" in refused.stdout or MOTD in refused.stdout:
+        problems.append(f"the refused login went on: {refused.stdout}")
+    if str(uid) in probed:
+        problems.append(f"pam_motd ran on the host for the refused user: {probed}")
+    if "0" not in probed:
+        problems.append(f"the probe never ran for root's own logins (the control): {probed}")
+    if "unknown key 'lc_bogus_setting'" not in journal:
+        problems.append(f"the journal does not say why the login was refused: {journal[-2000:]}")
+    record("full system: a refused login stops at the module (no shell, no motd, nothing on the host)", 1,
+           1 - bool(problems), f"refused ssh exit {refused.returncode}; probe saw loginuids {sorted(set(probed))}",
+           problems)
+    assert not problems, "\n".join(problems)
+
+
+def test_an_upgrade_restarts_nothing_under_an_open_session(machine, installed, tmp_path):
+    """The same package with a higher version, installed with apt while a
+    session is open: loginchroot.service and the gc timer keep their
+    invocation (nothing stopped or restarted them), the session keeps its
+    root, and a new login joins it."""
+    unpacked = tmp_path / "unpacked"
+    subprocess.run(["dpkg-deb", "-R", systemlab.newest_package(), str(unpacked)], check=True)
+    control = (unpacked / "DEBIAN/control").read_text()
+    version = re.search(r"^Version: (.+)$", control, re.M).group(1)
+    (unpacked / "DEBIAN/control").write_text(control.replace(f"Version: {version}", f"Version: {version}+upgrade1"))
+    upgrade = tmp_path / "loginchroot-upgrade.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zxz", "-b", str(unpacked), str(upgrade)], check=True,
+                   capture_output=True)
+    machine.copy_in(str(upgrade), "/root/loginchroot-upgrade.deb")
+    units = "systemctl show -p InvocationID -p ActiveState loginchroot.service loginchroot-gc.timer"
+    session = machine.ssh_in_background("lcfs1", "sleep 3000")
+    problems = []
+    try:
+        if not wait_for(lambda: "lcfs1" in machine.root("loginchroot sessions")):
+            problems.append("no root opened for the held session (the control)")
+        before = machine.root(units)
+        machine.root("DEBIAN_FRONTEND=noninteractive apt-get install -y -q /root/loginchroot-upgrade.deb", timeout=600)
+        after = machine.root(units)
+        installed_version = machine.root("dpkg-query -W -f '${Version}' loginchroot")
+        joined = machine.ssh("lcfs1", f"cat {MARKER}", check=False).stdout
+        if installed_version != f"{version}+upgrade1":
+            problems.append(f"the upgrade was not installed: {installed_version}")
+        if before != after or "ActiveState=active" not in after:
+            problems.append(f"the upgrade stopped or restarted a unit:\nbefore {before}\nafter {after}")
+        if session.poll() is not None:
+            problems.append("the held session ended during the upgrade")
+        if "uid=1000" not in joined:
+            problems.append(f"a login after the upgrade did not join the open root: {joined}")
+    finally:
+        session.kill()
+        session.wait()
+    if roots_after_logout(machine) != "no open session roots":
+        problems.append("the root outlived the session after the upgrade")
+    record("full system: apt upgrade with a session open restarts nothing", 1, 1 - bool(problems),
+           f"{version} to {version}+upgrade1", problems)
+    assert not problems, "\n".join(problems)
+
+
 def test_a_console_login_through_getty_and_login(machine, installed):
     console = machine.console
     console.sendline("")
@@ -299,9 +475,7 @@ def test_a_console_login_through_getty_and_login(machine, installed):
 
 def test_a_reboot_with_sessions_open_leaves_nothing_and_the_next_login_works(machine, installed):
     session = machine.ssh_in_background("lcfs1", "echo in; sleep 3000")
-    deadline = time.monotonic() + 120
-    while "lcfs1" not in machine.root("loginchroot sessions") and time.monotonic() < deadline:
-        time.sleep(1)
+    wait_for(lambda: "lcfs1" in machine.root("loginchroot sessions"))
     held = machine.root("loginchroot sessions")
     seconds = machine.reboot()
     session.kill()

@@ -58,7 +58,7 @@ def test_the_package_holds_what_an_admin_needs(unpacked):
                 "etc/loginchroot/loginchroot.conf", "usr/share/pam-configs/loginchroot",
                 "lib/systemd/system/loginchroot.service", "lib/systemd/system/loginchroot-gc.service",
                 "lib/systemd/system/loginchroot-gc.timer", "lib/systemd/system/user@.service.d/loginchroot.conf",
-                "usr/share/doc/loginchroot/copyright"]
+                "usr/share/polkit-1/rules.d/50-loginchroot.rules", "usr/share/doc/loginchroot/copyright"]
     missing = [path for path in expected if not os.path.isfile(os.path.join(unpacked, path))]
     assert not missing, f"missing from the package: {missing}"
     conffiles = open(os.path.join(unpacked, "DEBIAN/conffiles")).read().split()
