@@ -77,6 +77,24 @@ def test_the_package_is_enabled_after_pam_systemd(machine, installed):
     assert not problems, "\n".join(problems)
 
 
+def test_check_names_a_missing_cgroup_bind_the_user_manager_needs(machine, installed):
+    """The package's config binds /sys/fs/cgroup writable (the control:
+    check says the user manager gets a root); a copy without that bind
+    makes check name the line to add."""
+    whole = machine.ssh("root", "loginchroot check", check=False).stdout
+    machine.root(f"sed '\\|^bind = /sys/fs/cgroup |d' {CONFIG} > /root/no-cgroup.conf")
+    lacking = machine.ssh("root", "loginchroot --config /root/no-cgroup.conf check", check=False)
+    machine.root("rm /root/no-cgroup.conf")
+    problems = []
+    if "ok    the user manager (systemd-user) gets a root" not in whole:
+        problems.append(f"check with the package's config: {whole}")
+    if lacking.returncode != 1 or "has no writable /sys/fs/cgroup" not in lacking.stdout \
+            or "fix: add 'bind = /sys/fs/cgroup rw recursive optional' to [binds]" not in lacking.stdout:
+        problems.append(f"check without the cgroup bind:\n{lacking.stdout}")
+    record("full system: check names the cgroup bind the user manager needs", 1, 1 - bool(problems), "", problems)
+    assert not problems, "\n".join(problems)
+
+
 def test_an_ssh_key_login_lands_in_a_root_that_is_gone_after_logout(machine, installed):
     user = "lcfs1"
     stamp = str(time.time_ns())

@@ -86,6 +86,12 @@ struct Check: ParsableCommand {
                     throw SetupError("the systemd-user PAM service does not reach the module: the user manager and what it starts run on the host root",
                                      fix: "pam-auth-update --enable loginchroot (its profile covers common-session-noninteractive, which systemd-user includes)")
                 }
+                // Inside its root the manager goes back to the cgroup systemd
+                // delegated to it through the root's /sys/fs/cgroup.
+                if let config, !config.binds.contains(where: { $0.target == "/sys/fs/cgroup" && !$0.readOnly && $0.recursive }) {
+                    throw SetupError("[binds] in \(global.config) has no writable /sys/fs/cgroup: in its root the user manager cannot go back to the cgroup systemd delegated to it, where it runs the user's services",
+                                     fix: "add 'bind = /sys/fs/cgroup rw recursive optional' to [binds] (loginchroot.conf(5) lists the defaults)")
+                }
             }
         }
         record("kernel 5.14 or newer (cgroup.kill, mount_setattr, openat2)") {
