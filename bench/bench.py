@@ -491,18 +491,19 @@ def measure_system(out_path, cycles):
     one's user manager and root are gone before it starts."""
     user, uid = "lcfs1", 1000
     cycles = min(cycles, SYSTEM_CYCLES)
+    host_info = machine()
     progress(f"the full-system lab: booting, installing the package, {cycles} cold ssh logins per side")
-    machine = systemlab.boot()
+    lab = systemlab.boot()
     try:
-        systemlab.install_package(machine)
-        systemlab.make_store(machine)
+        systemlab.install_package(lab)
+        systemlab.make_store(lab)
         samples = {"loginchroot": [], "without": []}
-        command = ["ssh", *machine.options, "-p", str(machine.port), f"{user}@127.0.0.1", "echo ready"]
+        command = ["ssh", *lab.options, "-p", str(lab.port), f"{user}@127.0.0.1", "echo ready"]
         for i in range(2 * cycles + 2):  # the first pair warms up
             side = "loginchroot" if i % 2 == 0 else "without"
-            systemlab.enable_module(machine, side == "loginchroot")
+            systemlab.enable_module(lab, side == "loginchroot")
             deadline = time.monotonic() + 120
-            while machine.root(f"systemctl is-active user@{uid}.service; loginchroot sessions",
+            while lab.root(f"systemctl is-active user@{uid}.service; loginchroot sessions",
                                check=False).split() != ["inactive", "no", "open", "session", "roots"]:
                 if time.monotonic() > deadline:
                     sys.exit("bench: the previous login's user manager or root never ended")
@@ -514,12 +515,14 @@ def measure_system(out_path, cycles):
             proc.communicate(timeout=300)
             if i >= 2 and first.strip() == b"ready" and proc.returncode == 0:
                 samples[side].append(elapsed)
-        info = {"kernel": machine.root("uname -r").strip(), "cpu": "QEMU TCG (full system, systemd as PID 1)",
-                "cpus": 2, "memory_gib": 2, "loginchroot": machine.root("dpkg-query -W -f '${Version}' loginchroot"),
-                "openssh": machine.ssh("root", "ssh -V", check=False).stderr.strip(), "emulated": True,
+        package = lab.root("dpkg-query -W -f '${Version}' loginchroot")
+        info = {"kernel": lab.root("uname -r").strip(), "cpu": "QEMU TCG (full system, systemd as PID 1)",
+                "cpus": 2, "memory_gib": 2,
+                "loginchroot": f"{host_info['loginchroot']} (package {package})",
+                "openssh": lab.ssh("root", "ssh -V", check=False).stderr.strip(), "emulated": True,
                 "tier": "system", "when": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     finally:
-        machine.stop()
+        lab.stop()
     with open(out_path, "w") as f:
         json.dump({"machine": info, "results": [],
                    "ssh": [{"backend": "dm-thin, full system", **samples, "cycles": cycles}]}, f)

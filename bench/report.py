@@ -103,8 +103,9 @@ class Targets:
 def write(path, parts):
     rows = [dict(row, tier="lab" if part["machine"]["emulated"] else "host") for part in parts for row in part["results"]]
     out = ["# Benchmarks", "",
-           "Written by `make bench` (`bench/bench.py`, `bench/report.py`) from one run. Each comparison's cycles "
-           "ran in interleaved rounds, and every ratio divides medians from the same run. Absolute times belong "
+           "Written by `make bench` (`bench/bench.py`, `bench/report.py`); the Machine table gives when each "
+           "part ran (`bench.py report` can join parts measured apart). Each comparison's cycles ran in "
+           "interleaved rounds within one part, and every ratio divides medians from the same part. Absolute times belong "
            "to this machine; the VM lab emulates its CPU (no KVM), so its times are many times the host's and "
            "only its ratios mean anything. Nothing here is a test: `make test` never depends on a timing.", ""]
     out += machine_table(parts)
