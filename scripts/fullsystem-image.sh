@@ -18,8 +18,17 @@ mkdir -p "$dir"
 kernel=$(ls /boot/vmlinuz-*-amd64 | sort -V | tail -n 1)
 release=${kernel#/boot/vmlinuz-}
 golden_packages=procps,iproute2,dbus,dbus-user-session,systemd
+# What the graphical sessions run inside a root: Xsession (x11-common), the
+# terminal it falls back to, an X server a user session starts itself
+# (Xvfb), weston's headless compositor and a Wayland client, xdotool.
+golden_packages+=,x11-common,xterm,xauth,xvfb,xdotool,weston,wayland-utils
 packages=systemd-sysv,systemd,dbus,libpam-systemd,polkitd,openssh-server,openssh-client,sudo,cron,procps,kmod,udev,iproute2
 packages+=,btrfs-progs,e2fsprogs,libdevmapper1.02.1,dmsetup,debootstrap,python3,less,psmisc
+# The display managers the desktop tests log in through, and the X server
+# lightdm starts on the host (the dummy video driver: the VM has no display),
+# xdotool for root to type into a session on it. lightdm needs a greeter
+# package; the tests use its own autologin and no greeter of it.
+packages+=,greetd,lightdm,lightdm-autologin-greeter,xserver-xorg-core,xserver-xorg-video-dummy,xdotool
 # What was built from what: a change of either list or of the kernel builds again.
 recipe="$release $golden_packages $packages $(sha256sum "$0" | cut -c1-16)"
 [ -f "$dir/system.img" ] && [ "$(cat "$dir/recipe" 2>/dev/null)" = "$recipe" ] && exit 0
@@ -42,6 +51,9 @@ mmdebstrap --quiet --variant=minbase --include="$packages" \
     --customize-hook='printf "/dev/vda / ext4 defaults 0 1\n" > "$1/etc/fstab"' \
     --customize-hook='printf "[Match]\nName=en*\n\n[Network]\nDHCP=yes\n" > "$1/etc/systemd/network/80-lab.network"' \
     --customize-hook='chroot "$1" systemctl enable systemd-networkd ssh' \
+    --customize-hook='chroot "$1" systemctl disable greetd lightdm && rm -f "$1/etc/systemd/system/display-manager.service"' \
+    --customize-hook='chroot "$1" systemctl set-default multi-user.target' \
+    --customize-hook='mkdir -p "$1/etc/X11/xorg.conf.d" && printf "Section \"Device\"\n    Identifier \"dummy\"\n    Driver \"dummy\"\nEndSection\n" > "$1/etc/X11/xorg.conf.d/10-dummy.conf"' \
     --customize-hook='chroot "$1" passwd -d root >/dev/null' \
     --customize-hook="mkdir -p -m 700 \"\$1/root/.ssh\" && echo '$key' > \"\$1/root/.ssh/authorized_keys\"" \
     --customize-hook='for user in lcfs1 lcfs2; do chroot "$1" useradd -m -s /bin/bash $user && echo "$user:lcfs" | chroot "$1" chpasswd; done' \

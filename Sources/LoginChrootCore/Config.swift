@@ -101,7 +101,11 @@ public struct Config: Equatable, Sendable {
     // [session]
     public var mode: SessionMode = .perUser
     public var onError: ErrorPolicy = .deny
-    public var exemptUsers: [String] = ["root"]
+    /// root, and the accounts Debian 12's display managers run their
+    /// greeters as (gdm3, lightdm, greetd, sddm): a greeter is the login
+    /// screen, not a session of a user, and greetd's greeter goes through
+    /// common-session.
+    public var exemptUsers: [String] = ["root", "Debian-gdm", "lightdm", "_greetd", "sddm"]
     public var exemptGroups: [String] = []
     public var stateDir = "/run/loginchroot"
     public var addUserEntries = true

@@ -16,11 +16,14 @@ final class ConfigParserTests: XCTestCase {
 
     /// The example is the package's conffile, and its bind lines replace the
     /// default list: a default added in the code but not there would never
-    /// reach a packaged machine. The man page lists the same lines.
+    /// reach a packaged machine. The man page lists the same lines. The same
+    /// holds for the exempt users (the greeters' accounts).
     func testTheShippedExampleAndTheManPageGiveTheDefaultBinds() throws {
         let doc = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../doc")
         let example = try String(contentsOf: doc.appendingPathComponent("loginchroot.conf.example"), encoding: .utf8)
-        XCTAssertEqual(try ConfigParser.parse(example, file: "loginchroot.conf.example").binds, Config.defaultBinds)
+        let shipped = try ConfigParser.parse(example, file: "loginchroot.conf.example")
+        XCTAssertEqual(shipped.binds, Config.defaultBinds)
+        XCTAssertEqual(shipped.exemptUsers, Config().exemptUsers)
         let bindLines = { (text: String) in text.split(separator: "\n").filter { $0.hasPrefix("bind = ") }
             .map { $0.replacingOccurrences(of: "\\-", with: "-") } }
         let manual = try String(contentsOf: doc.appendingPathComponent("loginchroot.conf.5"), encoding: .utf8)
@@ -47,7 +50,7 @@ final class ConfigParserTests: XCTestCase {
         XCTAssertEqual(config.keepGenerations, 2)
         XCTAssertEqual(config.mode, .perUser)
         XCTAssertEqual(config.onError, .deny)
-        XCTAssertEqual(config.exemptUsers, ["root"])
+        XCTAssertEqual(config.exemptUsers, ["root", "Debian-gdm", "lightdm", "_greetd", "sddm"])
         XCTAssertEqual(config.exemptGroups, [])
         XCTAssertEqual(config.stateDir, "/run/loginchroot")
         XCTAssertTrue(config.addUserEntries)

@@ -15,6 +15,10 @@ RELIABILITY_LOG = os.environ.get("LC_RELIABILITY_LOG", os.path.join(ROOT, ".buil
 USERS = ("lcfs1", "lcfs2")  # made by the image script; password "lcfs"
 PASSWORD = "lcfs"
 MARKER = "/run/loginchroot-session"  # in every root (RootMarker.path)
+# Where a session's user writes to the root's own filesystem: /run/lock is
+# world-writable and, in a root, a directory of the snapshot (no bind, no
+# tmpfs); on the host it is a tmpfs of its own.
+ROOT_WRITE = "/run/lock/lc-root-write"
 
 
 def record(case, tries, held, measured="", problems=()):
@@ -34,3 +38,46 @@ def machine():
     print(f"\nfull-system lab: booted to a login prompt and ssh in {machine.boot_seconds:.0f} s")
     yield machine
     machine.stop()
+
+
+def pam_digests(machine):
+    return machine.root("cd /etc/pam.d && sha256sum * | sort")
+
+
+@pytest.fixture(scope="session")
+def installed(machine):
+    """The package installed, the store made, the module enabled; and what
+    /etc/pam.d held before, for the purge at the end."""
+    before = pam_digests(machine)
+    systemlab.install_package(machine)
+    assert pam_digests(machine) == before, "installing the package must change nothing in /etc/pam.d"
+    systemlab.make_store(machine)
+    unused = machine.ssh("root", "loginchroot check", check=False)
+    assert unused.returncode == 1 and "FAIL  PAM services that use the module" in unused.stdout \
+        and "fix: pam-auth-update --enable loginchroot" in unused.stdout, f"check before enabling:\n{unused.stdout}"
+    systemlab.enable_module(machine)
+    enabled = machine.root("loginchroot check")
+    assert "ok    the user manager (systemd-user) gets a root" in enabled and "ok    syslog socket /dev/log" in enabled, enabled
+    return before
+
+
+def host_namespace(machine):
+    return machine.root("readlink /proc/1/ns/mnt").strip()
+
+
+def wait_for(condition, seconds=120):
+    """Whether `condition()` came true within `seconds` (asked every 2 s)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(2)
+    return True
+
+
+def roots_after_logout(machine, seconds=60):
+    """What `loginchroot sessions` says once the user manager, a session of
+    the root too, has stopped (UserStopDelaySec, 10 s after the last
+    logout) and its ExecStopPost gc has run."""
+    wait_for(lambda: machine.root("loginchroot sessions").strip() == "no open session roots", seconds)
+    return machine.root("loginchroot sessions").strip()

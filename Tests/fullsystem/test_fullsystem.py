@@ -15,51 +15,8 @@ import time
 import pytest
 
 import systemlab
-from conftest import MARKER, PASSWORD, record
+from conftest import MARKER, PASSWORD, ROOT_WRITE, host_namespace, pam_digests, record, roots_after_logout, wait_for
 from systemlab import CONFIG
-
-
-def pam_digests(machine):
-    return machine.root("cd /etc/pam.d && sha256sum * | sort")
-
-
-@pytest.fixture(scope="session")
-def installed(machine):
-    """The package installed, the store made, the module enabled; and what
-    /etc/pam.d held before, for the purge at the end."""
-    before = pam_digests(machine)
-    systemlab.install_package(machine)
-    assert pam_digests(machine) == before, "installing the package must change nothing in /etc/pam.d"
-    systemlab.make_store(machine)
-    unused = machine.ssh("root", "loginchroot check", check=False)
-    assert unused.returncode == 1 and "FAIL  PAM services that use the module" in unused.stdout \
-        and "fix: pam-auth-update --enable loginchroot" in unused.stdout, f"check before enabling:\n{unused.stdout}"
-    systemlab.enable_module(machine)
-    enabled = machine.root("loginchroot check")
-    assert "ok    the user manager (systemd-user) gets a root" in enabled and "ok    syslog socket /dev/log" in enabled, enabled
-    return before
-
-
-def host_namespace(machine):
-    return machine.root("readlink /proc/1/ns/mnt").strip()
-
-
-def wait_for(condition, seconds=120):
-    """Whether `condition()` came true within `seconds` (asked every 2 s)."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(2)
-    return True
-
-
-def roots_after_logout(machine, seconds=60):
-    """What `loginchroot sessions` says once the user manager, a session of
-    the root too, has stopped (UserStopDelaySec, 10 s after the last
-    logout) and its ExecStopPost gc has run."""
-    wait_for(lambda: machine.root("loginchroot sessions").strip() == "no open session roots", seconds)
-    return machine.root("loginchroot sessions").strip()
 
 
 def test_the_package_is_enabled_after_pam_systemd(machine, installed):
@@ -98,7 +55,7 @@ def test_check_names_a_missing_cgroup_bind_the_user_manager_needs(machine, insta
 def test_an_ssh_key_login_lands_in_a_root_that_is_gone_after_logout(machine, installed):
     user = "lcfs1"
     stamp = str(time.time_ns())
-    script = (f"cat {MARKER}; readlink /proc/self/ns/mnt; echo {stamp} > /etc/lc-root-write; "
+    script = (f"cat {MARKER}; readlink /proc/self/ns/mnt; echo {stamp} > {ROOT_WRITE} && echo wrote-root; "
               f"echo {stamp} > /tmp/lc-tmp-{stamp}; echo {stamp} > ~/lc-home-{stamp}; "
               f"loginctl --no-pager show-session $XDG_SESSION_ID -p Active -p Name; busctl --system list >/dev/null && echo bus-ok; "
               f"echo hostname=$(hostnamectl hostname) $(timedatectl show -p Timezone); (sleep 600 &) ; echo started")
@@ -113,13 +70,15 @@ def test_an_ssh_key_login_lands_in_a_root_that_is_gone_after_logout(machine, ins
         problems.append(f"logind does not show the session: {inside}")
     if "bus-ok" not in inside or "hostname=lcfull Timezone=" not in inside:
         problems.append(f"the host's system bus, hostnamed or timedated are out of reach: {inside}")
-    root_write = machine.root("cat /etc/lc-root-write 2>&1", check=False)
+    root_write = machine.root(f"cat {ROOT_WRITE} 2>&1", check=False)
     kept = machine.root(f"cat /tmp/lc-tmp-{stamp} /home/{user}/lc-home-{stamp}", check=False)
     roots = roots_after_logout(machine) + machine.root("find /sys/fs/cgroup -name 'loginchroot-*'")
     survivors = machine.root(f"pgrep -u {user} -a", check=False)
     after = machine.root(f"last -n 5 {user}")
+    if "wrote-root" not in inside:
+        problems.append(f"the session could not write {ROOT_WRITE} in its root (the control): {inside}")
     if stamp in root_write:
-        problems.append("the root's write to /etc reached the host")
+        problems.append(f"the root's write to {ROOT_WRITE} reached the host")
     if kept.count(stamp) != 2:
         problems.append(f"/tmp and $HOME did not keep what the session wrote: {kept}")
     if survivors.strip():
