@@ -94,6 +94,14 @@ struct Check: ParsableCommand {
                 }
             }
         }
+        if let config {
+            record("display managers' greeters keep the host's root") {
+                for (service, account) in Self.greeters where !config.exemptUsers.contains(account) && pamService(service, reaches: 0) {
+                    throw SetupError("the PAM service \(service) reaches the module, and its greeter runs as \(account), which exempt_users in \(global.config) does not list: the login screen would get a root",
+                                     fix: "add \(account) to exempt_users (the default list has it)")
+                }
+            }
+        }
         record("kernel 5.14 or newer (cgroup.kill, mount_setattr, openat2)") {
             guard let (major, minor) = Kernel.version(), (major, minor) >= (5, 14) else {
                 throw SetupError("the kernel is older than 5.14", fix: "run loginchroot on Linux 5.14 or newer")
@@ -119,6 +127,10 @@ struct Check: ParsableCommand {
 
     static let pamDirectories = ["/etc/pam.d", "/usr/lib/pam.d"]  // an /etc file replaces the other whole
     static let moduleDirectory = "/lib/x86_64-linux-gnu/security"
+    /// The PAM service each Debian 12 display manager runs its greeter
+    /// through, and the greeter's account.
+    static let greeters = [("gdm-launch-environment", "Debian-gdm"), ("lightdm-greeter", "lightdm"),
+                           ("greetd-greeter", "_greetd"), ("sddm-greeter", "sddm")]
 
     /// Some service uses the module, each such line names a module file
     /// that exists, and none puts it before pam_systemd.
