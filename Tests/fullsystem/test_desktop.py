@@ -39,8 +39,7 @@ def typed_command(stamp, then):
             f"echo {stamp} > {ROOT_WRITE}; echo {stamp} > ~/lc-home-write; {then}")
 
 
-def wait_for_logout():
-    return f"until [ -e ~/{LOGOUT} ]; do sleep 1; done; exit"
+AWAIT_LOGOUT = f"until [ -e ~/{LOGOUT} ]; do sleep 1; done"
 
 
 def processes(machine, selector):
@@ -167,7 +166,7 @@ def test_greetd_runs_an_x_session_in_the_root_and_leaves_nothing(machine, greetd
     reset_home(machine, user)
     mounts = mount_points(machine)
     script = install_script(machine, user, "lc-x-session",
-                            X_SESSION.format(command=shlex.quote(typed_command(stamp, wait_for_logout()))))
+                            X_SESSION.format(command=shlex.quote(typed_command(stamp, AWAIT_LOGOUT + "; exit"))))
     greetd_login(machine, user, script)
     problems = []
     if not wait_for(lambda: home_file(machine, user, TYPED), 120):
@@ -235,9 +234,8 @@ def test_greetd_runs_a_wayland_session_in_the_root_and_leaves_nothing(machine, g
     stamp = str(time.time_ns())
     reset_home(machine, user)
     mounts = mount_points(machine)
-    logout = f"until [ -e ~/{LOGOUT} ]; do sleep 1; done"
     script = install_script(machine, user, "lc-wayland-session",
-                            WAYLAND_SESSION.format(command=typed_command(stamp, logout)))
+                            WAYLAND_SESSION.format(command=typed_command(stamp, AWAIT_LOGOUT)))
     greetd_login(machine, user, script)
     problems = []
     if not wait_for(lambda: home_file(machine, user, TYPED), 120):
@@ -268,7 +266,7 @@ def test_a_crash_of_greetd_mid_session_leaves_no_root_once_gc_has_run(machine, g
     reset_home(machine, user)
     mounts = mount_points(machine)
     script = install_script(machine, user, "lc-x-session",
-                            X_SESSION.format(command=shlex.quote(typed_command("crash", wait_for_logout()))))
+                            X_SESSION.format(command=shlex.quote(typed_command("crash", AWAIT_LOGOUT + "; exit"))))
     greetd_login(machine, user, script)
     problems = []
     if not wait_for(lambda: home_file(machine, user, TYPED), 120):
