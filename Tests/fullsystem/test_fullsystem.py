@@ -12,7 +12,6 @@ import re
 import subprocess
 import time
 
-
 import systemlab
 from conftest import MARKER, PASSWORD, ROOT_WRITE, host_namespace, pam_digests, record, roots_after_logout, wait_for
 from systemlab import CONFIG
