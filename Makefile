@@ -53,9 +53,12 @@ package-test: deps deb
 	python3 -m pytest -v -p no:cacheprovider Tests/package
 
 # The full-system lab: a Debian 12 booted with systemd under qemu, the
-# package installed and enabled there, real logins (scripts/fullsystem-image.sh).
+# package installed and enabled there, real logins (scripts/fullsystem-image.sh);
+# then its labelled variant booted with SELinux (permissive), which measures
+# the denials the module adds.
 system-test: deps deb
 	python3 -m pytest -v -p no:cacheprovider Tests/fullsystem
+	python3 -m pytest -v -p no:cacheprovider Tests/selinux
 
 # The whole suite, then RELIABILITY.md from the rows its tests recorded.
 test: deps unit-test integration-test demo lab-test package-test system-test

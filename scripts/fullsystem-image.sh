@@ -3,7 +3,7 @@
 # archive with mmdebstrap, that boots with systemd as PID 1 (systemd, logind,
 # D-Bus, openssh-server, a getty on the serial console).
 #
-#   scripts/fullsystem-image.sh DIR
+#   scripts/fullsystem-image.sh DIR [selinux]
 #
 # DIR gets system.img (a raw ext4 disk), golden.tar (a smaller Debian 12 for
 # `loginchroot init --from-tar`, carried on the disk as /root/golden.tar),
@@ -12,8 +12,16 @@
 # in /boot); its modules are copied onto the disk. A second run reuses
 # what DIR holds; nothing there is needed (a fresh DIR builds it all,
 # about 3 minutes).
+#
+# With "selinux" the disk also has Debian's SELinux policy (the default
+# refpolicy) and auditd, and is labelled when it is built (setfiles on the
+# finished tree; mke2fs -d keeps the labels). It boots with SELinux only when
+# the kernel command line says security=selinux. The policy's unit that
+# marks a relabel after a boot without SELinux is masked: the disk is
+# labelled once, here.
 set -euo pipefail
 dir=$1
+variant=${2:-}
 mkdir -p "$dir"
 kernel=$(ls /boot/vmlinuz-*-amd64 | sort -V | tail -n 1)
 release=${kernel#/boot/vmlinuz-}
@@ -29,6 +37,12 @@ packages+=,btrfs-progs,e2fsprogs,libdevmapper1.02.1,dmsetup,debootstrap,python3,
 # xdotool for root to type into a session on it. lightdm needs a greeter
 # package; the tests use its own autologin and no greeter of it.
 packages+=,greetd,lightdm,lightdm-autologin-greeter,xserver-xorg-core,xserver-xorg-video-dummy,xdotool
+labelling=()
+if [ "$variant" = selinux ]; then
+    packages+=,selinux-basics,selinux-policy-default,auditd
+    labelling=(--customize-hook='chroot "$1" systemctl mask selinux-autorelabel-mark.service'
+               --customize-hook='chroot "$1" setfiles -F -e /proc -e /sys -e /dev -e /run -c /etc/selinux/default/policy/policy.33 /etc/selinux/default/contexts/files/file_contexts /')
+fi
 # What was built from what: a change of either list or of the kernel builds again.
 recipe="$release $golden_packages $packages $(sha256sum "$0" | cut -c1-16)"
 [ -f "$dir/system.img" ] && [ "$(cat "$dir/recipe" 2>/dev/null)" = "$recipe" ] && exit 0
@@ -58,10 +72,9 @@ mmdebstrap --quiet --variant=minbase --include="$packages" \
     --customize-hook="mkdir -p -m 700 \"\$1/root/.ssh\" && echo '$key' > \"\$1/root/.ssh/authorized_keys\"" \
     --customize-hook='for user in lcfs1 lcfs2; do chroot "$1" useradd -m -s /bin/bash $user && echo "$user:lcfs" | chroot "$1" chpasswd; done' \
     --customize-hook="for user in lcfs1 lcfs2; do mkdir -p -m 700 \"\$1/home/\$user/.ssh\" && echo '$key' > \"\$1/home/\$user/.ssh/authorized_keys\" && chroot \"\$1\" chown -R \$user: /home/\$user/.ssh; done" \
+    --customize-hook="mkdir -p \"\$1/lib/modules\" && cp -a /lib/modules/$release \"\$1/lib/modules/\" && cp $dir/golden.tar \"\$1/root/golden.tar\"" \
+    "${labelling[@]}" \
     bookworm "$root"
-mkdir -p "$root/lib/modules"
-cp -a "/lib/modules/$release" "$root/lib/modules/"
-cp "$dir/golden.tar" "$root/root/golden.tar"
 rm -f "$dir/system.partial.img"
 mke2fs -q -t ext4 -L lcfull -d "$root" "$dir/system.partial.img" 6G
 mv "$dir/system.partial.img" "$dir/system.img"

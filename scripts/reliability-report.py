@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes RELIABILITY.md from the rows the tests of one `make test` run
-recorded in .build/reliability/ (unit.jsonl, host.jsonl, lab.jsonl, system.jsonl): one row
+recorded in .build/reliability/ (unit, host, lab, system, selinux .jsonl): one row
 per case, with what was tried, how often, what held and what was lost."""
 import json
 import os
@@ -12,7 +12,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIERS = {"unit": "unit tests (no root)", "host": f"this machine ({platform.release()})",
          "lab": "VM lab (Debian's kernel under qemu)",
-         "system": "full-system lab (Debian 12 booted with systemd under qemu, the package installed)"}
+         "system": "full-system lab (Debian 12 booted with systemd under qemu, the package installed)",
+         "selinux": "the full-system lab's labelled variant booted with SELinux, permissive"}
 
 
 def rows():

@@ -2,7 +2,6 @@
 serves the whole tier.
 """
 import contextlib
-import json
 import os
 import time
 
@@ -23,11 +22,7 @@ ROOT_WRITE = "/run/lock/lc-root-write"
 
 def record(case, tries, held, measured="", problems=()):
     """One row of RELIABILITY.md (scripts/reliability-report.py)."""
-    os.makedirs(os.path.dirname(RELIABILITY_LOG), exist_ok=True)
-    with open(RELIABILITY_LOG, "a") as f:
-        f.write(json.dumps({"case": case, "backend": "dm-thin", "tries": tries, "held": held, "lost": [],
-                            "measured": measured, "problems": list(problems)[:5], "tier": "system",
-                            "when": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+    systemlab.record(RELIABILITY_LOG, "system", case, tries, held, measured, problems)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ admin installs it. Used by the full-system tier (conftest.py) and by
 """
 import contextlib
 import glob
+import json
 import os
 import socket
 import subprocess
@@ -26,7 +27,7 @@ def free_port():
 
 
 class Machine:
-    def __init__(self, directory):
+    def __init__(self, directory, kernel_arguments=""):
         self.directory = directory
         self.port = free_port()
         self.key = os.path.join(directory, "id_ed25519")
@@ -48,7 +49,7 @@ class Machine:
         self.console = pexpect.spawn(
             "qemu-system-x86_64",
             ["-m", "2G", "-smp", "2", "-nographic", "-kernel", f"/boot/vmlinuz-{kernel}",
-             "-initrd", f"/boot/initrd.img-{kernel}", "-append", "root=/dev/vda rw console=ttyS0 quiet",
+             "-initrd", f"/boot/initrd.img-{kernel}", "-append", f"root=/dev/vda rw console=ttyS0 quiet {kernel_arguments}".strip(),
              "-drive", f"file={disk},if=virtio,format=qcow2",
              "-drive", f"file={os.path.join(directory, 'data.disk')},if=virtio,format=raw",
              "-drive", f"file={os.path.join(directory, 'meta.disk')},if=virtio,format=raw",
@@ -99,10 +100,14 @@ class Machine:
         self.log.close()
 
 
-def boot():
-    """Builds the image (or takes the cached one) and boots it."""
-    subprocess.run(["bash", os.path.join(ROOT, "scripts/fullsystem-image.sh"), LAB], check=True)
-    return Machine(LAB)
+def boot(selinux=False):
+    """Builds the image (or takes the cached one) and boots it; with
+    `selinux`, the labelled variant with SELinux on, permissive (its own
+    directory: the two disks are built and cached side by side)."""
+    directory = LAB + "-selinux" if selinux else LAB
+    subprocess.run(["bash", os.path.join(ROOT, "scripts/fullsystem-image.sh"), directory,
+                    *(["selinux"] if selinux else [])], check=True)
+    return Machine(directory, "security=selinux enforcing=0 audit=1 audit_backlog_limit=8192" if selinux else "")
 
 
 def newest_package():
@@ -127,3 +132,12 @@ def make_store(machine):
 
 def enable_module(machine, enabled=True):
     machine.root(f"DEBIAN_FRONTEND=noninteractive pam-auth-update --{'enable' if enabled else 'disable'} loginchroot")
+
+
+def record(log, tier, case, tries, held, measured="", problems=()):
+    """One row of RELIABILITY.md (scripts/reliability-report.py), in `log`."""
+    os.makedirs(os.path.dirname(log), exist_ok=True)
+    with open(log, "a") as f:
+        f.write(json.dumps({"case": case, "backend": "dm-thin", "tries": tries, "held": held, "lost": [],
+                            "measured": measured, "problems": list(problems)[:5], "tier": tier,
+                            "when": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
