@@ -154,8 +154,15 @@ busctl --user status >/dev/null  # the session bus, started by the user manager
 setsid sleep 3000 &
 xterm &
 terminal=$!
-xdotool search --sync --class xterm windowfocus --sync type --delay 10 {command}
-xdotool key Return
+# Type once the terminal's window is mapped; again if keystrokes were lost
+# (under emulation a first try sometimes is). The command writes ~/{typed}
+# first.
+for attempt in 1 2 3; do
+    xdotool search --sync --onlyvisible --class xterm windowfocus --sync type --delay 10 {command}
+    xdotool key Return
+    sleep 10
+    [ -e ~/{typed} ] && break
+done
 wait $terminal
 """
 
@@ -165,8 +172,8 @@ def test_greetd_runs_an_x_session_in_the_root_and_leaves_nothing(machine, greetd
     stamp = str(time.time_ns())
     reset_home(machine, user)
     mounts = mount_points(machine)
-    script = install_script(machine, user, "lc-x-session",
-                            X_SESSION.format(command=shlex.quote(typed_command(stamp, AWAIT_LOGOUT + "; exit"))))
+    command = shlex.quote(typed_command(stamp, AWAIT_LOGOUT + "; exit"))
+    script = install_script(machine, user, "lc-x-session", X_SESSION.format(typed=TYPED, command=command))
     greetd_login(machine, user, script)
     problems = []
     if not wait_for(lambda: home_file(machine, user, TYPED), 120):
@@ -265,8 +272,8 @@ def test_a_crash_of_greetd_mid_session_leaves_no_root_once_gc_has_run(machine, g
     user, uid = "lcfs1", 1000
     reset_home(machine, user)
     mounts = mount_points(machine)
-    script = install_script(machine, user, "lc-x-session",
-                            X_SESSION.format(command=shlex.quote(typed_command("crash", AWAIT_LOGOUT + "; exit"))))
+    command = shlex.quote(typed_command("crash", AWAIT_LOGOUT + "; exit"))
+    script = install_script(machine, user, "lc-x-session", X_SESSION.format(typed=TYPED, command=command))
     greetd_login(machine, user, script)
     problems = []
     if not wait_for(lambda: home_file(machine, user, TYPED), 120):
@@ -339,7 +346,7 @@ def test_lightdm_default_session_joins_the_users_ssh_root(machine, lightdm):
                                     "-f '^lightdm --session-child'")
             command = typed_command(stamp, "exit")
             typing = machine.ssh(user, "export DISPLAY=:0 XAUTHORITY=~/.Xauthority; "
-                                 "xdotool search --sync --class xterm windowfocus --sync "
+                                 "xdotool search --sync --onlyvisible --class xterm windowfocus --sync "
                                  f"type --delay 10 {shlex.quote(command)} && xdotool key Return", check=False)
             if typing.returncode != 0:
                 problems.append(f"xdotool in the root could not reach the X server: {typing.stderr}")
@@ -381,7 +388,7 @@ def test_lightdm_failsafe_session_lands_in_the_root(machine, lightdm):
         problems += in_one_root(machine, user, uid, ("xterm", "-geometry +1+1"), "-f '^lightdm --session-child'")
         command = typed_command(stamp, "exit")
         machine.root("export DISPLAY=:0 XAUTHORITY=/var/run/lightdm/root/:0; "
-                     f"xdotool search --sync --class xterm windowfocus --sync type --delay 10 {shlex.quote(command)} "
+                     f"xdotool search --sync --onlyvisible --class xterm windowfocus --sync type --delay 10 {shlex.quote(command)} "
                      "&& xdotool key Return")
         typed = home_file(machine, user, TYPED) if wait_for(lambda: home_file(machine, user, TYPED), 60) else ""
         if f"uid={uid}" not in typed or host_namespace(machine) in typed:
