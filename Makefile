@@ -7,7 +7,7 @@ RELEASE     := .build/release
 MODULE      := $(RELEASE)/pam_loginchroot.so
 CLI         := $(RELEASE)/loginchroot
 
-.PHONY: all build debug-build deps demo test unit-test integration-test lab-test package-test system-test deb bench install clean
+.PHONY: all build policy debug-build deps demo test unit-test integration-test lab-test package-test system-test deb bench install clean
 
 all: build
 
@@ -22,8 +22,14 @@ build:
 	swift build -c release --disable-local-rpath
 	cp $(RELEASE)/libloginchroot_pam.so $(MODULE)
 
+# The SELinux policy module (selinux/), built with Debian's refpolicy
+# development files, out of the source tree.
+policy:
+	rm -rf .build/selinux && mkdir -p .build/selinux && cp selinux/loginchroot.te selinux/loginchroot.fc selinux/loginchroot.if .build/selinux/
+	$(MAKE) -s -C .build/selinux -f /usr/share/selinux/devel/Makefile loginchroot.pp
+
 # The Debian package, with debhelper: .build/deb/loginchroot_VERSION_amd64.deb.
-deb: build
+deb: build policy
 	fakeroot debian/rules binary
 
 # The tests' own build: its named crash steps are live (CrashPoints.swift).

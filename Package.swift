@@ -6,6 +6,7 @@
 //   LoginChrootCore      pure logic: config, names, policy, plan, state machine
 //   CLinux               C wrappers for what Swift cannot call (unshare, ioctls)
 //   CDeviceMapper        libdevmapper calls, its logging captured (never printed)
+//   CSELinux             libselinux's file-context lookup (SELinux machines only)
 //   LoginChrootPlatform  the only place where syscalls happen; typed errors
 //   LoginChroot          backends behind one protocol, and the session manager
 //   CPamShim + PamModule pam_loginchroot.so (C shim + Swift entry points)
@@ -51,7 +52,10 @@ let package = Package(
         .target(name: "CLinux", cSettings: fortified),
         // libdevmapper is dlopened on first use (devmapper.c); only its header is needed.
         .target(name: "CDeviceMapper", cSettings: fortified),
-        .target(name: "LoginChrootPlatform", dependencies: ["CLinux", "CDeviceMapper", "LoginChrootCore"], swiftSettings: staticStdlib),
+        // libselinux too, and only where SELinux is on (selinux.c).
+        .target(name: "CSELinux", cSettings: fortified),
+        .target(name: "LoginChrootPlatform", dependencies: ["CLinux", "CDeviceMapper", "CSELinux", "LoginChrootCore"],
+                swiftSettings: staticStdlib),
         .target(
             name: "LoginChroot",
             dependencies: ["LoginChrootCore", "LoginChrootPlatform"],

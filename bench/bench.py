@@ -42,6 +42,7 @@ LARGE_PAYLOAD = ("usr/share/doc", "usr/share/locale", "usr/share/man")  # about 
 # Cold ssh logins per side on the full system: each waits for the previous
 # one's user manager to stop (UserStopDelaySec, 10 s) and its root to go.
 SYSTEM_CYCLES = 12
+SELINUX_CYCLES = 8  # two boots, each with the package installed and a store made
 # Under emulation every file copied into the pool costs: the lab's large image is smaller.
 LAB_LARGE_PAYLOAD = ("usr/share/man",)
 LAB_ANCHOR_CYCLES = ROUNDS
@@ -482,50 +483,83 @@ def run_lab(out_path, cycles):
         shutil.rmtree(lab, ignore_errors=True)
 
 
+def cold_ssh_logins(lab, cycles, user="lcfs1", uid=1000):
+    """Alternately with the package's profile enabled and disabled
+    (pam-auth-update, as an admin switches it; not timed): from starting
+    `ssh lcfs1@127.0.0.1 echo ready` to its first line. Every login is
+    cold: the previous one's user manager and root are gone before it
+    starts. The first pair warms up."""
+    samples = {"loginchroot": [], "without": []}
+    command = ["ssh", *lab.options, "-p", str(lab.port), f"{user}@127.0.0.1", "echo ready"]
+    for i in range(2 * cycles + 2):
+        side = "loginchroot" if i % 2 == 0 else "without"
+        systemlab.enable_module(lab, side == "loginchroot")
+        deadline = time.monotonic() + 120
+        while lab.root(f"systemctl is-active user@{uid}.service; loginchroot sessions",
+                       check=False).split() != ["inactive", "no", "open", "session", "roots"]:
+            if time.monotonic() > deadline:
+                sys.exit("bench: the previous login's user manager or root never ended")
+            time.sleep(1)
+        start = time.monotonic_ns()
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        first = proc.stdout.readline()
+        elapsed = time.monotonic_ns() - start
+        proc.communicate(timeout=300)
+        if i >= 2 and first.strip() == b"ready" and proc.returncode == 0:
+            samples[side].append(elapsed)
+    return samples
+
+
+def system_machine(lab, tier):
+    package = lab.root("dpkg-query -W -f '${Version}' loginchroot")
+    return {"kernel": lab.root("uname -r").strip(), "cpu": "QEMU TCG (full system, systemd as PID 1)",
+            "cpus": 2, "memory_gib": 2, "loginchroot": f"{machine()['loginchroot']} (package {package})",
+            "openssh": lab.ssh("root", "ssh -V", check=False).stderr.strip(), "emulated": True,
+            "tier": tier, "when": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
 def measure_system(out_path, cycles):
     """A full ssh login on the full-system lab's Debian 12 (systemd, logind,
-    the user manager, the package installed, a dm-thin store): from
-    starting `ssh lcfs1@127.0.0.1 echo ready` to its first line, with the
-    package's profile enabled and, alternately, disabled (pam-auth-update,
-    as an admin switches it; not timed). Every login is cold: the previous
-    one's user manager and root are gone before it starts."""
-    user, uid = "lcfs1", 1000
+    the user manager, the package installed, a dm-thin store), with and
+    without the module (cold_ssh_logins)."""
     cycles = min(cycles, SYSTEM_CYCLES)
-    host_info = machine()
     progress(f"the full-system lab: booting, installing the package, {cycles} cold ssh logins per side")
     lab = systemlab.boot()
     try:
         systemlab.install_package(lab)
         systemlab.make_store(lab)
-        samples = {"loginchroot": [], "without": []}
-        command = ["ssh", *lab.options, "-p", str(lab.port), f"{user}@127.0.0.1", "echo ready"]
-        for i in range(2 * cycles + 2):  # the first pair warms up
-            side = "loginchroot" if i % 2 == 0 else "without"
-            systemlab.enable_module(lab, side == "loginchroot")
-            deadline = time.monotonic() + 120
-            while lab.root(f"systemctl is-active user@{uid}.service; loginchroot sessions",
-                               check=False).split() != ["inactive", "no", "open", "session", "roots"]:
-                if time.monotonic() > deadline:
-                    sys.exit("bench: the previous login's user manager or root never ended")
-                time.sleep(1)
-            start = time.monotonic_ns()
-            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-            first = proc.stdout.readline()
-            elapsed = time.monotonic_ns() - start
-            proc.communicate(timeout=300)
-            if i >= 2 and first.strip() == b"ready" and proc.returncode == 0:
-                samples[side].append(elapsed)
-        package = lab.root("dpkg-query -W -f '${Version}' loginchroot")
-        info = {"kernel": lab.root("uname -r").strip(), "cpu": "QEMU TCG (full system, systemd as PID 1)",
-                "cpus": 2, "memory_gib": 2,
-                "loginchroot": f"{host_info['loginchroot']} (package {package})",
-                "openssh": lab.ssh("root", "ssh -V", check=False).stderr.strip(), "emulated": True,
-                "tier": "system", "when": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        samples = cold_ssh_logins(lab, cycles)
+        info = system_machine(lab, "system")
     finally:
         lab.stop()
     with open(out_path, "w") as f:
         json.dump({"machine": info, "results": [],
                    "ssh": [{"backend": "dm-thin, full system", **samples, "cycles": cycles}]}, f)
+
+
+def measure_selinux(out_path, cycles):
+    """What SELinux costs a login: the same cold ssh logins, with and without
+    the module, on the full-system lab's two disks one after the other: the
+    plain one (SELinux off) and the labelled one in enforcing mode (Debian's
+    default policy, the package's policy module loaded)."""
+    cycles = min(cycles, SELINUX_CYCLES)
+    runs, info = [], None
+    for selinux in (False, True):
+        name = "SELinux enforcing" if selinux else "SELinux off"
+        progress(f"the full-system lab, {name}: booting, installing the package, {cycles} cold ssh logins per side")
+        lab = systemlab.boot(selinux=selinux)
+        try:
+            systemlab.install_package(lab)
+            systemlab.make_store(lab)
+            if selinux:
+                lab.root("setenforce 1")
+            runs.append({"selinux": name, "mode": lab.root("getenforce || true").strip(),
+                         **cold_ssh_logins(lab, cycles), "cycles": cycles})
+            info = info or system_machine(lab, "selinux")
+        finally:
+            lab.stop()
+    with open(out_path, "w") as f:
+        json.dump({"machine": info, "results": [], "selinux": runs}, f)
 
 
 def run_all(cycles, skip_lab):
@@ -537,6 +571,8 @@ def run_all(cycles, skip_lab):
         run_lab(parts[-1], cycles)
         parts.append(os.path.join(out, "system.json"))
         measure_system(parts[-1], cycles)
+        parts.append(os.path.join(out, "selinux.json"))
+        measure_selinux(parts[-1], cycles)
     measure_host(parts[0], cycles)
     targets = report.write(os.path.join(ROOT, "BENCHMARKS.md"), [json.load(open(p)) for p in parts])
     print("\n".join(["bench: the targets (BENCHMARKS.md says why where one is not met):", *targets]), flush=True)
@@ -550,8 +586,9 @@ def main():
                         help="measure on this machine only (no dm-thin, no full system)")
     sub = parser.add_subparsers(dest="command")
     m = sub.add_parser("measure")
-    m.add_argument("tier", choices=["host", "lab", "system"])
+    m.add_argument("tier", choices=["host", "lab", "system", "selinux"])
     m.add_argument("out")
+    sub.add_parser("selinux-section", help="measure the SELinux part alone and replace its section of BENCHMARKS.md")
     r = sub.add_parser("report")
     r.add_argument("out")
     r.add_argument("parts", nargs="+")
@@ -559,7 +596,13 @@ def main():
     if os.geteuid() != 0:
         sys.exit("bench: needs root (real mounts, users and PAM)")
     if args.command == "measure":
-        {"host": measure_host, "lab": measure_lab, "system": measure_system}[args.tier](args.out, args.cycles)
+        {"host": measure_host, "lab": measure_lab, "system": measure_system,
+         "selinux": measure_selinux}[args.tier](args.out, args.cycles)
+    elif args.command == "selinux-section":
+        part_path = os.path.join(ROOT, ".build/bench/selinux.json")
+        os.makedirs(os.path.dirname(part_path), exist_ok=True)
+        measure_selinux(part_path, args.cycles)
+        report.write_selinux_section(os.path.join(ROOT, "BENCHMARKS.md"), json.load(open(part_path)))
     elif args.command == "report":
         print("\n".join(report.write(args.out, [json.load(open(p)) for p in args.parts])))
     else:

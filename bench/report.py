@@ -5,6 +5,7 @@ total is its begin plus its end (open_session plus close_session for
 loginchroot; session begin plus end for schroot; create plus remove for the
 floor and LVM).
 """
+import os
 import statistics
 
 # (what, how to check it): the issue's targets.
@@ -120,6 +121,7 @@ def write(path, parts):
     out += latency_table(rows)
     out += scale_table(rows)
     out += ssh_table(parts)
+    out += selinux_table(parts)
     out += memory_table(parts)
     out += raw_samples(rows, parts)
     with open(path, "w") as f:
@@ -130,6 +132,8 @@ def write(path, parts):
 def part_name(part):
     if part["machine"].get("tier") == "system":
         return "full system (dm-thin, systemd)"
+    if part["machine"].get("tier") == "selinux":
+        return "full system, SELinux off and enforcing"
     return "VM lab (dm-thin)" if part["machine"]["emulated"] else "host (btrfs, overlay)"
 
 
@@ -277,6 +281,54 @@ def ssh_table(parts):
                      f"{' / '.join(ms(percentile(wo, p)) for p in (50, 95, 99))} | "
                      f"{statistics.median(w) / statistics.median(wo):.2f}x |")
     return lines + [""]
+
+
+SELINUX_HEADING = "## What SELinux costs a login"
+
+
+def selinux_table(parts):
+    runs = [(p["machine"], s) for p in parts for s in p.get("selinux", [])]
+    if not runs:
+        return []
+    lines = [SELINUX_HEADING, "",
+             "The same cold ssh logins as above, on the full-system lab's two disks booted one after the other in "
+             f"one part (run {runs[0][0]['when']}): the plain one (SELinux off; the module never loads "
+             "libselinux there) and the labelled one (Debian's default policy and the package's policy module, "
+             "`setenforce 1`). In ms.", "",
+             "| machine | mode | logins each | with p50 / p95 | without p50 / p95 | with vs without |",
+             "|---|---|---|---|---|---|"]
+    medians = {}
+    for _, run in runs:
+        w, wo = run["loginchroot"], run["without"]
+        if not w or not wo:
+            lines.append(f"| {run['selinux']} | {run['mode']} | no successful logins | | | |")
+            continue
+        medians[run["selinux"]] = (statistics.median(w), statistics.median(wo))
+        lines.append(f"| {run['selinux']} | {run['mode']} | {len(w)} | "
+                     f"{' / '.join(ms(percentile(w, p)) for p in (50, 95))} | "
+                     f"{' / '.join(ms(percentile(wo, p)) for p in (50, 95))} | {medians[run['selinux']][0] / medians[run['selinux']][1]:.2f}x |")
+    if len(medians) == 2:
+        (on_with, on_without), (off_with, off_without) = medians["SELinux enforcing"], medians["SELinux off"]
+        lines += ["", f"SELinux enforcing against off: {on_with / off_with:.2f}x with the module, "
+                      f"{on_without / off_without:.2f}x without it (two boots of two disks: a ratio across them "
+                      "includes what else differs between the disks, Debian's SELinux packages)."]
+    return lines + [""]
+
+
+def write_selinux_section(path, part):
+    """Replaces (or appends) the SELinux section of an existing BENCHMARKS.md
+    with `part`'s, leaving the other sections as their run wrote them."""
+    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    section = "\n".join(selinux_table([part]))
+    if SELINUX_HEADING in text:
+        start = text.index(SELINUX_HEADING)
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + section + ("\n" + text[end + 1:] if end >= 0 else "")
+    else:
+        marker = text.find("\n## Memory and load")
+        text = text[:marker + 1] + section + "\n" + text[marker + 1:] if marker >= 0 else text + "\n" + section
+    with open(path, "w") as f:
+        f.write(text)
 
 
 def memory_table(parts):

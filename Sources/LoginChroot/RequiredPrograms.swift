@@ -12,12 +12,16 @@ public struct RequiredProgram: Equatable {
 public enum RequiredPrograms {
     /// What making the store takes (a filesystem for it or for master).
     public static func forStore(_ config: Config) -> [RequiredProgram] {
+        var programs: [RequiredProgram]
         switch config.backend {
-        case .btrfs: return config.storeImage.isEmpty ? [] : [RequiredProgram("mkfs.btrfs", in: "btrfs-progs")]
-        case .dmThin: return [config.filesystem == .xfs ? RequiredProgram("mkfs.xfs", in: "xfsprogs")
-                                                        : RequiredProgram("mkfs.ext4", in: "e2fsprogs")]
-        case .overlay: return []
+        case .btrfs: programs = config.storeImage.isEmpty ? [] : [RequiredProgram("mkfs.btrfs", in: "btrfs-progs")]
+        case .dmThin: programs = [config.filesystem == .xfs ? RequiredProgram("mkfs.xfs", in: "xfsprogs")
+                                                            : RequiredProgram("mkfs.ext4", in: "e2fsprogs")]
+        case .overlay: programs = []
         }
+        // Every publish labels master (ImageLabels).
+        if SELinux.isEnabled() { programs.append(RequiredProgram("setfiles", in: "policycoreutils")) }
+        return programs
     }
 
     /// Throws, naming what to install, unless every program is there.

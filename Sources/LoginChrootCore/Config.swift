@@ -198,6 +198,17 @@ public struct Config: Equatable, Sendable {
         BindEntry(source: "/run/systemd/notify", optional: true),
     ]
 
+    /// Added to a session's binds on a machine with SELinux on. The kernel
+    /// enforces the host's policy whatever the image carries, and Debian's
+    /// stacks run pam_selinux open after the module, inside the root: it
+    /// computes the user's context from the host's policy configuration
+    /// (read-only), and sees SELinux on only through a writable selinuxfs
+    /// (libselinux takes a read-only one, as /sys is bound, for "off").
+    public static let selinuxBinds: [BindEntry] = [
+        BindEntry(source: "/sys/fs/selinux"),
+        BindEntry(source: "/etc/selinux", readOnly: true, recursive: true),
+    ]
+
     /// Binds for `loginchroot master run`: enough for a package manager,
     /// none of the users' data.
     public static let masterBinds: [BindEntry] = [

@@ -69,6 +69,13 @@ public struct SessionPlan: Equatable, Sendable {
             shell: account.shell.isEmpty ? "/bin/sh" : account.shell)  // passwd(5): empty means /bin/sh
     }
 
+    /// This plan on a machine with SELinux on (Config.selinuxBinds).
+    public func withHostSELinux() -> SessionPlan {
+        var plan = self
+        plan.binds += Config.selinuxBinds
+        return plan
+    }
+
     /// The plan for `loginchroot master run`: master's own mounts, the
     /// package-manager binds, the host's resolver, and no user identity.
     public static func master(rootMounts: [MountSpec], rootSubpath: String) -> SessionPlan {

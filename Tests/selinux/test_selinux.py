@@ -1,15 +1,16 @@
 """The SELinux tier: the full-system lab's labelled variant
 (scripts/fullsystem-image.sh DIR selinux) booted with security=selinux,
-permissive, Debian's default policy; the package installed, the store
-made and the module enabled as in Tests/fullsystem.
+Debian's default policy; the package installed (with its policy module),
+the store made and the module enabled as in Tests/fullsystem.
 
-What it measures is what the SELinux issue must bring to zero: the AVC
-denials the module adds to an ssh login, `su -l` and the user manager,
-against the same logins without it, as unique (source type, target type,
-class, permission) tuples; and the context a session runs in inside its
-root. Until loginchroot labels its images, ships a policy module and puts
-pam_selinux where the user's context is computed, that test is expected to
-fail (strict: a pass means the work landed and the test must change).
+1. Permissive: the AVC denials of an ssh login with the user manager,
+   `su -l` and a console login, without the module and then with it, as
+   unique (source type, target type, class, permission) tuples: the module
+   must add none.
+2. Enforcing (setenforce 1 on the same boot): the same logins work; inside
+   the root the session runs in the user's context, and the files the module
+   wrote and the image's own carry the labels the policy gives their paths;
+   publish labels the next generation; logout leaves nothing.
 """
 import contextlib
 import os
@@ -25,6 +26,12 @@ import systemlab  # noqa: E402
 RELIABILITY_LOG = os.environ.get("LC_RELIABILITY_LOG", os.path.join(systemlab.ROOT, ".build/reliability/selinux.jsonl"))
 DENIAL = re.compile(r"avc:  denied  \{ ([^}]*) \}.* scontext=[^:]*:[^:]*:([^:]*):\S* tcontext=[^:]*:[^:]*:([^:]*):\S* "
                     r"tclass=(\w+)")
+PASSWORD = "lcfs"
+MARKER = "/run/loginchroot-session"
+USER_CONTEXT = "unconfined_u:unconfined_r:unconfined_t:"  # Debian's default: every login unconfined
+# What the module writes into a root, and what the image brings.
+LABELLED = ["/etc/passwd", "/etc/group", "/etc/hosts", MARKER, "/bin/bash", "/usr/bin/passwd", "/run/user/1000"]
+PROBE = f"tr -d '\\0' < /proc/self/attr/current; echo; id -Z; ls -dZ {' '.join(LABELLED)}; cat {MARKER}"
 
 
 def record(case, tries, held, measured="", problems=()):
@@ -41,6 +48,16 @@ def machine():
     machine.stop()
 
 
+@pytest.fixture(scope="module")
+def without_module(machine):
+    """The package and the store, the module not enabled yet: the denials
+    of the logins alone (Debian's policy is not silent on its own)."""
+    systemlab.install_package(machine)
+    systemlab.make_store(machine)
+    logins(machine)
+    return denials(machine)
+
+
 def denials(machine):
     """The unique (source, target, class, permission) tuples of this boot's
     AVC denials, from the journal (the kernel's audit records reach it)."""
@@ -53,12 +70,88 @@ def denials(machine):
     return found
 
 
+def console_login(machine, command):
+    console = machine.console
+    console.sendline("")
+    console.expect("login:", timeout=120)
+    console.sendline("lcfs1")
+    console.expect("Password:", timeout=120)
+    console.sendline(PASSWORD)
+    console.expect(r"\$ ", timeout=300)
+    console.sendline(f"{command}; echo console-$((6*7))")
+    console.expect("console-42", timeout=120)
+    shown = console.before.decode(errors="replace") if isinstance(console.before, bytes) else console.before
+    console.sendline("exit")
+    console.expect("login:", timeout=300)
+    return shown
+
+
 def logins(machine):
-    """An ssh login with systemd-run --user, and su -l; then the roots end
-    (the user managers stop 10 s after the last logout)."""
-    machine.ssh("lcfs1", "systemd-run --user --wait -q -P true; cat /proc/self/attr/current", check=False)
-    machine.root("su -l lcfs2 -c 'cat /proc/self/attr/current'", check=False)
-    time.sleep(15)
+    """An ssh login that starts a unit of its user manager, `su -l` from
+    root's shell, and a console login through agetty and login; each
+    prints its context, labels and marker. Then their roots end."""
+    seen = {
+        "ssh": machine.ssh("lcfs1", f"systemd-run --user --wait -q -P echo user-manager-ran; {PROBE}", check=False),
+        "su -l": machine.ssh("root", f"su -l lcfs2 -c '{PROBE}'", check=False),
+        "console": console_login(machine, "id -Z; cat " + MARKER),
+    }
+    systemlab_wait_roots_gone(machine)
+    return seen
+
+
+def systemlab_wait_roots_gone(machine, seconds=90):
+    """What `loginchroot sessions` says once the user managers have stopped
+    (10 s after the last logout) and their gc ran."""
+    deadline = time.monotonic() + seconds
+    while machine.root("loginchroot sessions 2>&1 || true").strip() not in ("no open session roots", "") \
+            and time.monotonic() < deadline:
+        time.sleep(2)
+    return machine.root("loginchroot sessions 2>&1 || true").strip()
+
+
+def label_types(text):
+    """{path: type} from `ls -dZ` lines."""
+    found = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].count(":") >= 3:
+            found[parts[1]] = parts[0].split(":")[2]
+    return found
+
+
+def policy_types(machine):
+    """{path: type} the loaded policy's file contexts give the paths of
+    LABELLED (matchpathcon on the host: the policy is the host's)."""
+    found = {}
+    for line in machine.root(f"matchpathcon {' '.join(LABELLED)}").splitlines():
+        path, _, context = line.partition("\t")
+        if context.count(":") >= 3:
+            found[path.strip()] = context.split(":")[2]
+    return found
+
+
+def session_problems(machine, seen):
+    """What is wrong in the logins' outputs: no root (the control), not the
+    user's context, a label the policy does not give that path."""
+    problems = []
+    expected = policy_types(machine)
+    if len(expected) != len(LABELLED):
+        problems.append(f"matchpathcon answered for {sorted(expected)} only (the control)")
+    for name, result in seen.items():
+        text = result if isinstance(result, str) else result.stdout + result.stderr
+        if "uid=" not in text:
+            problems.append(f"{name}: did not land in a root (no marker): {text[-400:]}")
+        if USER_CONTEXT not in text:
+            problems.append(f"{name}: the session does not run in the user's context: {text[:300]}")
+        if name == "ssh" and "user-manager-ran" not in text:
+            problems.append(f"ssh: the user manager did not run a unit: {text[-400:]}")
+        if name != "console":
+            found = label_types(text)
+            wrong = {path: (found.get(path), want) for path, want in expected.items()
+                     if found.get(path) != want and not (path == "/run/user/1000" and name == "su -l")}
+            if wrong:
+                problems.append(f"{name}: labels (found, policy's) differ in the root: {wrong}")
+    return problems
 
 
 def test_the_lab_boots_with_selinux_labelled_and_permissive(machine):
@@ -73,25 +166,83 @@ def test_the_lab_boots_with_selinux_labelled_and_permissive(machine):
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.xfail(strict=True, reason="the SELinux issue: master is not labelled, no policy module, pam_selinux "
-                                       "open runs after the module (doc/research/selinux.md)")
-def test_the_module_adds_no_denial_and_a_session_runs_in_the_users_context(machine):
-    systemlab.install_package(machine)
-    systemlab.make_store(machine)
-    logins(machine)
-    without = denials(machine)
-    systemlab.enable_module(machine)
-    context = machine.ssh("lcfs1", "tr -d '\\0' < /proc/self/attr/current; echo; cat /run/loginchroot-session",
-                          check=False).stdout
-    logins(machine)
-    added = sorted(denials(machine) - without)
+def test_the_package_loads_its_policy_and_labels_its_paths(machine, without_module):
+    shown = machine.root("semodule -l | grep -x loginchroot; "
+                         "ls -dZ /usr/sbin/loginchroot /var/lib/loginchroot /var/lib/loginchroot/thin.lock /run/loginchroot; "
+                         "systemctl show -p MainPID loginchroot.service >/dev/null; ps -eZ | grep -c loginchroot_t || true")
+    types = label_types(shown)
+    want = {"/usr/sbin/loginchroot": "loginchroot_exec_t", "/var/lib/loginchroot": "loginchroot_var_lib_t",
+            "/var/lib/loginchroot/thin.lock": "loginchroot_var_lib_t", "/run/loginchroot": "loginchroot_runtime_t"}
     problems = []
-    if "uid=1000" not in context:
-        problems.append(f"the ssh login did not land in a root (the control): {context}")
-    if "unconfined_t" not in context:
-        problems.append(f"the session in the root does not run in the user's context: {context.splitlines()[:1]}")
+    if not shown.startswith("loginchroot\n"):
+        problems.append(f"semodule does not list the loginchroot module: {shown}")
+    problems += [f"{path} is {types.get(path)}, not {kind}" for path, kind in want.items() if types.get(path) != kind]
+    record("SELinux lab: the package loads its policy module and labels the CLI, the store and the state directory",
+           1, 1 - bool(problems), "semodule -l, ls -Z", problems)
+    assert not problems, "\n".join(problems)
+
+
+def test_permissive_the_module_adds_no_denial_and_sessions_run_in_the_users_context(machine, without_module):
+    systemlab.enable_module(machine)
+    seen = logins(machine)
+    added = sorted(denials(machine) - without_module)
+    problems = session_problems(machine, seen)
     if added:
-        problems.append(f"{len(added)} denial tuples the module adds, e.g. {[' '.join(t) for t in added[:8]]}")
-    record("SELinux lab (permissive): denials the module adds to ssh, su -l and the user manager; the session's "
-           "context", 1, 1 - bool(problems), f"{len(without)} tuples without the module, {len(added)} added", problems)
+        problems.append(f"{len(added)} denial tuples the module adds: {[' '.join(t) for t in added[:12]]}")
+    record("SELinux lab (permissive): the denials the module adds to ssh with the user manager, su -l and a console "
+           "login; their context and labels in the root", 1, 1 - bool(problems),
+           f"{len(without_module)} tuples without the module, {len(added)} added", problems)
+    assert not problems, "\n".join(problems)
+
+
+def test_enforcing_logins_work_publish_labels_and_logout_leaves_nothing(machine, without_module):
+    systemlab.enable_module(machine)
+    machine.root("setenforce 1")
+    try:
+        mode = machine.root("getenforce").strip()
+        before = denials(machine)
+        seen = logins(machine)
+        generation = machine.root("loginchroot publish").strip()
+        after_publish = machine.ssh("lcfs1", PROBE, check=False)
+        left = systemlab_wait_roots_gone(machine)
+        volumes = machine.root("dmsetup ls | grep -c -- -session- || true").strip()
+        new = sorted(denials(machine) - before)
+    finally:
+        machine.root("setenforce 0")
+    problems = [] if mode == "Enforcing" else [f"not enforcing (the control): {mode}"]
+    problems += session_problems(machine, {**seen, "ssh after publish": after_publish})
+    if "published" not in generation:
+        problems.append(f"publish under enforcing mode failed: {generation}")
+    if left != "no open session roots" or volumes != "0":
+        problems.append(f"after logout: sessions say {left!r}, {volumes} session volumes")
+    if new:
+        problems.append(f"{len(new)} denial tuples under enforcing mode: {[' '.join(t) for t in new[:12]]}")
+    record("SELinux lab (enforcing): ssh with the user manager, su -l, console login and publish; the user's context, "
+           "the policy's labels in the root; logout leaves nothing", 1, 1 - bool(problems),
+           f"{len(new)} new denial tuples", problems)
+    assert not problems, "\n".join(problems)
+
+
+def test_check_names_a_generation_whose_labels_are_wrong_and_publish_mends_it(machine, without_module):
+    """`check` compares a few paths of the current generation with the types
+    the loaded policy gives them. A generation changed behind loginchroot's
+    back (its volume mounted by hand, /etc/passwd relabelled) must fail it,
+    naming the path; `publish` must make a labelled generation current."""
+    control = machine.root("loginchroot check 2>&1 || true")
+    generation = machine.root("loginchroot status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"current\"])'").strip()
+    device = machine.root(f"dmsetup ls | awk '$1 ~ /-{generation}$/ {{print \"/dev/mapper/\" $1}}'").strip()
+    machine.root(f"unshare -m sh -c 'mount {device} /mnt && chcon -t shadow_t /mnt/etc/passwd'")
+    broken = machine.root("loginchroot check 2>&1; echo status=$?")
+    machine.root("loginchroot publish")
+    mended = machine.root("loginchroot check 2>&1; echo status=$?")
+    problems = []
+    for name, text in (("before", control), ("after publish", mended)):
+        if not re.search(r"^ok +SELinux labels of generation", text, re.M) or \
+                not re.search(r"^ok +SELinux policy module loginchroot loaded", text, re.M):
+            problems.append(f"check {name}: no 'ok' for the policy module and the generation's labels: {text}")
+    if not re.search(r"FAIL +SELinux labels of generation .*/etc/passwd .*shadow_t", broken) \
+            or "fix: loginchroot publish" not in broken or "status=1" not in broken:
+        problems.append(f"check does not name the relabelled /etc/passwd of {generation} ({device}): {broken}")
+    record("SELinux lab: check names a generation whose labels are wrong; publish mends it", 1, 1 - bool(problems),
+           "", problems)
     assert not problems, "\n".join(problems)

@@ -82,6 +82,7 @@ public final class BtrfsBackend: SnapshotBackend {
     }
 
     public func masterLayout() throws -> RootLayout { store.masterLayout }
+    public func generationLayout(_ generation: Generation) throws -> RootLayout { store.generationLayout(generation) }
 
     public func publish() throws -> Generation {
         _ = try removeTemporaries()  // what interrupted publishes left (the caller holds master.lock)

@@ -220,6 +220,20 @@ public final class DmThinBackend: SnapshotBackend {
         return RootLayout(mounts: [volumeMount(name)], rootSubpath: "")
     }
 
+    public func generationLayout(_ generation: Generation) throws -> RootLayout {
+        let metadata = try loadMetadata()
+        guard let volume = metadata.volume(.generation(generation)), volume.state == .live else {
+            throw SetupError("the pool has no volume for generation \(generation)", fix: "run 'loginchroot publish'")
+        }
+        let name = ThinNames.volume(config.poolName, .generation(generation))
+        try activate(name, id: volume.id, sectors: metadata.sectors)
+        // Read-only on the superblock, and no journal replay: nothing writes.
+        let options = [config.filesystem.mountOptions, "ro", config.filesystem == .xfs ? "norecovery" : "noload"]
+        return RootLayout(mounts: [.device(source: DeviceMapper.devicePath(name), type: config.filesystem.rawValue,
+                                           options: options.filter { !$0.isEmpty }.joined(separator: ","), target: "")],
+                          rootSubpath: "")
+    }
+
     public func publish() throws -> Generation {
         try withSettledMetadata { metadata, _ in
             guard let master = metadata.volume(.master), master.state == .live else {

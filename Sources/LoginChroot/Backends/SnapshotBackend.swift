@@ -53,6 +53,8 @@ public protocol SnapshotBackend: AnyObject {
     func createMaster() throws
     /// How to mount master writable for `loginchroot master run`.
     func masterLayout() throws -> RootLayout
+    /// How to mount `generation` read-only, to look at it (`check`).
+    func generationLayout(_ generation: Generation) throws -> RootLayout
     /// Snapshots master as a new immutable generation and makes it current.
     func publish() throws -> Generation
     func removeGeneration(_ generation: Generation) throws
@@ -126,6 +128,9 @@ public struct StoreLayout {
 
     /// master, bound writable, is the root of `loginchroot master run`.
     public var masterLayout: RootLayout { RootLayout(mounts: [.bind(source: master, target: "")], rootSubpath: "") }
+    public func generationLayout(_ generation: Generation) -> RootLayout {
+        RootLayout(mounts: [.bind(source: self.generation(generation), target: "")], rootSubpath: "")
+    }
 
     /// Removes the `gen-N.tmp` entries interrupted publishes left, with the
     /// backend's own way of removing an entry of stable/.

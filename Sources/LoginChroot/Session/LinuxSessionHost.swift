@@ -46,7 +46,9 @@ public struct LinuxSessionHost: SessionHost {
             }
             // From here on nothing we mount can propagate back to the host.
             try Mounts.setPropagation("/", MS_SLAVE, recursive: true)
-            try RootAssembler(plan: plan, staging: staging, log: log).assemble()
+            let labels = plan.isSessionRoot ? SELinux.labelsIfEnabled() : nil
+            try RootAssembler(plan: labels == nil ? plan : plan.withHostSELinux(), staging: staging, log: log,
+                              labels: labels).assemble()
             let mappedDevice = try writtenFilesDevice(plan, staging: staging)
             try Namespaces.pivotRoot(to: joinPath(staging, plan.rootSubpath))
             guard let rootMount = Mounts.mountID(of: "/") else {
@@ -92,7 +94,7 @@ public struct LinuxSessionHost: SessionHost {
         try Namespaces.unshareMountNamespace()
         try Mounts.setPropagation("/", MS_SLAVE, recursive: true)
         let plan = SessionPlan.master(rootMounts: layout.mounts, rootSubpath: layout.rootSubpath)
-        try RootAssembler(plan: plan, staging: staging, log: log).mountRoot()
+        try RootAssembler(plan: plan, staging: staging, log: log, labels: nil).mountRoot()
         return joinPath(staging, layout.rootSubpath)
     }
 
@@ -219,6 +221,9 @@ struct RootAssembler {
     let plan: SessionPlan
     let staging: String
     let log: (String) -> Void
+    /// With SELinux on: what the files written into the root are labelled
+    /// from (the file each replaces, else the policy). Nil without SELinux.
+    let labels: FileLabels?
 
     func mountRoot() throws {
         for mount in plan.rootMounts { try perform(mount) }
@@ -233,10 +238,7 @@ struct RootAssembler {
         let root = try Descriptor.openDirectory(rootPath)
         // Edits first, while the snapshot is the only filesystem in the root:
         // no write can land on a bound host path.
-        for edit in plan.edits { try apply(edit, root: root) }
-        if let marker = plan.marker {
-            try writeFile(root: root, path: RootMarker.path, bytes: Array(marker.serialized().utf8), mode: 0o644)
-        }
+        try writeFiles(into: root)
         for bind in plan.binds { try bindIn(bind, root: root) }
         if let runtime = plan.runtimeDirectory { try mountRuntimeDirectory(runtime, root: root) }
         // The client's next step is to run the shell in here; without it
@@ -244,6 +246,14 @@ struct RootAssembler {
         if !plan.shell.isEmpty, (try? root.openInside(plan.shell, Descriptor.pathOnly)) == nil {
             throw SetupError("the login shell \(plan.shell) is not in the image",
                              fix: "install it in master and publish, or give the user a shell the image has")
+        }
+    }
+
+    /// The edits, then the marker, each replacing its file in the image.
+    func writeFiles(into root: Descriptor) throws {
+        for edit in plan.edits { try apply(edit, root: root) }
+        if let marker = plan.marker {
+            try writeFile(root: root, path: RootMarker.path, bytes: Array(marker.serialized().utf8), mode: 0o644)
         }
     }
 
@@ -325,9 +335,14 @@ struct RootAssembler {
     /// user manager's and the session bus's sockets) is reachable inside.
     private func mountRuntimeDirectory(_ runtime: RuntimeDirectory, root: Descriptor) throws {
         let target = try makeMountPoint(root: root, path: runtime.path, directory: true)
+        var options = "mode=0700,uid=\(runtime.uid),gid=\(runtime.gid),size=\(runtime.size)"
+        // rootcontext, not context: the user manager's sockets inside get
+        // their own labels, as in the runtime directory logind mounts.
+        if let label = try labels?.policyLabel(for: runtime.path, mode: S_IFDIR | 0o700) {
+            options += ",rootcontext=\"\(label)\""
+        }
         try Mounts.mount(source: "loginchroot-runtime", target: target.procPath, type: "tmpfs",
-                         flags: UInt(MS_NOSUID) | UInt(MS_NODEV),
-                         data: "mode=0700,uid=\(runtime.uid),gid=\(runtime.gid),size=\(runtime.size)")
+                         flags: UInt(MS_NOSUID) | UInt(MS_NODEV), data: options)
     }
 
     private func apply(_ edit: RootFileEdit, root: Descriptor) throws {
@@ -386,11 +401,28 @@ struct RootAssembler {
                                      to: "write \(path) through")
         let temporary = "." + name + ".loginchroot"
         _ = unlinkat(parent.raw, temporary, 0)
-        let fd = Descriptor(adopting: try sys("openat", path) {
-            openat(parent.raw, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
-        })
+        let create = {
+            Descriptor(adopting: try sys("openat", path) {
+                openat(parent.raw, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
+            })
+        }
+        let fd: Descriptor
+        if let labels, let label = try label(for: path, replacing: name, in: parent, labels: labels) {
+            fd = try labels.creatingFiles(labelled: label, path: path, create)
+        } else {
+            fd = try create()
+        }
         try fd.writeAll(bytes, path: path)
         _ = fchmod(fd.raw, mode)
         try sys("renameat", path) { renameat(parent.raw, temporary, parent.raw, name) }
+    }
+
+    /// The label of the file a write replaces (a symlink or a device is not
+    /// opened), else the policy's for a new file at `path`.
+    private func label(for path: String, replacing name: String, in parent: Descriptor,
+                       labels: FileLabels) throws -> String? {
+        let fd = openat(parent.raw, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)
+        if fd >= 0, let label = labels.label(of: Descriptor(adopting: fd)) { return label }
+        return try labels.policyLabel(for: path, mode: S_IFREG)
     }
 }

@@ -102,6 +102,14 @@ struct Check: ParsableCommand {
                 }
             }
         }
+        if SELinux.isEnabled() {
+            record("SELinux policy module loginchroot loaded") {
+                guard SELinux.policyKnows("system_u:object_r:loginchroot_runtime_t:s0") else {
+                    throw SetupError("SELinux is on and the policy has no loginchroot types: under enforcing mode logins into roots are refused",
+                                     fix: "semodule -i /usr/share/selinux/packages/loginchroot.pp, then restorecon -R /usr/sbin/loginchroot /var/lib/loginchroot /run/loginchroot")
+                }
+            }
+        }
         record("kernel 5.14 or newer (cgroup.kill, mount_setattr, openat2)") {
             guard let (major, minor) = Kernel.version(), (major, minor) >= (5, 14) else {
                 throw SetupError("the kernel is older than 5.14", fix: "run loginchroot on Linux 5.14 or newer")
@@ -110,6 +118,17 @@ struct Check: ParsableCommand {
         record("cgroup2 mounted") {
             guard Cgroups.find() != nil else {
                 throw SetupError("no cgroup2 mount", fix: "mount cgroup2 (without it every login fails: a session's processes need a cgroup of their own)")
+            }
+        }
+        // Last: it mounts the current generation in this process's own namespace.
+        if SELinux.isEnabled(), let config {
+            let backend = Backends.make(config)
+            if let generation = try? backend.currentGeneration() {
+                record("SELinux labels of generation \(generation)") {
+                    let state = StateStore(directory: config.stateDir)
+                    try state.prepare(timeoutSeconds: config.lockTimeoutSeconds)
+                    try ImageLabels.checkGeneration(generation, of: backend, state: state, log: printError)
+                }
             }
         }
         let failed = findings.filter { !$0.ok }

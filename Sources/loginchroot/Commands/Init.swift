@@ -63,7 +63,7 @@ struct Init: ParsableCommand {
                 throw Failure("\(command[0]) failed with exit status \(outcome.status):\n\(outcome.output)"
                               + Init.emptyAfterFailure(master))
             }
-            let generation = try backend.publish()
+            let generation = try ImageLabels.publish(backend, state: state, mountedMaster: master, log: printError)
             print("store ready at \(config.storePath) (\(config.backend.rawValue)); published \(generation)")
         }
     }

@@ -15,9 +15,11 @@ struct Publish: ParsableCommand {
         let generation = try reporting {
             let backend = Backends.make(config)
             try backend.checkStore()
-            let lock = try StateStore(directory: config.stateDir).masterLock()
+            let state = StateStore(directory: config.stateDir)
+            let lock = try state.masterLock()
             defer { withExtendedLifetime(lock) {} }
-            return try backend.publish()
+            try state.prepare(timeoutSeconds: config.lockTimeoutSeconds)
+            return try ImageLabels.publish(backend, state: state, log: printError)
         }
         if output.json { print(JSON.object([("generation", .string(generation.name))]).rendered) } else {
             print("published \(generation); new logins get it")

@@ -1,0 +1,65 @@
+// On a machine with SELinux on, every generation is labelled for the loaded
+// policy when it is published: a root's files keep their generation's labels,
+// and an unlabelled image fails under enforcing mode (sshd cannot start the
+// user's shell in the user's domain from an unlabeled_t file).
+import Glibc
+import LoginChrootCore
+import LoginChrootPlatform
+
+public enum ImageLabels {
+    /// Labels master, then publishes it (init, publish, update).
+    public static func publish(_ backend: SnapshotBackend, state: StateStore, mountedMaster: String? = nil,
+                               log: @escaping (String) -> Void) throws -> Generation {
+        try labelMaster(backend, state: state, mountedAt: mountedMaster, log: log)
+        return try backend.publish()
+    }
+
+    /// Labels master when SELinux is on (and after `master run`, whose
+    /// package manager labels nothing: it sees SELinux as off). `mountedAt`:
+    /// where master is mounted in this thread's namespace already (init);
+    /// else it is mounted privately here.
+    public static func labelMaster(_ backend: SnapshotBackend, state: StateStore, mountedAt: String? = nil,
+                                   log: @escaping (String) -> Void) throws {
+        guard SELinux.isEnabled() else { return }
+        try label(try mountedAt ?? LinuxSessionHost(log: log).mountPrivately(try backend.masterLayout(),
+                                                                            staging: state.stagingDir))
+    }
+
+    /// Throws, naming the path, when a file of `generation` does not carry
+    /// the type the loaded policy gives its path (unlabelled, or labelled
+    /// for another policy). Mounts it read-only in this thread's namespace.
+    public static func checkGeneration(_ generation: Generation, of backend: SnapshotBackend, state: StateStore,
+                                       log: @escaping (String) -> Void) throws {
+        guard let labels = SELinux.labelsIfEnabled() else { return }
+        let root = try LinuxSessionHost(log: log).mountPrivately(try backend.generationLayout(generation),
+                                                                 staging: state.stagingDir)
+        for path in ["/", "/etc", "/etc/passwd", "/usr/bin"] {
+            guard let file = try? Descriptor.open(joinPath(root, path), O_RDONLY | O_NOFOLLOW | O_NONBLOCK),
+                  let info = try? file.stat(), let want = try labels.policyLabel(for: path, mode: info.st_mode)
+            else { continue }
+            let found = labels.label(of: file) ?? "no label"
+            if type(of: found) != type(of: want) {
+                throw SetupError("\(path) in generation \(generation) is \(found), where the loaded policy gives \(want): "
+                                 + "its roots carry wrong SELinux labels (enforcing mode refuses such logins)",
+                                 fix: "loginchroot publish (it labels master first, and new logins get the labelled generation)")
+            }
+        }
+    }
+
+    /// The type field of a context (user:role:type:level).
+    private static func type(of context: String) -> Substring {
+        let fields = context.split(separator: ":")
+        return fields.count >= 3 ? fields[2] : context[...]
+    }
+
+    /// setfiles with `root` as the alternate root: each file gets the label
+    /// the loaded policy's file_contexts give its path inside the image.
+    static func label(_ root: String) throws {
+        let contexts = try SELinux.fileContextsPath()
+        let outcome = try Processes.runQuietly(["setfiles", "-F", "-r", root, contexts, root])
+        guard outcome.status == 0 else {
+            throw SetupError("setfiles could not label master for SELinux (exit status \(outcome.status)):\n\(outcome.output)",
+                             fix: "check that \(contexts) is the loaded policy's (sestatus), then publish again")
+        }
+    }
+}
