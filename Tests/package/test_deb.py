@@ -58,7 +58,8 @@ def test_the_package_holds_what_an_admin_needs(unpacked):
                 "etc/loginchroot/loginchroot.conf", "usr/share/pam-configs/loginchroot",
                 "lib/systemd/system/loginchroot.service", "lib/systemd/system/loginchroot-gc.service",
                 "lib/systemd/system/loginchroot-gc.timer", "lib/systemd/system/user@.service.d/loginchroot.conf",
-                "usr/share/polkit-1/rules.d/50-loginchroot.rules", "usr/share/doc/loginchroot/copyright"]
+                "usr/share/polkit-1/rules.d/50-loginchroot.rules", "usr/share/doc/loginchroot/copyright",
+                "usr/share/selinux/packages/loginchroot.pp", "usr/share/doc/loginchroot/selinux/loginchroot.fc"]
     missing = [path for path in expected if not os.path.isfile(os.path.join(unpacked, path))]
     assert not missing, f"missing from the package: {missing}"
     conffiles = open(os.path.join(unpacked, "DEBIAN/conffiles")).read().split()
@@ -69,6 +70,9 @@ def test_the_package_holds_what_an_admin_needs(unpacked):
         dynamic = run(["readelf", "-d", os.path.join(unpacked, binary)]).stdout
         assert "RPATH" not in dynamic and "RUNPATH" not in dynamic, f"{binary} has a library search path:\n{dynamic}"
         assert "libswift" not in dynamic, f"{binary} needs the Swift toolchain's libraries:\n{dynamic}"
+        # Loaded with dlopen where needed, never at login on a machine without them.
+        assert "NEEDED" in dynamic and "libselinux" not in dynamic and "libdevmapper" not in dynamic, \
+            f"{binary} links libselinux or libdevmapper:\n{dynamic}"
         sections = run(["readelf", "-S", os.path.join(unpacked, binary)]).stdout
         assert ".symtab" not in sections, f"{binary} is not stripped"
     control = open(os.path.join(unpacked, "DEBIAN/control")).read()
