@@ -21,6 +21,7 @@ static void load_once(void)
     void *library = dlopen("libselinux.so.1", RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
     if (!library)
         return;
+    /* A libselinux without one of these stays loaded (RTLD_NODELETE) and unused. */
 #define LOOKUP(name) if (!(*(void **)&se.name = dlsym(library, #name))) return;
     SE_FUNCTIONS(LOOKUP)
     se_loaded = 1;
@@ -33,12 +34,20 @@ void *lcse_file_contexts_open(void)
         errno = ELIBACC;
         return NULL;
     }
-    return se.selabel_open(SELABEL_CTX_FILE, NULL, 0);
+    errno = 0;
+    void *handle = se.selabel_open(SELABEL_CTX_FILE, NULL, 0);
+    if (!handle && errno == 0)
+        errno = EINVAL;
+    return handle;
 }
 
 int lcse_file_context(void *handle, const char *path, mode_t mode, char *out, size_t size)
 {
     char *context = NULL;
+    if (!handle) {
+        errno = EINVAL;
+        return -1;
+    }
     if (se.selabel_lookup(handle, &context, path, (int)mode) != 0)
         return -1;
     size_t length = strlen(context);

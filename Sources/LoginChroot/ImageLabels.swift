@@ -27,18 +27,19 @@ public enum ImageLabels {
 
     /// Throws, naming the path, when a file of `generation` does not carry
     /// the type the loaded policy gives its path (unlabelled, or labelled
-    /// for another policy). Mounts it read-only in this thread's namespace.
+    /// for another policy). Mounts it in this thread's namespace (dm-thin:
+    /// read-only, no journal replay) and only reads.
     public static func checkGeneration(_ generation: Generation, of backend: SnapshotBackend, state: StateStore,
                                        log: @escaping (String) -> Void) throws {
         guard let labels = SELinux.labelsIfEnabled() else { return }
-        let root = try LinuxSessionHost(log: log).mountPrivately(try backend.generationLayout(generation),
-                                                                 staging: state.stagingDir)
+        let root = try Descriptor.openDirectory(try LinuxSessionHost(log: log).mountPrivately(
+            try backend.generationLayout(generation), staging: state.stagingDir))
         for path in ["/", "/etc", "/etc/passwd", "/usr/bin"] {
-            guard let file = try? Descriptor.open(joinPath(root, path), O_RDONLY | O_NOFOLLOW | O_NONBLOCK),
+            guard let file = try? root.openInside(path, O_RDONLY | O_NONBLOCK, noSymlinks: true),
                   let info = try? file.stat(), let want = try labels.policyLabel(for: path, mode: info.st_mode)
             else { continue }
-            let found = labels.label(of: file) ?? "no label"
-            if type(of: found) != type(of: want) {
+            let found = labels.label(of: file) ?? "unlabelled or labelled for another policy"
+            if selinuxType(of: found) != selinuxType(of: want) {
                 throw SetupError("\(path) in generation \(generation) is \(found), where the loaded policy gives \(want): "
                                  + "its roots carry wrong SELinux labels (enforcing mode refuses such logins)",
                                  fix: "loginchroot publish (it labels master first, and new logins get the labelled generation)")
@@ -47,7 +48,7 @@ public enum ImageLabels {
     }
 
     /// The type field of a context (user:role:type:level).
-    private static func type(of context: String) -> Substring {
+    private static func selinuxType(of context: String) -> Substring {
         let fields = context.split(separator: ":")
         return fields.count >= 3 ? fields[2] : context[...]
     }

@@ -1,6 +1,7 @@
 // SELinux labels of what the module writes into a root. Nothing here loads
 // libselinux unless SELinux is on: the module reads selinuxfs's magic once
-// per login, and only a file the image lacks needs the policy's lookup.
+// per login. With SELinux on, every login loads the policy's file contexts
+// (the marker and the runtime directory are new files each time).
 import CLinux
 import CSELinux
 import Glibc
@@ -57,14 +58,21 @@ public enum SELinux {
 /// (opened on the first lookup, once).
 final class PolicyLabels: FileLabels {
     private var handle: UnsafeMutableRawPointer?
+    /// Longer than any context a policy writes (MLS ranges included).
+    private static let contextLimit = 4096
 
     deinit { lcse_file_contexts_close(handle) }
 
+    /// Nil for a label not worth keeping: none, unlabeled_t, or one the
+    /// loaded policy does not know (an image labelled for another policy).
     func label(of file: Descriptor) -> String? {
-        var buffer = [CChar](repeating: 0, count: 256)
-        let length = fgetxattr(file.raw, SELinux.attribute, &buffer, buffer.count - 1)
+        var buffer = [UInt8](repeating: 0, count: Self.contextLimit)
+        let length = fgetxattr(file.raw, SELinux.attribute, &buffer, buffer.count)
         guard length > 0 else { return nil }
-        return String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }.prefix { $0 != 0 }, as: UTF8.self)
+        let label = String(decoding: buffer[..<length].prefix { $0 != 0 }, as: UTF8.self)
+        guard !label.split(separator: ":").dropFirst(2).starts(with: ["unlabeled_t"]), SELinux.policyKnows(label)
+        else { return nil }
+        return label
     }
 
     func policyLabel(for path: String, mode: mode_t) throws -> String? {
@@ -74,7 +82,7 @@ final class PolicyLabels: FileLabels {
             }
             handle = opened
         }
-        var buffer = [CChar](repeating: 0, count: 256)
+        var buffer = [CChar](repeating: 0, count: Self.contextLimit)
         if lcse_file_context(handle, path, mode, &buffer, buffer.count) != 0 {
             if errno == ENOENT { return nil }
             throw SystemError(call: "selabel_lookup", path: path, errno: errno)
@@ -83,10 +91,18 @@ final class PolicyLabels: FileLabels {
     }
 
     func creatingFiles<T>(labelled label: String, path: String, _ create: () throws -> T) throws -> T {
-        // Per thread: another thread of the login program keeps its own.
-        let fscreate = try Descriptor.open("/proc/thread-self/attr/fscreate", O_WRONLY)
+        // Per thread: another thread of the login program keeps its own. The
+        // value the thread had (the login program may have set one) comes
+        // back afterwards, or the login fails rather than label more files.
+        let attribute = "/proc/thread-self/attr/fscreate"
+        let previous = try Descriptor.open(attribute, O_RDONLY).readAll(limit: Self.contextLimit)
+        // Its own fd: the kernel takes a write at offset 0 only.
+        let fscreate = try Descriptor.open(attribute, O_WRONLY)
         try sys("setfscreatecon", path) { write(fscreate.raw, label, label.utf8.count) }
-        defer { _ = write(fscreate.raw, nil, 0) }  // back to the policy's default
-        return try create()
+        let result = Result { try create() }
+        try sys("setfscreatecon", attribute) {
+            previous.withUnsafeBufferPointer { write(fscreate.raw, $0.baseAddress, $0.count) }
+        }
+        return try result.get()
     }
 }
