@@ -7,7 +7,7 @@ RELEASE     := .build/release
 MODULE      := $(RELEASE)/pam_loginchroot.so
 CLI         := $(RELEASE)/loginchroot
 
-.PHONY: all build policy debug-build deps demo test unit-test integration-test lab-test package-test system-test deb bench install clean
+.PHONY: all build policy debug-build deps demo check lint test unit-test integration-test lab-test package-test system-test deb bench install clean
 
 all: build
 
@@ -45,6 +45,21 @@ unit-test:
 	LC_RELIABILITY_LOG=$(CURDIR)/.build/reliability/unit.jsonl swift test --skip-build
 	sh Tests/shim/run.sh
 
+# The fast tier: the unit tests and lint (no VM, no mounts).
+check: deps
+	swift build --build-tests
+	swift test --skip-build
+	$(MAKE) lint
+
+# The module runs inside sshd, login and display managers: nothing in
+# Sources may crash its host. Then the Python tests' and the shell scripts'.
+lint:
+	@if grep -rnE 'fatalError\(|try!|precondition(Failure)?\(' Sources; then \
+		echo "lint: Sources may not crash the process it runs in (throw a typed error instead)"; exit 1; fi
+	python3 -m pyflakes Tests bench scripts
+	for f in scripts/*.sh; do bash -n "$$f" || exit 1; done
+	for f in debian/loginchroot.postinst debian/loginchroot.prerm debian/loginchroot.postrm; do sh -n "$$f" || exit 1; done
+
 integration-test: build debug-build
 	LC_MODULE=$(CURDIR)/$(MODULE) LC_CLI=$(CURDIR)/$(CLI) python3 -m pytest -v -p no:cacheprovider Tests/integration
 
@@ -67,7 +82,7 @@ system-test: deps deb
 	python3 -m pytest -v -p no:cacheprovider Tests/selinux
 
 # The whole suite, then RELIABILITY.md from the rows its tests recorded.
-test: deps unit-test integration-test demo lab-test package-test system-test
+test: deps lint unit-test integration-test demo lab-test package-test system-test
 	python3 scripts/reliability-report.py
 
 # Benchmarks, not tests: BENCHMARKS.md, side by side with schroot and LVM

@@ -48,14 +48,14 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
-        .target(name: "LoginChrootCore", swiftSettings: staticStdlib),
+        .target(name: "LoginChrootCore", swiftSettings: staticStdlib + [.swiftLanguageMode(.v6)]),
         .target(name: "CLinux", cSettings: fortified),
         // libdevmapper is dlopened on first use (devmapper.c); only its header is needed.
         .target(name: "CDeviceMapper", cSettings: fortified),
         // libselinux too, and only where SELinux is on (selinux.c).
         .target(name: "CSELinux", cSettings: fortified),
         .target(name: "LoginChrootPlatform", dependencies: ["CLinux", "CDeviceMapper", "CSELinux", "LoginChrootCore"],
-                swiftSettings: staticStdlib),
+                swiftSettings: staticStdlib + [.swiftLanguageMode(.v6)]),
         .target(
             name: "LoginChroot",
             dependencies: ["LoginChrootCore", "LoginChrootPlatform"],
@@ -79,7 +79,11 @@ let package = Package(
                              .linkedLibrary("_FoundationCShims", .when(configuration: .release)),
                              .linkedLibrary("_FoundationCollections", .when(configuration: .release)),
                              .linkedLibrary("swiftSynchronization", .when(configuration: .release))]),
-        .testTarget(name: "LoginChrootCoreTests", dependencies: ["LoginChrootCore", "LoginChroot", "LoginChrootPlatform"]),
+        // Tests, one target per module they test, and what both share.
+        .target(name: "LoginChrootTestSupport", dependencies: ["LoginChrootCore"], path: "Tests/LoginChrootTestSupport"),
+        .testTarget(name: "LoginChrootCoreTests", dependencies: ["LoginChrootCore", "LoginChrootTestSupport"]),
+        .testTarget(name: "LoginChrootTests",
+                    dependencies: ["LoginChroot", "LoginChrootCore", "LoginChrootPlatform", "LoginChrootTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -553,7 +553,7 @@ def measure_selinux(out_path, cycles):
             systemlab.make_store(lab)
             if selinux:
                 lab.root("setenforce 1")
-            runs.append({"selinux": name, "mode": lab.root("getenforce || true").strip(),
+            runs.append({"selinux": name, "mode": lab.root("getenforce 2>/dev/null || echo Disabled").strip(),
                          **cold_ssh_logins(lab, cycles), "cycles": cycles})
             info = info or system_machine(lab, "selinux")
         finally:

@@ -301,10 +301,10 @@ def selinux_table(parts):
     for _, run in runs:
         w, wo = run["loginchroot"], run["without"]
         if not w or not wo:
-            lines.append(f"| {run['selinux']} | {run['mode']} | no successful logins | | | |")
+            lines.append(f"| {run['selinux']} | {run['mode'] or 'Disabled'} | no successful logins | | | |")
             continue
         medians[run["selinux"]] = (statistics.median(w), statistics.median(wo))
-        lines.append(f"| {run['selinux']} | {run['mode']} | {len(w)} | "
+        lines.append(f"| {run['selinux']} | {run['mode'] or 'Disabled'} | {len(w)} | "
                      f"{' / '.join(ms(percentile(w, p)) for p in (50, 95))} | "
                      f"{' / '.join(ms(percentile(wo, p)) for p in (50, 95))} | {medians[run['selinux']][0] / medians[run['selinux']][1]:.2f}x |")
     if len(medians) == 2:

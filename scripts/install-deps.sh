@@ -23,5 +23,5 @@ if [ -n "$missing" ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
-python3 -c 'import pytest, pexpect' 2>/dev/null || python3 -m pip install -q pytest pexpect
+python3 -c 'import pytest, pexpect, pyflakes' 2>/dev/null || python3 -m pip install -q pytest pexpect pyflakes
 python3 -c 'import virtme_ng' 2>/dev/null || python3 -m pip install -q virtme-ng==1.42

@@ -51,7 +51,7 @@ public enum DeviceMapper {
     public static func status(_ name: String) throws -> String {
         var buffer = [CChar](repeating: 0, count: 4096)
         try call("dm status", name) { lcdm_status(name, &buffer, buffer.count) }
-        return String(cString: buffer)
+        return string(fromCBuffer: buffer)
     }
 
     /// The dm name and uuid of the block device at `path`, from sysfs;

@@ -41,7 +41,7 @@ public enum Btrfs {
     public static func quotaMode(_ fd: Descriptor, path: String) throws -> String? {
         var fsid = [CChar](repeating: 0, count: 37)
         try sys("BTRFS_IOC_FS_INFO", path) { lc_btrfs_fsid(fd.raw, &fsid) }
-        let directory = "/sys/fs/btrfs/\(String(cString: fsid))/qgroups"
+        let directory = "/sys/fs/btrfs/\(string(fromCBuffer: fsid))/qgroups"
         guard Files.isDirectory(directory) else { return nil }
         // Kernels before 6.7 have only full accounting, and no mode file.
         return (try? Files.read(directory + "/mode"))?.split(separator: "\n").first.map(String.init) ?? "qgroup"

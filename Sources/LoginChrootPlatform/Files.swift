@@ -129,15 +129,20 @@ public enum Files {
     /// Creates `path` (one level) owned by root with `mode`, or checks the
     /// existing one: it must be a real directory not writable by group or others.
     public static func ensurePrivateDirectory(_ path: String, mode: mode_t = 0o700) throws {
-        if mkdir(path, mode) != 0 && errno != EEXIST { throw SystemError(call: "mkdir", path: path, errno: errno) }
+        try makeDirectory(path, mode: mode)
         try checkOwnedByRoot(path, kind: "directory")
+    }
+
+    /// mkdir, unless it exists.
+    public static func makeDirectory(_ path: String, mode: mode_t = 0o755) throws {
+        try sysUnlessExists("mkdir", path) { mkdir(path, mode) }
     }
 
     public static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
         var current = ""
         for component in path.split(separator: "/") {
             current += "/" + component
-            if mkdir(current, mode) != 0 && errno != EEXIST { throw SystemError(call: "mkdir", path: current, errno: errno) }
+            try makeDirectory(current, mode: mode)
         }
     }
 

@@ -311,8 +311,7 @@ public struct Cgroups {
     }
 
     public func create(_ cgroup: String) throws {
-        let path = self.path(cgroup)
-        if mkdir(path, 0o755) != 0 && errno != EEXIST { throw SystemError(call: "mkdir", path: path, errno: errno) }
+        try Files.makeDirectory(self.path(cgroup))
     }
 
     /// Moves process `pid` (all its threads) into `cgroup`.

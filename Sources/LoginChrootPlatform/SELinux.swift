@@ -87,7 +87,7 @@ final class PolicyLabels: FileLabels {
             if errno == ENOENT { return nil }
             throw SystemError(call: "selabel_lookup", path: path, errno: errno)
         }
-        return String(cString: buffer)
+        return string(fromCBuffer: buffer)
     }
 
     func creatingFiles<T>(labelled label: String, path: String, _ create: () throws -> T) throws -> T {

@@ -32,3 +32,15 @@ public func sys<T: BinaryInteger>(_ call: String, _ path: String = "", _ body: (
         throw SystemError(call: call, path: path, errno: code)
     }
 }
+
+/// Like `sys`, for a call that creates something (mkdir, an O_EXCL open):
+/// EEXIST is no error, and gives nil.
+@discardableResult
+public func sysUnlessExists<T: BinaryInteger>(_ call: String, _ path: String = "", _ body: () -> T) throws -> T? {
+    do { return try sys(call, path, body) } catch let error as SystemError where error.errno == EEXIST { return nil }
+}
+
+/// The NUL-terminated string a C call wrote into `buffer`.
+func string(fromCBuffer buffer: [CChar]) -> String {
+    String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}

@@ -1,6 +1,7 @@
 // What every verb shares: the --config/--json options, loading the pieces,
-// and a small JSON writer (the CLI needs no Foundation).
+// and JSON output (Codable, from the FoundationEssentials ArgumentParser links).
 import ArgumentParser
+import FoundationEssentials
 import Glibc
 import LoginChroot
 import LoginChrootCore
@@ -47,52 +48,35 @@ func reporting<T>(_ body: () throws -> T) throws -> T {
     }
 }
 
-enum JSON {
-    case string(String)
-    case number(UInt64)
-    case bool(Bool)
-    case array([JSON])
-    case object([(String, JSON)])
-
-    var rendered: String {
-        switch self {
-        case .string(let text): return JSON.quote(text)
-        case .number(let value): return String(value)
-        case .bool(let value): return value ? "true" : "false"
-        case .array(let items): return "[" + items.map(\.rendered).joined(separator: ",") + "]"
-        case .object(let fields): return "{" + fields.map { JSON.quote($0.0) + ":" + $0.1.rendered }.joined(separator: ",") + "}"
-        }
-    }
-
-    static func quote(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            default:
-                if scalar.value < 0x20 {
-                    let hex = String(scalar.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out + "\""
+/// Prints `value` as one line of JSON: keys in snake_case, sorted.
+func printJSON<T: Encodable>(_ value: T) {
+    let encoder = JSONEncoder()
+    encoder.keyEncodingStrategy = .convertToSnakeCase
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    do {
+        print(String(decoding: try encoder.encode(value), as: UTF8.self))
+    } catch {
+        printError("loginchroot: cannot write JSON: \(error)")
     }
 }
 
-extension RootRecord {
-    var json: JSON {
-        .object([
-            ("key", .string(key.value)), ("user", .string(user.value)), ("uid", .number(UInt64(uid))),
-            ("backend", .string(backend.rawValue)), ("generation", .string(generation.name)),
-            ("phase", .string(phase.rawValue)), ("note", .string(note)),
-            ("sessions", .array(members.map { .object([("id", .string($0.id)), ("pid", .number(UInt64($0.pid))),
-                                                      ("cgroup", .string($0.cgroup))]) })),
-        ])
+/// A root as `sessions --json` and `status --json` show it.
+struct RootJSON: Encodable {
+    struct Session: Encodable {
+        let id: String
+        let pid: Int32
+        let cgroup: String
+    }
+    let key, user: String
+    let uid: UInt32
+    let backend, generation, phase, note: String
+    let sessions: [Session]
+
+    init(_ record: RootRecord) {
+        key = record.key.value; user = record.user.value; uid = record.uid
+        backend = record.backend.rawValue; generation = record.generation.name
+        phase = record.phase.rawValue; note = record.note
+        sessions = record.members.map { Session(id: $0.id, pid: $0.pid, cgroup: $0.cgroup) }
     }
 }
 

@@ -1,4 +1,5 @@
 import XCTest
+import LoginChrootTestSupport
 @testable import LoginChrootCore
 
 final class UserNameTests: XCTestCase {

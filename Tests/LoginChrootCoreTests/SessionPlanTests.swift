@@ -1,11 +1,6 @@
 import XCTest
 @testable import LoginChrootCore
-
-func testAccount(_ name: String = "alice", uid: UInt32 = 1000, groups: [String] = ["alice", "audio"]) -> Account {
-    Account(name: user(name), uid: uid, gid: uid, home: "/home/\(name)", shell: "/bin/bash",
-            passwdLine: "\(name):x:\(uid):\(uid):\(name):/home/\(name):/bin/bash",
-            groups: groups.enumerated().map { GroupEntry(name: $1, gid: $0 == 0 ? uid : 100 + UInt32($0)) })
-}
+import LoginChrootTestSupport
 
 final class SessionPlanTests: XCTestCase {
     let mounts: [MountSpec] = [.directory("upper"), .overlay(lower: "/store/gen-1", upper: "upper/u", work: "upper/w", target: "root")]

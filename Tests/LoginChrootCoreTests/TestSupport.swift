@@ -2,6 +2,7 @@
 import Foundation
 import XCTest
 @testable import LoginChrootCore
+import LoginChrootTestSupport
 
 /// SplitMix64 (Steele, Lea, Flood 2014): tiny, seeded, reproducible on every platform.
 struct SplitMix64: RandomNumberGenerator {
@@ -49,8 +50,6 @@ func parseConfig(_ text: String, file: StaticString = #filePath, line: UInt = #l
         return nil
     }
 }
-
-func user(_ name: String) -> UserName { UserName(name)! }
 
 /// Applies `rounds` seeded random mutations to `text` (1 to 6 edits each:
 /// deletions, insertions of `interesting` bytes, overwrites, truncation, a

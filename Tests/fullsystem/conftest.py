@@ -3,7 +3,6 @@ serves the whole tier.
 """
 import contextlib
 import os
-import time
 
 import pytest
 
@@ -58,21 +57,3 @@ def installed(machine):
 
 def host_namespace(machine):
     return machine.root("readlink /proc/1/ns/mnt").strip()
-
-
-def wait_for(condition, seconds=120):
-    """Whether `condition()` came true within `seconds` (asked every 2 s)."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(2)
-    return True
-
-
-def roots_after_logout(machine, seconds=60):
-    """What `loginchroot sessions` says once the user manager, a session of
-    the root too, has stopped (UserStopDelaySec, 10 s after the last
-    logout) and its ExecStopPost gc has run."""
-    wait_for(lambda: machine.root("loginchroot sessions").strip() == "no open session roots", seconds)
-    return machine.root("loginchroot sessions").strip()

@@ -110,6 +110,44 @@ def boot(selinux=False):
     return Machine(directory, "security=selinux enforcing=0 audit=1 audit_backlog_limit=8192" if selinux else "")
 
 
+def console_login(machine, user, password, command, while_open=lambda: None):
+    """Logs `user` in on the serial console (agetty, then login with a
+    password), runs `command` there and calls `while_open()`, then logs out.
+    Returns what the command printed and what while_open returned."""
+    console = machine.console
+    console.sendline("")
+    console.expect("login:", timeout=120)
+    console.sendline(user)
+    console.expect("Password:", timeout=120)
+    console.sendline(password)
+    console.expect(r"\$ ", timeout=300)
+    console.sendline(f"{command}; echo console-$((6*7))")
+    console.expect("console-42", timeout=120)
+    shown = console.before.decode(errors="replace") if isinstance(console.before, bytes) else console.before
+    seen = while_open()
+    console.sendline("exit")
+    console.expect("login:", timeout=300)
+    return shown, seen
+
+
+def wait_for(condition, seconds=120):
+    """Whether `condition()` came true within `seconds` (asked every 2 s)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(2)
+    return True
+
+
+def roots_after_logout(machine, seconds=60):
+    """What `loginchroot sessions` says once the user manager, a session of
+    the root too, has stopped (UserStopDelaySec, 10 s after the last
+    logout) and its ExecStopPost gc has run."""
+    wait_for(lambda: machine.root("loginchroot sessions").strip() == "no open session roots", seconds)
+    return machine.root("loginchroot sessions").strip()
+
+
 def newest_package():
     debs = sorted(glob.glob(os.path.join(ROOT, ".build/deb/loginchroot_*_amd64.deb")), key=os.path.getmtime)
     assert debs, "no package: run 'make deb' first"

@@ -23,8 +23,8 @@ import time
 import pytest
 
 import systemlab
-from systemlab import CONFIG
-from conftest import MARKER, PASSWORD, ROOT_WRITE, host_namespace, record, roots_after_logout, wait_for
+from conftest import MARKER, PASSWORD, ROOT_WRITE, host_namespace, record
+from systemlab import CONFIG, roots_after_logout, wait_for
 
 GREETER_DIR = "/run/lc-greeter"  # greetd_greeter.py's tickets and log
 TYPED = "lc-typed"  # what the session's terminal wrote, in the user's home

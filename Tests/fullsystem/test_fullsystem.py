@@ -13,8 +13,8 @@ import subprocess
 import time
 
 import systemlab
-from conftest import MARKER, PASSWORD, ROOT_WRITE, host_namespace, pam_digests, record, roots_after_logout, wait_for
-from systemlab import CONFIG
+from conftest import MARKER, PASSWORD, ROOT_WRITE, host_namespace, pam_digests, record
+from systemlab import CONFIG, roots_after_logout, wait_for
 
 
 def test_the_package_is_enabled_after_pam_systemd(machine, installed):
@@ -423,19 +423,8 @@ def test_an_upgrade_restarts_nothing_under_an_open_session(machine, installed, t
 
 
 def test_a_console_login_through_getty_and_login(machine, installed):
-    console = machine.console
-    console.sendline("")
-    console.expect("login:", timeout=120)
-    console.sendline("lcfs1")
-    console.expect("Password:", timeout=120)
-    console.sendline(PASSWORD)
-    console.expect(r"\$ ", timeout=300)
-    console.sendline(f"cat {MARKER}; echo console-$((6*7))")
-    console.expect("console-42", timeout=120)
-    shown = console.before
-    while_open = machine.root("loginchroot sessions; who")
-    console.sendline("exit")
-    console.expect("login:", timeout=300)
+    shown, while_open = systemlab.console_login(machine, "lcfs1", PASSWORD, f"cat {MARKER}",
+                                                lambda: machine.root("loginchroot sessions; who"))
     problems = []
     if "uid=1000" not in shown:
         problems.append(f"the console session has no root marker: {shown}")

@@ -13,7 +13,6 @@ other session's writes into its own root fail too while the space is full
 import contextlib
 import json
 import os
-import tempfile
 import time
 
 import pytest

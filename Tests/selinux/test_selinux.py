@@ -16,7 +16,6 @@ import contextlib
 import os
 import re
 import sys
-import time
 
 import pytest
 
@@ -70,22 +69,6 @@ def denials(machine):
     return found
 
 
-def console_login(machine, command):
-    console = machine.console
-    console.sendline("")
-    console.expect("login:", timeout=120)
-    console.sendline("lcfs1")
-    console.expect("Password:", timeout=120)
-    console.sendline(PASSWORD)
-    console.expect(r"\$ ", timeout=300)
-    console.sendline(f"{command}; echo console-$((6*7))")
-    console.expect("console-42", timeout=120)
-    shown = console.before.decode(errors="replace") if isinstance(console.before, bytes) else console.before
-    console.sendline("exit")
-    console.expect("login:", timeout=300)
-    return shown
-
-
 def logins(machine):
     """An ssh login that starts a unit of its user manager, `su -l` from
     root's shell, and a console login through agetty and login; each
@@ -93,20 +76,10 @@ def logins(machine):
     seen = {
         "ssh": machine.ssh("lcfs1", f"systemd-run --user --wait -q -P echo user-manager-ran; {PROBE}", check=False),
         "su -l": machine.ssh("root", f"su -l lcfs2 -c '{PROBE}'", check=False),
-        "console": console_login(machine, "id -Z; cat " + MARKER),
+        "console": systemlab.console_login(machine, "lcfs1", PASSWORD, "id -Z; cat " + MARKER)[0],
     }
-    systemlab_wait_roots_gone(machine)
+    systemlab.roots_after_logout(machine, seconds=90)
     return seen
-
-
-def systemlab_wait_roots_gone(machine, seconds=90):
-    """What `loginchroot sessions` says once the user managers have stopped
-    (10 s after the last logout) and their gc ran."""
-    deadline = time.monotonic() + seconds
-    while machine.root("loginchroot sessions 2>&1 || true").strip() not in ("no open session roots", "") \
-            and time.monotonic() < deadline:
-        time.sleep(2)
-    return machine.root("loginchroot sessions 2>&1 || true").strip()
 
 
 def label_types(text):
@@ -204,7 +177,7 @@ def test_enforcing_logins_work_publish_labels_and_logout_leaves_nothing(machine,
         seen = logins(machine)
         generation = machine.root("loginchroot publish").strip()
         after_publish = machine.ssh("lcfs1", PROBE, check=False)
-        left = systemlab_wait_roots_gone(machine)
+        left = systemlab.roots_after_logout(machine, seconds=90)
         volumes = machine.root("dmsetup ls | grep -c -- -session- || true").strip()
         new = sorted(denials(machine) - before)
     finally:

@@ -11,10 +11,12 @@ struct Check: ParsableCommand {
     @OptionGroup var global: GlobalOptions
     @OptionGroup var output: OutputOptions
 
-    struct Finding {
+    struct Finding: Encodable {
         var ok: Bool
         var what: String
         var fix: String
+
+        enum CodingKeys: String, CodingKey { case ok, what = "check", fix }
     }
 
     func run() throws {
@@ -133,9 +135,7 @@ struct Check: ParsableCommand {
         }
         let failed = findings.filter { !$0.ok }
         if output.json {
-            print(JSON.array(findings.map {
-                .object([("ok", .bool($0.ok)), ("check", .string($0.what)), ("fix", .string($0.fix))])
-            }).rendered)
+            printJSON(findings)
         } else {
             for finding in findings {
                 print(finding.ok ? "ok    \(finding.what)" : "FAIL  \(finding.what)\n      fix: \(finding.fix)")

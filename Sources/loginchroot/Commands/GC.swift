@@ -18,8 +18,7 @@ struct GC: ParsableCommand {
             return try global.manager(config).gc()
         }
         if output.json {
-            print(JSON.object([("actions", .array(report.actions.map { .string($0) })),
-                               ("failures", .array(report.failures.map { .string($0) }))]).rendered)
+            printJSON(["actions": report.actions, "failures": report.failures])
         } else {
             report.actions.forEach { print($0) }
             report.failures.forEach { printError($0) }

@@ -21,7 +21,7 @@ struct Publish: ParsableCommand {
             try state.prepare(timeoutSeconds: config.lockTimeoutSeconds)
             return try ImageLabels.publish(backend, state: state, log: printError)
         }
-        if output.json { print(JSON.object([("generation", .string(generation.name))]).rendered) } else {
+        if output.json { printJSON(["generation": generation.name]) } else {
             print("published \(generation); new logins get it")
         }
     }

@@ -12,7 +12,7 @@ struct Sessions: ParsableCommand {
         let config = try global.load()
         let records = global.manager(config).records()
         if output.json {
-            print(JSON.array(records.map(\.json)).rendered)
+            printJSON(records.map(RootJSON.init))
             return
         }
         if records.isEmpty { print("no open session roots"); return }

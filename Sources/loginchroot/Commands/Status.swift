@@ -18,18 +18,14 @@ struct Status: ParsableCommand {
         }
         let records = global.manager(config).records()
         if output.json {
-            print(JSON.object([
-                ("backend", .string(config.backend.rawValue)), ("store", .string(config.storePath)),
-                ("current", .string(current?.name ?? "")),
-                ("generations", .array(generations.map { generation in
-                    .object([("name", .string(generation.name)),
-                             ("roots", .number(UInt64(records.filter { $0.generation == generation }.count)))])
-                })),
-                ("space", .object([("total_bytes", .number(usage.totalBytes)), ("free_bytes", .number(usage.freeBytes))]
-                                  + (usage.metadataTotalBytes.map { [("metadata_total_bytes", JSON.number($0))] } ?? [])
-                                  + (usage.metadataFreeBytes.map { [("metadata_free_bytes", JSON.number($0))] } ?? []))),
-                ("roots", .array(records.map(\.json))),
-            ]).rendered)
+            printJSON(StatusJSON(
+                backend: config.backend.rawValue, store: config.storePath, current: current?.name ?? "",
+                generations: generations.map { generation in
+                    .init(name: generation.name, roots: records.filter { $0.generation == generation }.count)
+                },
+                space: .init(totalBytes: usage.totalBytes, freeBytes: usage.freeBytes,
+                             metadataTotalBytes: usage.metadataTotalBytes, metadataFreeBytes: usage.metadataFreeBytes),
+                roots: records.map(RootJSON.init)))
             return
         }
         print("backend:     \(config.backend.rawValue) at \(config.storePath)")
@@ -47,4 +43,20 @@ struct Status: ParsableCommand {
             print("  \(record.key): \(record.phase.rawValue) \(record.note)")
         }
     }
+}
+
+struct StatusJSON: Encodable {
+    struct GenerationJSON: Encodable {
+        let name: String
+        let roots: Int
+    }
+    struct Space: Encodable {
+        let totalBytes, freeBytes: UInt64
+        /// dm-thin only (absent otherwise).
+        let metadataTotalBytes, metadataFreeBytes: UInt64?
+    }
+    let backend, store, current: String
+    let generations: [GenerationJSON]
+    let space: Space
+    let roots: [RootJSON]
 }

@@ -223,6 +223,7 @@ final class FakeBackend: SnapshotBackend {
     func sessions() throws -> [RootKey] { snapshots.sorted() }
     func createMaster() throws { calls.append("createMaster") }
     func masterLayout() throws -> RootLayout { RootLayout(mounts: [], rootSubpath: "master") }
+    func generationLayout(_ generation: Generation) throws -> RootLayout { RootLayout(mounts: [], rootSubpath: generation.name) }
 
     func publish() throws -> Generation {
         let next = (allGenerations.max() ?? Generation(number: 0)).next

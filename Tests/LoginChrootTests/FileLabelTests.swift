@@ -4,9 +4,9 @@
 import Foundation
 import Glibc
 import XCTest
-@testable import LoginChroot
+import LoginChrootTestSupport
 import LoginChrootCore
-import LoginChrootPlatform
+@testable import LoginChrootPlatform
 
 /// Labels kept by file name; the policy answers from a table of paths.
 final class FakeLabels: FileLabels {

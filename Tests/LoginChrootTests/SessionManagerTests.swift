@@ -2,6 +2,7 @@
 // StateStore in a fresh temporary directory. No root, mounts or namespaces.
 import Foundation
 import XCTest
+import LoginChrootTestSupport
 @testable import LoginChroot
 @testable import LoginChrootCore
 import LoginChrootPlatform
