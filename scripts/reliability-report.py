@@ -13,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIERS = {"unit": "unit tests (no root)", "host": f"this machine ({platform.release()})",
          "lab": "VM lab (Debian's kernel under qemu)",
          "system": "full-system lab (Debian 12 booted with systemd under qemu, the package installed)",
-         "selinux": "the full-system lab's labelled variant booted with SELinux, permissive"}
+         "selinux": "the full-system lab's labelled variant booted with SELinux, permissive then enforcing"}
 
 
 def rows():
