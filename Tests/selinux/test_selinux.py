@@ -33,8 +33,10 @@ LABELLED = ["/etc/passwd", "/etc/group", "/etc/hosts", MARKER, "/bin/bash", "/us
 PROBE = f"tr -d '\\0' < /proc/self/attr/current; echo; id -Z; ls -dZ {' '.join(LABELLED)}; cat {MARKER}"
 
 
-def record(case, tries, held, measured="", problems=()):
-    systemlab.record(RELIABILITY_LOG, "selinux", case, tries, held, measured, problems)
+def record_and_assert(case, measured, problems):
+    """One row of RELIABILITY.md (one try, held unless `problems`), then the test's verdict."""
+    systemlab.record(RELIABILITY_LOG, "selinux", case, 1, 1 - bool(problems), measured, problems)
+    assert not problems, "\n".join(problems)
 
 
 @pytest.fixture(scope="module")
@@ -138,9 +140,8 @@ def test_the_lab_boots_with_selinux_labelled_and_permissive(machine):
     unlabelled = machine.root("find /usr /etc/pam.d /etc/ssh -xdev -context '*unlabeled_t*' | head -5")
     if unlabelled.strip():
         problems.append(f"the disk has unlabelled files: {unlabelled}")
-    record("SELinux lab: boots with SELinux on, permissive, the disk labelled", 1, 1 - bool(problems),
-           f"booted in {machine.boot_seconds:.0f} s", problems)
-    assert not problems, "\n".join(problems)
+    record_and_assert("SELinux lab: boots with SELinux on, permissive, the disk labelled",
+                      f"booted in {machine.boot_seconds:.0f} s", problems)
 
 
 def test_the_package_loads_its_policy_and_labels_its_paths(machine, without_module):
@@ -154,9 +155,8 @@ def test_the_package_loads_its_policy_and_labels_its_paths(machine, without_modu
     if not shown.startswith("loginchroot\n"):
         problems.append(f"semodule does not list the loginchroot module: {shown}")
     problems += [f"{path} is {types.get(path)}, not {kind}" for path, kind in want.items() if types.get(path) != kind]
-    record("SELinux lab: the package loads its policy module and labels the CLI, the store and the state directory",
-           1, 1 - bool(problems), "semodule -l, ls -Z", problems)
-    assert not problems, "\n".join(problems)
+    record_and_assert("SELinux lab: the package loads its policy module and labels the CLI, the store and the state "
+                      "directory", "semodule -l, ls -Z", problems)
 
 
 def test_permissive_the_module_adds_no_denial_and_sessions_run_in_the_users_context(machine, without_module):
@@ -166,10 +166,9 @@ def test_permissive_the_module_adds_no_denial_and_sessions_run_in_the_users_cont
     problems = session_problems(machine, seen)
     if added:
         problems.append(f"{len(added)} denial tuples the module adds: {[' '.join(t) for t in added]}")
-    record("SELinux lab (permissive): the denials the module adds to ssh with the user manager, su -l and a console "
-           "login; their context and labels in the root", 1, 1 - bool(problems),
-           f"{len(without_module)} tuples without the module, {len(added)} added", problems)
-    assert not problems, "\n".join(problems)
+    record_and_assert("SELinux lab (permissive): the denials the module adds to ssh with the user manager, su -l and a "
+                      "console login; their context and labels in the root",
+                      f"{len(without_module)} tuples without the module, {len(added)} added", problems)
 
 
 def test_enforcing_logins_work_publish_labels_and_logout_leaves_nothing(machine, without_module):
@@ -179,6 +178,13 @@ def test_enforcing_logins_work_publish_labels_and_logout_leaves_nothing(machine,
         mode = machine.root("getenforce").strip()
         before = denials(machine)
         seen = logins(machine)
+        # What the two SELinux binds give a session: the host's selinuxfs
+        # (writable mount) and /etc/selinux (read-only). The user must not
+        # switch SELinux off or plant policy files; reading is the control.
+        escape = machine.ssh("lcfs1", "cat /sys/fs/selinux/enforce; head -c0 /etc/selinux/config && echo config-readable; "
+                             "echo 0 > /sys/fs/selinux/enforce && echo switched-off; "
+                             "echo x > /etc/selinux/lc-planted && echo planted; cat /run/loginchroot-session", check=False)
+        after_escape = machine.root("getenforce; ls /etc/selinux/lc-planted 2>&1 || true")
         generation = machine.root("loginchroot publish").strip()
         after_publish = machine.ssh("lcfs1", PROBE, check=False)
         left = systemlab.roots_after_logout(machine, seconds=90)
@@ -188,16 +194,21 @@ def test_enforcing_logins_work_publish_labels_and_logout_leaves_nothing(machine,
         machine.root("setenforce 0")
     problems = [] if mode == "Enforcing" else [f"not enforcing (the control): {mode}"]
     problems += session_problems(machine, {**seen, "ssh after publish": after_publish})
+    if not re.match(r"1\s+config-readable", escape.stdout) or "uid=1000" not in escape.stdout:
+        problems.append(f"the control: a session in its root cannot read selinuxfs and /etc/selinux: {escape.stdout}{escape.stderr}")
+    if "switched-off" in escape.stdout or "planted" in escape.stdout or not after_escape.startswith("Enforcing") \
+            or "No such file" not in after_escape:
+        problems.append(f"a session switched SELinux off or planted a file in /etc/selinux: {escape.stdout} / {after_escape}")
     if "published" not in generation:
         problems.append(f"publish under enforcing mode failed: {generation}")
     if left != "no open session roots" or volumes != "0":
         problems.append(f"after logout: sessions say {left!r}, {volumes} session volumes")
     if new:
         problems.append(f"{len(new)} denial tuples under enforcing mode: {[' '.join(t) for t in new]}")
-    record("SELinux lab (enforcing): ssh with the user manager, su -l, console login and publish; the user's context, "
-           "the policy's labels in the root; logout leaves nothing", 1, 1 - bool(problems),
-           f"{len(new)} new denial tuples", problems)
-    assert not problems, "\n".join(problems)
+    record_and_assert("SELinux lab (enforcing): ssh with the user manager, su -l, console login and publish; the "
+                      "user's context, the policy's labels in the root; a session cannot switch SELinux off; logout "
+                      "leaves nothing",
+                      f"{len(new)} new denial tuples", problems)
 
 
 def test_check_names_a_generation_whose_labels_are_wrong_and_publish_mends_it(machine, without_module):
@@ -220,6 +231,5 @@ def test_check_names_a_generation_whose_labels_are_wrong_and_publish_mends_it(ma
     if not re.search(r"FAIL +SELinux labels of generation .*/etc/passwd .*shadow_t", broken) \
             or "fix: loginchroot publish" not in broken or "status=1" not in broken:
         problems.append(f"check does not name the relabelled /etc/passwd of {generation} ({device}): {broken}")
-    record("SELinux lab: check names a generation whose labels are wrong; publish mends it", 1, 1 - bool(problems),
-           "", problems)
-    assert not problems, "\n".join(problems)
+    record_and_assert("SELinux lab: check names a generation whose labels are wrong; publish mends it",
+                      "", problems)

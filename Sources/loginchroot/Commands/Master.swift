@@ -45,15 +45,16 @@ struct Master: ParsableCommand {
                 let layout = try backend.masterLayout()
                 let plan = SessionPlan.master(rootMounts: layout.mounts, rootSubpath: layout.rootSubpath)
                 let host = LinuxSessionHost(log: printError)
-                let hostNamespace = try host.openHostNamespace()
+                // update publishes next, and labels then.
+                let labelsAfter = !lockHeldByParent && SELinux.isEnabled()
+                let hostNamespace = labelsAfter ? try host.openHostNamespace() : -1
                 defer { host.closeDescriptor(hostNamespace) }
                 // This process moves into master in its own namespace; the
                 // mounts vanish with it.
                 _ = try host.buildRoot(plan, staging: state.stagingDir, pin: nil)
                 host.enterHome(plan.home)
                 let result = try Processes.run(command)
-                // update publishes next, and labels then.
-                if !lockHeldByParent {
+                if labelsAfter {
                     try host.returnToHost(hostNamespace)
                     try ImageLabels.labelMaster(backend, state: state, log: printError)
                 }
