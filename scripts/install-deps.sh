@@ -12,7 +12,7 @@ set -eu
 packages="libpam0g-dev libdevmapper-dev libselinux1-dev pamtester openssh-server openssh-client
           btrfs-progs busybox-static util-linux login passwd procps gcc libc6-dev libstdc++-12-dev make e2fsprogs dmsetup
           linux-image-amd64 qemu-system-x86 kmod udev
-          debhelper fakeroot lintian mmdebstrap qemu-utils systemd binutils selinux-policy-dev"
+          debhelper fakeroot lintian mmdebstrap qemu-utils systemd binutils selinux-policy-dev semodule-utils"
 [ "${1:-}" != bench ] || packages="$packages schroot lvm2 thin-provisioning-tools"
 missing=""
 for p in $packages; do

@@ -108,7 +108,7 @@ struct Check: ParsableCommand {
             record("SELinux policy module loginchroot loaded") {
                 guard SELinux.policyKnows("system_u:object_r:loginchroot_runtime_t:s0") else {
                     throw SetupError("SELinux is on and the policy has no loginchroot types: under enforcing mode logins into roots are refused",
-                                     fix: "semodule -i /usr/share/selinux/packages/loginchroot.pp, then restorecon -R /usr/sbin/loginchroot /var/lib/loginchroot /run/loginchroot")
+                                     fix: "semodule -i /usr/share/selinux/packages/loginchroot.pp, then restorecon /usr/sbin/loginchroot /var/lib/loginchroot /run/loginchroot")
                 }
             }
         }
