@@ -21,8 +21,7 @@ public enum ImageLabels {
     public static func labelMaster(_ backend: SnapshotBackend, state: StateStore, mountedAt: String? = nil,
                                    log: @escaping (String) -> Void) throws {
         guard SELinux.isEnabled() else { return }
-        try label(try mountedAt ?? LinuxSessionHost(log: log).mountPrivately(try backend.masterLayout(),
-                                                                            staging: state.stagingDir))
+        try label(try mountedAt ?? mountPrivately(try backend.masterLayout(), state: state, log: log))
     }
 
     /// Throws, naming the path, when a file of `generation` does not carry
@@ -32,8 +31,8 @@ public enum ImageLabels {
     public static func checkGeneration(_ generation: Generation, of backend: SnapshotBackend, state: StateStore,
                                        log: @escaping (String) -> Void) throws {
         guard let labels = SELinux.labelsIfEnabled() else { return }
-        let root = try Descriptor.openDirectory(try LinuxSessionHost(log: log).mountPrivately(
-            try backend.generationLayout(generation), staging: state.stagingDir))
+        let root = try Descriptor.openDirectory(try mountPrivately(try backend.generationLayout(generation), state: state,
+                                                                   log: log))
         for path in ["/", "/etc", "/etc/passwd", "/usr/bin"] {
             guard let file = try? root.openInside(path, O_RDONLY | O_NONBLOCK, noSymlinks: true),
                   let info = try? file.stat(), let want = try labels.policyLabel(for: path, mode: info.st_mode)
@@ -45,6 +44,11 @@ public enum ImageLabels {
                                  fix: "loginchroot publish (it labels master first, and new logins get the labelled generation)")
             }
         }
+    }
+
+    /// Mounts an image in this thread's own namespace; returns where its root is.
+    public static func mountPrivately(_ layout: RootLayout, state: StateStore, log: @escaping (String) -> Void) throws -> String {
+        try Roots.mountPrivately(layout.mounts, rootSubpath: layout.rootSubpath, staging: state.stagingDir, log: log)
     }
 
     /// The type field of a context (user:role:type:level).

@@ -93,6 +93,17 @@ public struct RootRecord: Equatable, Sendable {
         self.generation = generation; self.phase = phase
     }
 
+    /// Once the namespace is unpinned, the kernel may hand its inode and
+    /// the root's mount and devices to the next login: no later retry may
+    /// act on them.
+    public mutating func forgetIdentity() {
+        namespaceInode = 0
+        rootMount = 0
+        rootDevice = 0
+        filesystemDevice = 0
+        mappedDevice = 0
+    }
+
     /// A new record, in the phase the state machine gives a first member.
     public static func opening(key: RootKey, user: UserName, uid: UInt32, backend: BackendKind,
                                generation: Generation) throws -> RootRecord {

@@ -27,17 +27,20 @@ public enum CrashPoint {
     // Debug builds' test hook only, unguarded as it always was: the crash
     // tests that name a step's Nth pass (step#N) run one thread.
     nonisolated(unsafe) private static var timesReached: [String: Int] = [:]
+    private static let notOpened: Int32 = -2
+    nonisolated(unsafe) private static var traceFD = notOpened
 
     private static func act(at step: String) {
         let count = (timesReached[step] ?? 0) + 1
         timesReached[step] = count
-        if let trace = getenv("LOGINCHROOT_TEST_TRACE") {
-            let fd = open(trace, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
-            if fd >= 0 {
-                let line = step + "\n"
-                _ = line.withCString { write(fd, $0, strlen($0)) }
-                close(fd)
-            }
+        if traceFD == notOpened {
+            // Opened at the first step (always on the host) and kept: later
+            // steps are reached inside the root, where the path means nothing.
+            traceFD = getenv("LOGINCHROOT_TEST_TRACE").map { open($0, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600) } ?? -1
+        }
+        if traceFD >= 0 {
+            let line = step + "\n"
+            _ = line.withCString { write(traceFD, $0, strlen($0)) }
         }
         guard let wanted = getenv("LOGINCHROOT_TEST_CRASH_AT").map({ String(cString: $0) }) else { return }
         if wanted == step || wanted == "\(step)#\(count)" {

@@ -35,6 +35,55 @@ public final class Descriptor {
         return Descriptor(adopting: fd)
     }
 
+    /// Opens `name`, an entry of this directory (never a symlink).
+    /// `path` names it in errors.
+    public func openFile(_ name: String, _ flags: Int32, mode: mode_t = 0o600, path: String) throws -> Descriptor {
+        Descriptor(adopting: try sys("openat", path) { openat(raw, name, flags | O_NOFOLLOW | O_CLOEXEC, mode) })
+    }
+
+    /// The content of entry `name` of this directory; nil when there is none.
+    public func readFile(_ name: String, path: String) throws -> String? {
+        let file: Descriptor
+        do { file = try openFile(name, O_RDONLY, path: path) } catch let error as SystemError where error.errno == ENOENT {
+            return nil
+        }
+        return String(decoding: try file.readAll(), as: UTF8.self)
+    }
+
+    /// Replaces entry `name` of this directory through a temporary file
+    /// and rename, so a crash leaves the old or the new content, never
+    /// half of it. Not synced: for state that a power loss ends anyway.
+    public func replaceFile(_ name: String, with text: String, mode: mode_t = 0o600, path: String) throws {
+        // ".NAME.tmp": a leading dot is never a valid record or generation name.
+        let temporary = "." + name + ".tmp"
+        let file = try openFile(temporary, O_WRONLY | O_CREAT | O_TRUNC, mode: mode, path: path + ".tmp")
+        try file.writeAll(Array(text.utf8), path: path)
+        try sys("renameat", path) { renameat(raw, temporary, raw, name) }
+    }
+
+    /// Removes entry `name` of this directory; a missing one is no error.
+    public func removeFile(_ name: String, path: String) throws {
+        do { try sys("unlinkat", path) { unlinkat(raw, name, 0) } } catch let error as SystemError where error.errno == ENOENT {}
+    }
+
+    /// Whether this directory has an entry `name` (of any kind).
+    public func hasEntry(_ name: String) -> Bool {
+        var info = Glibc.stat()
+        return fstatat(raw, name, &info, AT_SYMLINK_NOFOLLOW) == 0
+    }
+
+    /// The names in this directory, sorted.
+    public func entries() throws -> [String] {
+        // A descriptor of its own: closedir closes it, and the walk starts at the beginning.
+        let copy = try sys("openat", ".") { openat(raw, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        guard let dir = fdopendir(copy) else {
+            let code = errno
+            Glibc.close(copy)
+            throw SystemError(call: "fdopendir", errno: code)
+        }
+        return Files.names(in: dir)
+    }
+
     public func stat() throws -> Glibc.stat {
         var info = Glibc.stat()
         try sys("fstat") { fstat(raw, &info) }
@@ -163,6 +212,11 @@ public enum Files {
 
     public static func listDirectory(_ path: String) throws -> [String] {
         guard let dir = opendir(path) else { throw SystemError(call: "opendir", path: path, errno: errno) }
+        return names(in: dir)
+    }
+
+    /// The names an open directory stream lists, sorted; closes it.
+    static func names(in dir: OpaquePointer) -> [String] {
         defer { closedir(dir) }
         var names: [String] = []
         while let entry = readdir(dir) {

@@ -47,8 +47,7 @@ struct PamContext {
     }
 
     func manager(_ config: Config) -> SessionManager {
-        let logger: (String) -> Void = { self.log(LOG_NOTICE, $0) }
-        return SessionManager(config: config, backend: Backends.make(config), host: LinuxSessionHost(log: logger), log: logger)
+        SessionManager(config: config, log: { self.log(LOG_NOTICE, $0) })
     }
 }
 
@@ -126,10 +125,16 @@ public func loginchrootCloseSession(_ handle: OpaquePointer?, _ flags: Int32, _ 
     }
     let reference = String(decoding: bytes(pointer, limit: 256), as: UTF8.self)
     // Out of the root first: the config and the state live on the host.
-    if let reason = SessionManager.leaveRoot(host: LinuxSessionHost(log: { _ in }), hostNamespace: hostNamespace) {
-        pam.log(LOG_WARNING, "root \(reference): \(reason)")
+    guard hostNamespace >= 0 else {
+        pam.log(LOG_WARNING, "root \(reference): close_session without the host namespace saved at open; 'loginchroot gc' will reclaim the root")
         return PAM_SUCCESS
     }
+    do { try Roots.returnToHost(hostNamespace) } catch {
+        // EPERM: close_session without root privileges.
+        pam.log(LOG_WARNING, "root \(reference): cannot leave the session namespace (\(error)); 'loginchroot gc' will reclaim the root")
+        return PAM_SUCCESS
+    }
+    CrashPoint.reached("close.on-host")
     let config: Config
     do { config = try ConfigLoader.load(pam.arguments.configPath) } catch {
         pam.log(LOG_ERR, "close_session of root \(reference): \(error); leaving it for 'loginchroot gc'")

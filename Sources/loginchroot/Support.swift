@@ -16,8 +16,7 @@ struct GlobalOptions: ParsableArguments {
     }
 
     func manager(_ config: Config) -> SessionManager {
-        let log: (String) -> Void = { message in printError(message) }
-        return SessionManager(config: config, backend: Backends.make(config), host: LinuxSessionHost(log: log), log: log)
+        SessionManager(config: config, log: { printError($0) })
     }
 }
 

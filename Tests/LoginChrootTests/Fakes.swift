@@ -1,5 +1,6 @@
-// A fake SessionHost and a fake SnapshotBackend: they record every call and
-// fail on request. No syscalls beyond creating the state directories.
+// A fake machine (RootNamespaces and Reaper) and a fake SnapshotBackend:
+// they record every call and fail on request. No syscalls beyond files in
+// the test's temporary directory.
 import Foundation
 import XCTest
 @testable import LoginChroot
@@ -12,14 +13,16 @@ struct FakeError: Error, CustomStringConvertible, Equatable {
     var description: String { "fake failure: \(what)" }
 }
 
-final class FakeHost: SessionHost {
+/// The machine as the session manager sees it through RootNamespaces and
+/// the Reaper. The host namespace fds it hands out are real (each on a file
+/// of its own), so a test sees which were closed.
+final class FakeSystem: RootNamespaces, Reaper {
     // Configuration
     var accounts: [String: Account] = [:]
     var lookupError: Error?
     var boot = "boot-1"
     /// The namespace inode each pin holds (buildRoot pins, unpin drops).
     var pins: [String: UInt64] = [:]
-    var root = true
     var cgroupsAvailable = true
     /// Each caller() hands out the next pid unless `fixedPid` is set.
     var nextPid: Int32 = 1000
@@ -32,22 +35,29 @@ final class FakeHost: SessionHost {
     var unpinError: Error?
     var killSucceeds = true
     var leftover: [String] = []
-    var nextFD: Int32 = 50
     var nextInode: UInt64 = 4026532000
+    /// Where the files behind the host namespace fds are made.
+    let fdDirectory: String
 
     // Recordings
     var calls: [String] = []
-    var statePrepared = 0
-    var builtPlans: [(plan: SessionPlan, staging: String, pin: String?)] = []
-    var joined: [(pin: String, home: String)] = []
+    var builtPlans: [(plan: SessionPlan, staging: String, pin: String)] = []
+    var joined: [String] = []
     var returnedToHost: [Int32] = []
-    var closedFDs: [Int32] = []
+    /// Every host namespace fd handed out, with the file behind it.
+    var hostNamespaces: [(fd: Int32, file: String)] = []
     var unpinned: [String] = []
     var placements: [CgroupPlacement] = []
     var movedTo: [String] = []
     var killCalls: [(cgroups: [String], identity: RootIdentity?)] = []
     var removedCgroups: [String] = []
-    var pauses = 0
+    var retries = 0
+    var homes: [String] = []
+    var moveSucceeds = true
+    /// Cgroups delegated to a user.
+    var delegated: Set<String> = []
+
+    init(fdDirectory: String) { self.fdDirectory = fdDirectory }
 
     func add(_ account: Account) { accounts[account.name.value] = account }
 
@@ -57,58 +67,41 @@ final class FakeHost: SessionHost {
         return accounts[name.value]
     }
 
-    func bootID() -> String { boot }
+    /// The host namespace fds handed out that are closed now.
+    var closedHostNamespaces: [Int32] {
+        hostNamespaces.filter { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\($0.fd)")) != $0.file }
+            .map(\.fd)
+    }
+
+    // MARK: RootNamespaces
+
+    var bootID: String { boot }
     func pinnedNamespace(at pin: String) -> UInt64? { pins[pin] }
-    func isRoot() -> Bool { root }
 
-    func caller() -> (pid: Int32, startTime: UInt64) {
-        let pid: Int32
-        if let fixedPid { pid = fixedPid } else { pid = nextPid; nextPid += 1 }
-        return (pid, UInt64(pid) * 10)
-    }
-
-    func isAlive(_ member: Member) -> Bool { !deadPids.contains(member.pid) }
-
-    var shieldedCalls = 0
-    func shielded<T>(_ body: () throws -> T) rethrows -> T {
-        shieldedCalls += 1
-        return try body()
-    }
-
-    func prepareStateDirectory(_ state: StateStore, timeoutSeconds: Int, forPins: Bool) throws {
-        statePrepared += 1
-        calls.append("prepareStateDirectory")
-        for directory in [state.directory, state.rootsDir, state.pinsDir, state.stagingDir, state.locksDir] {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
-                                                    attributes: [.posixPermissions: 0o700])
-        }
-    }
-
-    func openHostNamespace() throws -> Int32 {
+    func openHostNamespace() throws -> Descriptor {
         calls.append("openHostNamespace")
         if let openNamespaceError { throw openNamespaceError }
-        nextFD += 1
-        return nextFD
+        let file = fdDirectory + "/host-namespace-\(hostNamespaces.count)"
+        let fd = try Descriptor.open(file, O_RDONLY | O_CREAT)
+        hostNamespaces.append((fd.raw, file))
+        return fd
     }
 
-    func closeDescriptor(_ fd: Int32) { calls.append("closeDescriptor \(fd)"); closedFDs.append(fd) }
-
-    func buildRoot(_ plan: SessionPlan, staging: String, pin: String?) throws -> RootIdentity {
+    func buildRoot(_ plan: SessionPlan, state: StateStore, host: Descriptor) throws -> RootIdentity {
         calls.append("buildRoot \(plan.key)")
-        builtPlans.append((plan, staging, pin))
+        let pin = state.pinPath(plan.key)
+        builtPlans.append((plan, state.stagingDir, pin))
         if let buildError { throw buildError }
-        // The real host pins the namespace with a file bind-mounted over it.
+        // The real one pins the namespace with a file bind-mounted over it.
         nextInode += 1
-        if let pin {
-            _ = FileManager.default.createFile(atPath: pin, contents: nil)
-            pins[pin] = nextInode
-        }
+        _ = FileManager.default.createFile(atPath: pin, contents: nil)
+        pins[pin] = nextInode
         return RootIdentity(namespaceInode: nextInode, rootMount: 77)
     }
 
     func joinRoot(pin: String) throws {
         calls.append("joinRoot \(pin)")
-        joined.append((pin, ""))
+        joined.append(pin)
         if let joinError { throw joinError }
     }
 
@@ -131,6 +124,22 @@ final class FakeHost: SessionHost {
         pins[pin] = nil
     }
 
+    // MARK: Reaper
+
+    func caller() -> (pid: Int32, startTime: UInt64) {
+        let pid: Int32
+        if let fixedPid { pid = fixedPid } else { pid = nextPid; nextPid += 1 }
+        return (pid, UInt64(pid) * 10)
+    }
+
+    func isAlive(_ member: Member) -> Bool { !deadPids.contains(member.pid) }
+
+    var shieldedCalls = 0
+    func shielded<T>(_ body: () throws -> T) rethrows -> T {
+        shieldedCalls += 1
+        return try body()
+    }
+
     func placeCaller(inCgroupNamed name: String) throws -> CgroupPlacement {
         calls.append("placeCaller \(name)")
         guard cgroupsAvailable else { throw FakeError("no cgroup2") }
@@ -138,9 +147,6 @@ final class FakeHost: SessionHost {
         placements.append(placement)
         return placement
     }
-
-    var moveSucceeds = true
-    var homes: [String] = []
 
     func moveCaller(toCgroup parent: String) -> Bool {
         calls.append("moveCaller \(parent)")
@@ -155,13 +161,17 @@ final class FakeHost: SessionHost {
     }
 
     func removeCgroup(_ cgroup: String) { calls.append("removeCgroup \(cgroup)"); removedCgroups.append(cgroup) }
-    /// Cgroups delegated to a user.
-    var delegated: Set<String> = []
     func userControls(cgroup: String) -> Bool { delegated.contains(cgroup) }
     func leftoverCgroups(prefix: String) -> [String] {
         leftover.filter { ($0.split(separator: "/").last.map(String.init) ?? "").hasPrefix(prefix) }
     }
-    func pause(milliseconds: Int) { pauses += 1 }
+
+    /// Twenty tries, without the real one's pauses.
+    func retryWhileBusy(_ release: () throws -> Void) throws {
+        for attempt in 1...20 {
+            do { return try release() } catch where attempt < 20 { retries += 1 }
+        }
+    }
 }
 
 final class FakeBackend: SnapshotBackend {
@@ -172,6 +182,7 @@ final class FakeBackend: SnapshotBackend {
     var snapshots: Set<RootKey> = []
     var temporaries: [String] = []
     var checkStoreError: Error?
+    var confineError: Error?
     var prepareError: Error?
     /// The next this-many prepare() calls fail with prepareError.
     var prepareFailures = Int.max
@@ -238,12 +249,16 @@ final class FakeBackend: SnapshotBackend {
         allGenerations.removeAll { $0 == generation }
     }
 
-    func removeTemporaries() throws -> [String] {
+    func finishInterruptedPublishes() throws -> [String] {
         defer { temporaries = [] }
         return temporaries
     }
 
     func usage() throws -> SpaceUsage { SpaceUsage(totalBytes: 1 << 30, freeBytes: 1 << 29) }
+
+    func confineSession() throws {
+        if let confineError { throw confineError }
+    }
 
     func awaitReclaimedSpace(after error: Error, seconds: Int) -> Bool {
         reclaimAsked.append("\(error)")

@@ -64,8 +64,9 @@ final class HardeningTests: ManagerTestCase {
         try record.serialized().write(toFile: state.rootsDir + "/alice.tmp", atomically: false, encoding: .utf8)
         XCTAssertThrowsError(try state.load(RootKey("alice.tmp")!), "content names alice, file names alice.tmp: quarantined, not absent")
         XCTAssertNil(try state.load(RootKey("bob")!), "no record is nil")
-        XCTAssertEqual(state.loadAll().map(\.key), [alice])
-        XCTAssertEqual(state.unreadableRecords(), ["alice.tmp"])
+        let scan = try state.scan()
+        XCTAssertEqual(scan.records.map(\.key), [alice])
+        XCTAssertEqual(scan.unreadable, ["alice.tmp"])
         let names = try FileManager.default.contentsOfDirectory(atPath: state.rootsDir).sorted()
         XCTAssertEqual(names, ["alice", "alice.tmp"], "the atomic write left no temporary behind")
     }

@@ -11,19 +11,19 @@ import LoginChrootPlatform
 /// root, a fake backend, and a state directory of its own.
 class ManagerTestCase: XCTestCase {
     var temp = ""
-    var host = FakeHost()
+    var host = FakeSystem(fdDirectory: "/nonexistent")
     var backend = FakeBackend()
     var logs: [String] = []
 
     let alice = RootKey.perUser(UserName("alice")!)
-    var state: StateStore { StateStore(directory: temp + "/state") }
+    var state: StateStore { try! StateStore(directory: temp + "/state") }
     /// This instance's tag in its cgroup names (Config.instanceTag).
     var tag: String { makeManager().config.instanceTag }
 
     override func setUpWithError() throws {
         temp = FileManager.default.temporaryDirectory.appendingPathComponent("loginchroot-unit-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: temp, withIntermediateDirectories: true)
-        host = FakeHost()
+        host = FakeSystem(fdDirectory: temp)
         backend = FakeBackend()
         logs = []
         host.add(testAccount("alice", uid: 1000, groups: ["alice", "audio"]))
@@ -39,7 +39,8 @@ class ManagerTestCase: XCTestCase {
         var config = Config()
         config.stateDir = temp + "/state"
         adjust(&config)
-        return SessionManager(config: config, backend: backend, host: host, log: { [unowned self] in self.logs.append($0) })
+        return SessionManager(config: config, backend: backend, namespaces: host, reaper: host, lookupAccount: host.lookupAccount,
+                              log: { [unowned self] in self.logs.append($0) })
     }
 }
 
@@ -74,9 +75,8 @@ final class SessionManagerTests: ManagerTestCase {
     func testFirstOpenCreatesRoot() throws {
         let manager = makeManager()
         let outcome = manager.open(user: user("alice"))
-        XCTAssertEqual(outcome, .entered(reference: "alice 1000.10000.0", hostNamespace: 51))
+        XCTAssertEqual(outcome, .entered(reference: "alice 1000.10000.0", hostNamespace: host.hostNamespaces[0].fd))
 
-        XCTAssertEqual(host.statePrepared, 1)
         XCTAssertEqual(backend.calls, ["checkStore", "currentGeneration", "prepare alice gen-1"])
         XCTAssertEqual(backend.prepared.count, 1)
         XCTAssertEqual(host.builtPlans.count, 1)
@@ -89,16 +89,17 @@ final class SessionManagerTests: ManagerTestCase {
         XCTAssertEqual(built.plan.home, "/home/alice")
         XCTAssertTrue(built.plan.edits.contains(.reconcileGroups(user: "alice", groups: host.accounts["alice"]!.groups)))
         XCTAssertEqual(built.plan.runtimeDirectory?.path, "/run/user/1000")
-        // buildRoot pins the namespace and returns to the host; joinRoot enters it.
-        XCTAssertEqual(host.joined.map(\.pin), [state.pinPath(alice)])
+        // buildRoot pins the namespace and leaves the caller inside: the
+        // record is saved from there, through the state directory's fd.
+        XCTAssertEqual(host.joined, [])
+        XCTAssertEqual(host.returnedToHost, [])
         XCTAssertEqual(host.homes, ["/home/alice"], "the caller starts in the user's home (after the lock is released)")
 
         // The caller went into its own cgroup before the namespace changed.
         XCTAssertEqual(host.placements, [CgroupPlacement(cgroup: "/user.slice/loginchroot-\(tag)-alice-0", parent: "/user.slice")])
         let order = host.calls.filter { ["placeCaller", "openHostNamespace", "buildRoot", "joinRoot"].contains(String($0.prefix { $0 != " " })) }
-        XCTAssertEqual(order, ["placeCaller loginchroot-\(tag)-alice-0", "openHostNamespace", "buildRoot alice",
-                               "joinRoot \(state.pinPath(alice))"])
-        XCTAssertEqual(host.closedFDs, [], "the host namespace fd goes to close_session")
+        XCTAssertEqual(order, ["placeCaller loginchroot-\(tag)-alice-0", "openHostNamespace", "buildRoot alice"])
+        XCTAssertEqual(host.closedHostNamespaces, [], "the host namespace fd goes to close_session")
         XCTAssertEqual(host.removedCgroups, [])
 
         let record = try XCTUnwrap(try state.load(alice))
@@ -121,7 +122,7 @@ final class SessionManagerTests: ManagerTestCase {
         XCTAssertEqual(second.reference, "alice 1001.10010.1")
         XCTAssertEqual(backend.prepared.count, 1, "no second snapshot")
         XCTAssertEqual(host.builtPlans.count, 1, "the second session joins the pinned namespace")
-        XCTAssertEqual(host.joined.map(\.pin), [state.pinPath(alice), state.pinPath(alice)])
+        XCTAssertEqual(host.joined, [state.pinPath(alice)])
         let record = try XCTUnwrap(try state.load(alice))
         XCTAssertEqual(record.phase, .active)
         XCTAssertEqual(record.members.map(\.pid), [1000, 1001])
@@ -171,10 +172,10 @@ final class SessionManagerTests: ManagerTestCase {
         XCTAssertEqual(second.reference, "alice+1001 1001.10010.0")
         XCTAssertEqual(backend.prepared.map(\.key.value), ["alice+1000", "alice+1001"])
         XCTAssertEqual(host.builtPlans.count, 2, "per-session roots are never shared")
-        XCTAssertEqual(host.joined.map(\.pin), [state.pinPath(.perSession(user("alice"), serial: 1000)),
-                                                state.pinPath(.perSession(user("alice"), serial: 1001))])
+        XCTAssertEqual(host.builtPlans.map(\.pin), [state.pinPath(.perSession(user("alice"), serial: 1000)),
+                                                   state.pinPath(.perSession(user("alice"), serial: 1001))])
         XCTAssertEqual(recordFiles(), ["alice+1000", "alice+1001"])
-        XCTAssertEqual(state.loadAll().map(\.members.count), [1, 1])
+        XCTAssertEqual(try state.scan().records.map(\.members.count), [1, 1])
     }
 
     func testPerSessionSamePidGetsAFreshSerial() throws {
@@ -220,10 +221,9 @@ final class SessionManagerTests: ManagerTestCase {
 
     func assertNothingTouched(file: StaticString = #filePath, line: UInt = #line) {
         XCTAssertEqual(backend.calls, [], file: file, line: line)
-        XCTAssertEqual(host.statePrepared, 0, file: file, line: line)
         XCTAssertEqual(host.placements, [], file: file, line: line)
         XCTAssertEqual(host.builtPlans.count, 0, file: file, line: line)
-        XCTAssertFalse(FileManager.default.fileExists(atPath: state.directory), file: file, line: line)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: temp + "/state"), "no state directory made", file: file, line: line)
     }
 
     func testUnknownUserFails() {
@@ -260,7 +260,7 @@ final class SessionManagerTests: ManagerTestCase {
         assertFailed(manager.open(user: user("alice")), reasonContains: "no generation")
         XCTAssertEqual(recordFiles(), [])
         XCTAssertEqual(host.movedTo, ["/user.slice"])
-        XCTAssertEqual(host.closedFDs, [51])
+        XCTAssertEqual(host.closedHostNamespaces, [host.hostNamespaces[0].fd])
     }
 
     func testHostNamespaceFailureUndoesPlacement() {
@@ -283,7 +283,7 @@ final class SessionManagerTests: ManagerTestCase {
         // Cgroup placement undone, host namespace fd closed.
         XCTAssertEqual(host.movedTo, ["/user.slice"])
         XCTAssertTrue(host.removedCgroups.contains("/user.slice/loginchroot-\(tag)-alice-0"))
-        XCTAssertEqual(host.closedFDs, [51])
+        XCTAssertEqual(host.closedHostNamespaces, [host.hostNamespaces[0].fd])
         XCTAssertEqual(backend.removed, [alice], "a half-made snapshot is removed")
     }
 
@@ -315,8 +315,8 @@ final class SessionManagerTests: ManagerTestCase {
         XCTAssertEqual(backend.removed, [alice])
         XCTAssertEqual(backend.snapshots, [])
         XCTAssertEqual(recordFiles(), [])
-        XCTAssertTrue(host.returnedToHost.contains(51), "out of the half-built root before removing it")
-        XCTAssertEqual(host.closedFDs, [51])
+        XCTAssertEqual(host.returnedToHost, [], "a build that fails goes back to the host itself")
+        XCTAssertEqual(host.closedHostNamespaces, [host.hostNamespaces[0].fd])
         XCTAssertEqual(host.movedTo, ["/user.slice"])
         XCTAssertTrue(host.removedCgroups.contains("/user.slice/loginchroot-\(tag)-alice-0"))
         XCTAssertFalse(FileManager.default.fileExists(atPath: state.pinPath(alice)))
@@ -326,17 +326,18 @@ final class SessionManagerTests: ManagerTestCase {
         XCTAssertEqual(try state.load(alice)?.phase, .active)
     }
 
-    func testEnteringANewRootFailsRollsItBack() {
-        host.joinError = FakeError("setns denied")
+    func testAFailureInsideTheNewRootRollsItBackFromTheHost() {
+        backend.confineError = FakeError("seccomp refused")
         let manager = makeManager()
-        assertFailed(manager.open(user: user("alice")), reasonContains: "setns denied")
+        assertFailed(manager.open(user: user("alice")), reasonContains: "seccomp refused")
+        XCTAssertEqual(host.returnedToHost, [host.hostNamespaces[0].fd], "out of the root before removing it")
         XCTAssertEqual(host.builtPlans.count, 1)
         XCTAssertEqual(backend.removed, [alice])
         XCTAssertEqual(backend.snapshots, [])
         XCTAssertEqual(host.unpinned, [state.pinPath(alice)])
         XCTAssertFalse(FileManager.default.fileExists(atPath: state.pinPath(alice)), "the pin is released")
         XCTAssertEqual(recordFiles(), [])
-        XCTAssertEqual(host.closedFDs, [51])
+        XCTAssertEqual(host.closedHostNamespaces, [host.hostNamespaces[0].fd])
         XCTAssertEqual(host.movedTo, ["/user.slice"])
     }
 
@@ -349,7 +350,6 @@ final class SessionManagerTests: ManagerTestCase {
         XCTAssertEqual(record.phase, .quarantined)
         XCTAssertTrue(record.note.containsLiteral("snapshot alice busy"), record.note)
         XCTAssertEqual(backend.removed.count, 20, "removal is retried before giving up")
-        XCTAssertEqual(host.pauses, 20)
 
         let report = try manager.gc()
         XCTAssertTrue(report.actions.contains("root alice: destroyed"), "\(report)")
@@ -365,7 +365,7 @@ final class SessionManagerTests: ManagerTestCase {
         let record = try XCTUnwrap(try state.load(alice))
         XCTAssertEqual(record.members.map(\.pid), [1000])
         XCTAssertEqual(record.phase, .active)
-        XCTAssertEqual(host.closedFDs, [52])
+        XCTAssertEqual(host.closedHostNamespaces, [host.hostNamespaces[1].fd])
         XCTAssertEqual(host.movedTo, ["/user.slice"])
         XCTAssertEqual(host.removedCgroups, ["/user.slice/loginchroot-\(tag)-alice-1"])
         XCTAssertEqual(backend.removed, [], "the other session's root stays")
@@ -377,13 +377,11 @@ final class SessionManagerTests: ManagerTestCase {
             try tearDownWithError()
             try setUpWithError()
             let manager = makeManager()
-            try host.prepareStateDirectory(state, timeoutSeconds: 1, forPins: false)
             var leftover = RootRecord(key: alice, user: user("alice"), uid: 1000, backend: .btrfs,
                                       generation: Generation(number: 1), phase: phase)
             leftover.members = [Member(id: "1.10.0", pid: 1, startTime: 10, cgroup: "/user.slice/loginchroot-\(tag)-alice-1", parentCgroup: "/user.slice")]
             try state.save(leftover)
             backend.snapshots = [alice]
-            host.statePrepared = 0
 
             let session = enter(manager)
             XCTAssertEqual(session.reference, "alice 1000.10000.0", "\(phase)")
@@ -399,7 +397,6 @@ final class SessionManagerTests: ManagerTestCase {
 
     func testLeftoverThatCannotBeCleanedBlocksTheLogin() throws {
         let manager = makeManager()
-        try host.prepareStateDirectory(state, timeoutSeconds: 1, forPins: false)
         try state.save(RootRecord(key: alice, user: user("alice"), uid: 1000, backend: .btrfs,
                                   generation: Generation(number: 1), phase: .preparing))
         host.killSucceeds = false
@@ -471,8 +468,8 @@ final class SessionManagerTests: ManagerTestCase {
         let manager = makeManager()
         guard case .entered = manager.open(user: user("alice"), caller: .userManager) else { return XCTFail("not entered") }
         let cgroup = "/user.slice/loginchroot-\(tag)-alice-0"
-        let steps = host.calls.filter { ["placeCaller", "joinRoot", "moveCaller", "removeCgroup"].contains(String($0.prefix { $0 != " " })) }
-        XCTAssertEqual(steps, ["placeCaller loginchroot-\(tag)-alice-0", "joinRoot \(state.pinPath(alice))",
+        let steps = host.calls.filter { ["placeCaller", "buildRoot", "moveCaller", "removeCgroup"].contains(String($0.prefix { $0 != " " })) }
+        XCTAssertEqual(steps, ["placeCaller loginchroot-\(tag)-alice-0", "buildRoot alice",
                                "moveCaller /user.slice", "removeCgroup \(cgroup)"])
         let member = try XCTUnwrap(try state.load(alice)?.members.first)
         XCTAssertEqual(member.cgroup, "", "no cgroup of the module's to kill: systemd stops the unit")
@@ -485,7 +482,6 @@ final class SessionManagerTests: ManagerTestCase {
         // A leftover root (a crashed close) with serials up to 4: the new
         // login's cgroup is -4, so the root's later members start at 5.
         let manager = makeManager()
-        try host.prepareStateDirectory(state, timeoutSeconds: 1, forPins: false)
         var leftover = try RootRecord.opening(key: alice, user: user("alice"), uid: 1000, backend: .btrfs,
                                               generation: Generation(number: 1))
         leftover.nextMember = 4
@@ -537,40 +533,6 @@ final class SessionManagerTests: ManagerTestCase {
         XCTAssertEqual(manager.close(user: user("alice"), reference: "alice 9.9.9", hostNamespace: 51), .closed(destroyed: false))
         XCTAssertEqual(try state.load(alice)?.members.count, 1)
         XCTAssertEqual(host.killCalls.count, 0)
-    }
-
-    func testCloseWithoutRootPrivilegesIsDeferred() throws {
-        let manager = makeManager()
-        let session = enter(manager)
-        host.root = false
-        guard case .deferred = manager.close(user: user("alice"), reference: session.reference, hostNamespace: session.fd) else {
-            return XCTFail("expected deferred")
-        }
-        XCTAssertEqual(host.returnedToHost, [])
-        XCTAssertEqual(host.killCalls.count, 0)
-        XCTAssertEqual(try state.load(alice)?.members.count, 1)
-    }
-
-    func testCloseInsideRootWithoutWayOutIsDeferred() {
-        let manager = makeManager()
-        let session = enter(manager)
-        guard case .deferred = manager.close(user: user("alice"), reference: session.reference, hostNamespace: -1) else {
-            return XCTFail("expected deferred")
-        }
-        XCTAssertEqual(host.killCalls.count, 0)
-        XCTAssertEqual(try state.load(alice)?.members.count, 1)
-    }
-
-    func testCloseWhenLeavingTheNamespaceFailsIsDeferred() {
-        let manager = makeManager()
-        let session = enter(manager)
-        host.returnError = FakeError("setns failed")
-        guard case .deferred(let reason) = manager.close(user: user("alice"), reference: session.reference, hostNamespace: session.fd) else {
-            return XCTFail("expected deferred")
-        }
-        XCTAssertTrue(reason.containsLiteral("setns failed"))
-        XCTAssertEqual(host.killCalls.count, 0, "nothing is killed from inside the root")
-        XCTAssertEqual(try state.load(alice)?.members.count, 1)
     }
 
     func testCloseReclaimsDeadMembersToo() throws {
@@ -715,7 +677,6 @@ final class SessionManagerTests: ManagerTestCase {
 
     func testOneUsersHeldLockDelaysNoOtherUser() throws {
         let manager = makeManager { $0.lockTimeoutSeconds = 1 }
-        try host.prepareStateDirectory(state, timeoutSeconds: 1, forPins: false)
         var alicesLogin: FileLock? = try state.lock(user: user("alice"), timeoutSeconds: 0)  // stopped inside open
         let started = Date()
         enter(manager, "bob")
@@ -743,7 +704,6 @@ final class SessionManagerTests: ManagerTestCase {
 
     func testGCReportsUnreadableRecordsAndLeavesTheirRootsAlone() throws {
         let manager = makeManager()
-        try host.prepareStateDirectory(state, timeoutSeconds: 1, forPins: false)
         XCTAssertTrue(FileManager.default.createFile(atPath: joinPath(state.rootsDir, "zed"), contents: Data("garbage".utf8)))
         XCTAssertTrue(FileManager.default.createFile(atPath: state.pinPath(RootKey("zed")!), contents: nil))
         backend.snapshots = [RootKey("zed")!, RootKey("ghost")!]
@@ -760,7 +720,6 @@ final class SessionManagerTests: ManagerTestCase {
 
     func testACorruptRecordRefusesItsUsersLoginWithTheReason() throws {
         let manager = makeManager()
-        try host.prepareStateDirectory(state, timeoutSeconds: 1, forPins: false)
         XCTAssertTrue(FileManager.default.createFile(atPath: joinPath(state.rootsDir, "alice"), contents: Data("garbage".utf8)))
         guard case .failed(_, let reason) = manager.open(user: user("alice")) else { return XCTFail("must be refused") }
         XCTAssertTrue(reason.containsLiteral("does not parse"), reason)
@@ -823,7 +782,7 @@ final class SessionManagerTests: ManagerTestCase {
         backend.current = Generation(number: 3)
         _ = try manager.gc()
         XCTAssertEqual(backend.removedGenerations.map(\.number), [1, 2])
-        XCTAssertEqual(manager.records().map(\.key.value), ["alice"], "the open root is untouched")
+        XCTAssertEqual(try manager.records().map(\.key.value), ["alice"], "the open root is untouched")
     }
 
     func testGCKeepsGenerationsOfQuarantinedRoots() throws {
@@ -848,11 +807,11 @@ final class SessionManagerTests: ManagerTestCase {
 }
 
 extension SessionManager {
-    /// What close_session does (Sources/PamModule/Entry.swift): leave the
-    /// root, then close on the host.
+    /// What close_session does (Sources/PamModule/Entry.swift): back to the
+    /// host through the fd open handed over, then close there.
     func close(user: UserName, reference: String?, hostNamespace: Int32) -> CloseOutcome {
         guard let reference else { return .nothingToDo(reason: "this PAM handle opened no root") }
-        if let reason = SessionManager.leaveRoot(host: host, hostNamespace: hostNamespace) { return .deferred(reason: reason) }
+        do { try namespaces.returnToHost(hostNamespace) } catch { return .deferred(reason: "\(error)") }
         return close(reference: reference)
     }
 }

@@ -85,7 +85,7 @@ public final class BtrfsBackend: SnapshotBackend {
     public func generationLayout(_ generation: Generation) throws -> RootLayout { store.generationLayout(generation) }
 
     public func publish() throws -> Generation {
-        _ = try removeTemporaries()  // what interrupted publishes left (the caller holds master.lock)
+        _ = try finishInterruptedPublishes()  // what interrupted publishes left (the caller holds master.lock)
         let generation = try store.nextGeneration()
         let stable = try Descriptor.openDirectory(store.stable)
         // Snapshot under a temporary name, then rename: a crash never leaves
@@ -104,8 +104,8 @@ public final class BtrfsBackend: SnapshotBackend {
     }
 
     /// Removes leftovers of interrupted publishes.
-    public func removeTemporaries() throws -> [String] {
-        try store.removeTemporaries { try destroy(in: store.stable, name: $0) }
+    public func finishInterruptedPublishes() throws -> [String] {
+        try store.finishInterruptedPublishes { try destroy(in: store.stable, name: $0) }
     }
 
     public func usage() throws -> SpaceUsage {
@@ -123,13 +123,10 @@ public final class BtrfsBackend: SnapshotBackend {
         guard (error as? SystemError)?.errno == ENOSPC,
               let filesystem = try? Descriptor.openDirectory(store.path),
               (try? Btrfs.deletionsPending(on: filesystem, path: store.path)) == true else { return false }
-        let deadline = Clock.monotonicSeconds() + Double(seconds)
+        let deadline = Deadline(seconds: Double(seconds))
         // The commit hands the latest deletions to the cleaner and wakes it.
         guard (try? Btrfs.commit(filesystem, path: store.path)) != nil else { return false }
-        while (try? Btrfs.deletionsPending(on: filesystem, path: store.path)) == true,
-              Clock.monotonicSeconds() < deadline {
-            Processes.sleep(milliseconds: 20)
-        }
+        _ = deadline.poll { (try? Btrfs.deletionsPending(on: filesystem, path: store.path)) != true }
         // Each snapshot the cleaner dropped frees space: a retry may succeed
         // after a partial wait too, once this commit makes it usable.
         return (try? Btrfs.commit(filesystem, path: store.path)) != nil

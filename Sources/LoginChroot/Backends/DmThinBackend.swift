@@ -258,7 +258,7 @@ public final class DmThinBackend: SnapshotBackend {
 
     /// Interrupted operations are settled on every use of the metadata;
     /// this reports (and finishes) any still pending, and fails on drift.
-    public func removeTemporaries() throws -> [String] {
+    public func finishInterruptedPublishes() throws -> [String] {
         try withLock {
             try resumeIfSuspended(ThinNames.volume(config.poolName, .master))
             let metadata = try loadMetadata()
@@ -317,16 +317,18 @@ public final class DmThinBackend: SnapshotBackend {
     }
 
     private func deactivate(_ name: String) throws {
-        for _ in 0..<50 {
-            guard let info = try DeviceMapper.info(name) else { return }
+        // A device is busy for a moment after the last process in its root is gone.
+        let removed = try Deadline(seconds: 5).poll {
+            guard let info = try DeviceMapper.info(name) else { return true }
             if info.deferredRemove { throw busy(name) }
             do {
                 try DeviceMapper.remove(name)
-                return
+                return true
             } catch let error as SystemError where error.errno == EBUSY {
-                Processes.sleep(milliseconds: 100)
+                return false
             }
         }
+        if removed { return }
         if try DeviceMapper.info(name) == nil { return }
         try DeviceMapper.remove(name, deferred: true)
         throw busy(name)

@@ -133,12 +133,12 @@ public final class OverlayBackend: SnapshotBackend {
     public func generationLayout(_ generation: Generation) throws -> RootLayout { store.generationLayout(generation) }
 
     public func publish() throws -> Generation {
-        _ = try removeTemporaries()  // what interrupted publishes left (the caller holds master.lock)
+        _ = try finishInterruptedPublishes()  // what interrupted publishes left (the caller holds master.lock)
         let generation = try store.nextGeneration()
         let temporary = store.generation(generation) + ".tmp"
         let copied = try Processes.runQuietly(["cp", "-a", "-T", "--reflink=auto", store.master, temporary])
         guard copied.status == 0 else {
-            _ = try? removeTemporaries()
+            _ = try? finishInterruptedPublishes()
             throw SetupError("copying master to \(temporary) failed (cp exit \(copied.status)):\n\(copied.output)",
                              fix: "check free space in \(store.path)")
         }
@@ -153,9 +153,9 @@ public final class OverlayBackend: SnapshotBackend {
         try Files.removeTree(parent: try Descriptor.openDirectory(store.stable), name: generation.name)
     }
 
-    public func removeTemporaries() throws -> [String] {
+    public func finishInterruptedPublishes() throws -> [String] {
         let stable = try Descriptor.openDirectory(store.stable)
-        return try store.removeTemporaries { try Files.removeTree(parent: stable, name: $0) }
+        return try store.finishInterruptedPublishes { try Files.removeTree(parent: stable, name: $0) }
     }
 
     public func usage() throws -> SpaceUsage { try store.usage() }

@@ -58,8 +58,10 @@ public protocol SnapshotBackend: AnyObject {
     /// Snapshots master as a new immutable generation and makes it current.
     func publish() throws -> Generation
     func removeGeneration(_ generation: Generation) throws
-    /// Removes what an interrupted publish left; returns the names removed.
-    func removeTemporaries() throws -> [String]
+    /// Settles what an interrupted publish or removal left (btrfs and
+    /// overlay: the publish's temporaries; dm-thin: a pending pool
+    /// transaction), under master.lock; returns what it finished.
+    func finishInterruptedPublishes() throws -> [String]
 
     func usage() throws -> SpaceUsage
 
@@ -134,7 +136,7 @@ public struct StoreLayout {
 
     /// Removes the `gen-N.tmp` entries interrupted publishes left, with the
     /// backend's own way of removing an entry of stable/.
-    public func removeTemporaries(_ remove: (String) throws -> Void) throws -> [String] {
+    public func finishInterruptedPublishes(_ remove: (String) throws -> Void) throws -> [String] {
         let names = try Files.listDirectory(stable).filter { $0.hasSuffix(".tmp") }
         try names.forEach(remove)
         return names

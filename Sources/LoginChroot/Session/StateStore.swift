@@ -11,13 +11,30 @@
 //   pins/KEY      the root's mount namespace, pinned by a bind mount
 //   staging/      the mount point a new root is assembled on (inside the
 //                 new namespace only; on the host it stays empty)
+//
+// Records and locks are reached through directory fds opened on the host,
+// so a login saves its record from inside the root it just built.
 import Glibc
 import LoginChrootCore
 import LoginChrootPlatform
 
 public struct StateStore {
     public let directory: String
-    public init(directory: String) { self.directory = directory }
+    private let top: Descriptor
+    private let roots: Descriptor
+    private let locks: Descriptor
+
+    /// Opens the state directory, creating it and its subdirectories
+    /// (root-only) when they are missing; an existing one must be root's.
+    public init(directory: String) throws {
+        self.directory = directory
+        try Files.makeDirectories(parentDirectory(of: directory))
+        try Files.ensurePrivateDirectory(directory)
+        for sub in ["roots", "pins", "staging", "locks"] { try Files.ensurePrivateDirectory(joinPath(directory, sub)) }
+        top = try Descriptor.openDirectory(directory)
+        roots = try Descriptor.openDirectory(joinPath(directory, "roots"))
+        locks = try Descriptor.openDirectory(joinPath(directory, "locks"))
+    }
 
     public var rootsDir: String { joinPath(directory, "roots") }
     public var pinsDir: String { joinPath(directory, "pins") }
@@ -25,107 +42,95 @@ public struct StateStore {
     public func pinPath(_ key: RootKey) -> String { joinPath(pinsDir, key.value) }
     func recordPath(_ key: RootKey) -> String { joinPath(rootsDir, key.value) }
 
-    /// Creates the subdirectories (root-only) and, for a login that may pin
-    /// a namespace, makes pins/ a private mount, so a pinned namespace never
-    /// propagates into another namespace (gc, end and the image verbs pin
-    /// nothing, and leave no mount behind). Safe to repeat and to run
-    /// concurrently: the bind is made once, under setup.lock.
-    public func prepare(timeoutSeconds: Int, forPins: Bool = false) throws {
-        try createDirectory()
-        for sub in [rootsDir, pinsDir, stagingDir, locksDir] { try Files.ensurePrivateDirectory(sub) }
-        guard forPins else { return }
+    /// Makes pins/ a private mount, so a pinned namespace never propagates
+    /// into another namespace (only logins pin: gc, end and the image verbs
+    /// leave no mount behind). Safe to repeat and to run concurrently: the
+    /// bind is made once, under setup.lock.
+    public func makePinsPrivate(timeoutSeconds: Int) throws {
         if !Mounts.isMountPoint(pinsDir) {
-            let lock = try FileLock(path: joinPath(directory, "setup.lock"), timeoutSeconds: timeoutSeconds)
+            let lock = try FileLock("setup.lock", in: top, path: joinPath(directory, "setup.lock"),
+                                    timeoutSeconds: timeoutSeconds)
             defer { withExtendedLifetime(lock) {} }
             if !Mounts.isMountPoint(pinsDir) { try Mounts.bind(pinsDir, onto: pinsDir, recursive: false) }
         }
         try Mounts.setPropagation(pinsDir, MS_PRIVATE, recursive: false)
     }
 
-    /// The reverse of prepare() once no root is pinned (`stop`): unmounts
-    /// pins/, so that nothing of loginchroot stays mounted.
+    /// The reverse of makePinsPrivate() once no root is pinned (`stop`):
+    /// unmounts pins/, so that nothing of loginchroot stays mounted.
     public func release() throws {
         guard Mounts.isMountPoint(pinsDir) else { return }
-        guard pinnedKeys().isEmpty else {
-            throw SetupError("\(pinsDir) still pins the namespaces of \(pinnedKeys().joined(separator: ", "))",
+        let pinned = try pinnedKeys()
+        guard pinned.isEmpty else {
+            throw SetupError("\(pinsDir) still pins the namespaces of \(pinned.joined(separator: ", "))",
                              fix: "run 'loginchroot gc'")
         }
         try Mounts.unmount(pinsDir)
     }
 
-    public var locksDir: String { joinPath(directory, "locks") }
-
-    /// The lock around every change of `user`'s roots (prepare() made its
-    /// directory). nil timeout: wait as long as it takes; 0: not at all.
+    /// The lock around every change of `user`'s roots. nil timeout: wait
+    /// as long as it takes; 0: not at all.
     public func lock(user: UserName, timeoutSeconds: Int?) throws -> FileLock {
-        try FileLock(path: joinPath(locksDir, user.value), timeoutSeconds: timeoutSeconds)
+        try FileLock(user.value, in: locks, path: joinPath(joinPath(directory, "locks"), user.value), timeoutSeconds: timeoutSeconds)
     }
 
     /// Held shared while a login snapshots a generation, exclusive while gc
     /// removes generations: gc never waits for it (a stopped login only
     /// postpones the collection).
     public func generationsLock(exclusive: Bool) throws -> FileLock {
-        try FileLock(path: joinPath(directory, "generations.lock"), timeoutSeconds: exclusive ? 0 : nil,
-                     shared: !exclusive)
+        try FileLock("generations.lock", in: top, path: joinPath(directory, "generations.lock"),
+                     timeoutSeconds: exclusive ? 0 : nil, shared: !exclusive)
     }
 
     /// The lock held by whatever writes master or the generations (master
     /// run, update, publish, and gc while it collects generations).
     /// With `wait: false` it fails at once when someone else holds it.
     public func masterLock(wait: Bool = true) throws -> FileLock {
-        try createDirectory()
-        return try FileLock(path: joinPath(directory, "master.lock"), timeoutSeconds: wait ? nil : 0)
-    }
-
-    private func createDirectory() throws {
-        try Files.makeDirectories(parentDirectory(of: directory))
-        try Files.ensurePrivateDirectory(directory)
+        try FileLock("master.lock", in: top, path: joinPath(directory, "master.lock"), timeoutSeconds: wait ? nil : 0)
     }
 
     /// The record of root `key`; nil when there is none. A record that does
     /// not parse throws: it is quarantined (reported by gc and check, never
     /// acted on), and its root is nobody's to reuse.
     public func load(_ key: RootKey) throws -> RootRecord? {
-        let path = recordPath(key)
-        let text: String
-        do { text = try Files.read(path) } catch let error as SystemError where error.errno == ENOENT { return nil }
+        guard let text = try roots.readFile(key.value, path: recordPath(key)) else { return nil }
         guard let record = RootRecord.parse(text), record.key == key else {
-            throw SetupError("the record \(path) of root \(key) does not parse; it is left as it is",
+            throw SetupError("the record \(recordPath(key)) of root \(key) does not parse; it is left as it is",
                              fix: "inspect it; end its processes, then remove it and run 'loginchroot gc'")
         }
         return record
     }
 
-    public func exists(_ key: RootKey) -> Bool { Files.exists(recordPath(key)) }
+    public func exists(_ key: RootKey) -> Bool { roots.hasEntry(key.value) }
 
-    /// The keys of every record file named like a key.
-    public func recordKeys() -> [RootKey] {
-        ((try? Files.listDirectory(rootsDir)) ?? []).compactMap(RootKey.init)
-    }
-
-    /// Every record that parses (the others are in unreadableRecords()).
-    public func loadAll() -> [RootRecord] {
-        ((try? Files.listDirectory(rootsDir)) ?? []).compactMap { name in
-            RootKey(name).flatMap { try? load($0) }
+    /// What roots/ holds: every record that parses, and the names of the
+    /// files that do not (or are not named after their key). gc and check
+    /// report the latter; nothing acts on them or on their roots.
+    public func scan() throws -> (records: [RootRecord], unreadable: [String]) {
+        var records: [RootRecord] = []
+        var unreadable: [String] = []
+        for name in try roots.entries() where !name.hasPrefix(".") {
+            guard let key = RootKey(name) else {
+                unreadable.append(name)
+                continue
+            }
+            do {
+                if let record = try load(key) { records.append(record) }  // nil: removed meanwhile
+            } catch {
+                unreadable.append(name)
+            }
         }
-    }
-
-    /// Record files that do not parse, or are not named after their key
-    /// (gc and check report them; nothing acts on them or on their roots).
-    public func unreadableRecords() -> [String] {
-        ((try? Files.listDirectory(rootsDir)) ?? []).filter { name in
-            !name.hasPrefix(".") && (RootKey(name).flatMap { try? load($0) } == nil)
-        }
+        return (records, unreadable)
     }
 
     /// Not synced to disk: a record describes processes, namespaces and
     /// mounts that a power loss ends anyway (state_dir belongs on /run), and
     /// gc at boot reclaims their storage from the store's own record.
     public func save(_ record: RootRecord) throws {
-        try Files.writeAtomically(recordPath(record.key), record.serialized(), durable: false)
+        try roots.replaceFile(record.key.value, with: record.serialized(), path: recordPath(record.key))
     }
 
-    public func delete(_ key: RootKey) throws { try Files.remove(recordPath(key)) }
+    public func delete(_ key: RootKey) throws { try roots.removeFile(key.value, path: recordPath(key)) }
 
-    public func pinnedKeys() -> [String] { (try? Files.listDirectory(pinsDir)) ?? [] }
+    public func pinnedKeys() throws -> [String] { try Files.listDirectory(pinsDir) }
 }

@@ -59,9 +59,10 @@ struct Check: ParsableCommand {
             record("state directory \(config.stateDir)") {
                 if Files.exists(config.stateDir) { try Files.checkOwnedByRoot(config.stateDir, kind: "state directory") }
             }
-            let state = StateStore(directory: config.stateDir)
-            for name in state.unreadableRecords() {
-                record("state record \(joinPath(state.rootsDir, name))") {
+            let unreadable = Files.exists(config.stateDir)
+                ? ((try? StateStore(directory: config.stateDir).scan().unreadable) ?? []) : []
+            for name in unreadable {
+                record("state record \(joinPath(joinPath(config.stateDir, "roots"), name))") {
                     throw SetupError("it does not parse; gc leaves it and its root alone",
                                      fix: "inspect it; end its processes, then remove it and run 'loginchroot gc'")
                 }
@@ -127,8 +128,7 @@ struct Check: ParsableCommand {
             let backend = Backends.make(config)
             if let generation = try? backend.currentGeneration() {
                 record("SELinux labels of generation \(generation)") {
-                    let state = StateStore(directory: config.stateDir)
-                    try state.prepare(timeoutSeconds: config.lockTimeoutSeconds)
+                    let state = try StateStore(directory: config.stateDir)
                     try ImageLabels.checkGeneration(generation, of: backend, state: state, log: printError)
                 }
             }

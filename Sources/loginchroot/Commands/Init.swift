@@ -27,14 +27,13 @@ struct Init: ParsableCommand {
             var programs = RequiredPrograms.forStore(config)
             if debootstrap != nil { programs.append(RequiredProgram("debootstrap", in: "debootstrap")) }
             try RequiredPrograms.require(programs)
-            let state = StateStore(directory: config.stateDir)
+            let state = try StateStore(directory: config.stateDir)
             let lock = try state.masterLock()
             defer { withExtendedLifetime(lock) {} }
             try StoreMount.createImage(config)
             try StoreMount.ensureMounted(config)
             try backend.createMaster()
-            try state.prepare(timeoutSeconds: config.lockTimeoutSeconds)
-            let master = try LinuxSessionHost(log: printError).mountPrivately(try backend.masterLayout(), staging: state.stagingDir)
+            let master = try ImageLabels.mountPrivately(try backend.masterLayout(), state: state, log: printError)
             // A fresh ext4 has lost+found: that is still an empty master.
             if try !Files.listDirectory(master).allSatisfy({ $0 == "lost+found" }) {
                 guard try backend.generations().isEmpty else {

@@ -37,25 +37,21 @@ struct Master: ParsableCommand {
             let status: Int32 = try reporting {
                 let backend = Backends.make(config)
                 try backend.checkStore()
-                let state = StateStore(directory: config.stateDir)
+                let state = try StateStore(directory: config.stateDir)
                 // One writer of master at a time; publish takes the same lock
                 // (and taking it creates the state directory).
                 let lock = lockHeldByParent ? nil : try state.masterLock()
-                try state.prepare(timeoutSeconds: config.lockTimeoutSeconds)
                 let layout = try backend.masterLayout()
                 let plan = SessionPlan.master(rootMounts: layout.mounts, rootSubpath: layout.rootSubpath)
-                let host = LinuxSessionHost(log: printError)
-                // update publishes next, and labels then.
-                let labelsAfter = !lockHeldByParent && SELinux.isEnabled()
-                let hostNamespace = labelsAfter ? try host.openHostNamespace() : -1
-                defer { host.closeDescriptor(hostNamespace) }
+                let host = try Namespaces.openCurrentMountNamespace()
                 // This process moves into master in its own namespace; the
                 // mounts vanish with it.
-                _ = try host.buildRoot(plan, staging: state.stagingDir, pin: nil)
-                host.enterHome(plan.home)
+                _ = try Roots.build(plan, staging: state.stagingDir, pin: nil, host: host, log: printError)
+                _ = Roots.enterHome(plan.home)
                 let result = try Processes.run(command)
-                if labelsAfter {
-                    try host.returnToHost(hostNamespace)
+                // update publishes next, and labels then.
+                if !lockHeldByParent && SELinux.isEnabled() {
+                    try Namespaces.enter(host, what: "host namespace")
                     try ImageLabels.labelMaster(backend, state: state, log: printError)
                 }
                 withExtendedLifetime(lock) {}

@@ -15,10 +15,9 @@ struct Publish: ParsableCommand {
         let generation = try reporting {
             let backend = Backends.make(config)
             try backend.checkStore()
-            let state = StateStore(directory: config.stateDir)
+            let state = try StateStore(directory: config.stateDir)
             let lock = try state.masterLock()
             defer { withExtendedLifetime(lock) {} }
-            try state.prepare(timeoutSeconds: config.lockTimeoutSeconds)
             return try ImageLabels.publish(backend, state: state, log: printError)
         }
         if output.json { printJSON(["generation": generation.name]) } else {

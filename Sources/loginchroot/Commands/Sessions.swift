@@ -10,7 +10,7 @@ struct Sessions: ParsableCommand {
     func run() throws {
         try requireRoot()
         let config = try global.load()
-        let records = global.manager(config).records()
+        let records = try reporting { try global.manager(config).records() }
         if output.json {
             printJSON(records.map(RootJSON.init))
             return

@@ -16,7 +16,7 @@ struct Status: ParsableCommand {
             try backend.checkStore()
             return (try? backend.currentGeneration(), try backend.generations(), try backend.usage())
         }
-        let records = global.manager(config).records()
+        let records = try reporting { try global.manager(config).records() }
         if output.json {
             printJSON(StatusJSON(
                 backend: config.backend.rawValue, store: config.storePath, current: current?.name ?? "",

@@ -22,7 +22,7 @@ struct Stop: ParsableCommand {
         try requireRoot()
         let config = try global.load()
         let manager = global.manager(config)
-        let open = manager.records()
+        let open = try reporting { try manager.records() }
         guard open.isEmpty else {
             printError("session roots are open: \(open.map(\.key.value).joined(separator: ", ")); "
                        + "end them first ('loginchroot end USER'), or wait for their logouts")

@@ -18,14 +18,13 @@ struct Update: ParsableCommand {
             try backend.checkStore()
             // One lock across the update and the publish: no other writer of
             // master gets in between.
-            let state = StateStore(directory: config.stateDir)
+            let state = try StateStore(directory: config.stateDir)
             let lock = try state.masterLock()
             defer { withExtendedLifetime(lock) {} }
             // master run moves its own process into master, so it runs as a child.
             let status = try Processes.run(["/proc/self/exe", "master", "run", "--config", global.config,
                                             "--lock-held-by-parent", "--", "/bin/sh", "-c", config.updateCommand])
             guard status == 0 else { throw Failure("update command failed with exit status \(status); nothing published") }
-            try state.prepare(timeoutSeconds: config.lockTimeoutSeconds)
             return try ImageLabels.publish(backend, state: state, log: printError)
         }
         print("updated master and published \(generation)")
