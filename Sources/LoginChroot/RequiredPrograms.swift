@@ -11,17 +11,9 @@ public struct RequiredProgram: Equatable {
 
 public enum RequiredPrograms {
     /// What making the store takes (a filesystem for it or for master).
-    public static func forStore(_ config: Config) -> [RequiredProgram] {
-        var programs: [RequiredProgram]
-        switch config.backend {
-        case .btrfs: programs = config.storeImage.isEmpty ? [] : [RequiredProgram("mkfs.btrfs", in: "btrfs-progs")]
-        case .dmThin: programs = [config.filesystem == .xfs ? RequiredProgram("mkfs.xfs", in: "xfsprogs")
-                                                            : RequiredProgram("mkfs.ext4", in: "e2fsprogs")]
-        case .overlay: programs = []
-        }
+    public static func forStore(_ backend: SnapshotBackend) -> [RequiredProgram] {
         // Every publish labels master (ImageLabels).
-        if SELinux.isEnabled() { programs.append(RequiredProgram("setfiles", in: "policycoreutils")) }
-        return programs
+        backend.requiredPrograms + (SELinux.isEnabled() ? [RequiredProgram("setfiles", in: "policycoreutils")] : [])
     }
 
     /// Throws, naming what to install, unless every program is there.

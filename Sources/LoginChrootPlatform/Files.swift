@@ -66,6 +66,13 @@ public final class Descriptor {
         do { try sys("unlinkat", path) { unlinkat(raw, name, 0) } } catch let error as SystemError where error.errno == ENOENT {}
     }
 
+    /// What entry `name` of this directory is (never following a symlink);
+    /// nil when there is none. `path` names it in errors.
+    public func entryInfo(_ name: String, path: String) throws -> Glibc.stat? {
+        var info = Glibc.stat()
+        return try sys("fstatat", path, unless: ENOENT) { fstatat(raw, name, &info, AT_SYMLINK_NOFOLLOW) } == nil ? nil : info
+    }
+
     /// Whether this directory has an entry `name` (of any kind).
     public func hasEntry(_ name: String) -> Bool {
         var info = Glibc.stat()
@@ -184,7 +191,7 @@ public enum Files {
 
     /// mkdir, unless it exists.
     public static func makeDirectory(_ path: String, mode: mode_t = 0o755) throws {
-        try sysUnlessExists("mkdir", path) { mkdir(path, mode) }
+        try sys("mkdir", path, unless: EEXIST) { mkdir(path, mode) }
     }
 
     public static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
@@ -233,11 +240,7 @@ public enum Files {
     /// something mounted in it fails with EBUSY instead of being emptied.
     /// Any depth and width, with a handful of fds (TreeWalk).
     public static func removeTree(parent: Descriptor, name: String) throws {
-        var info = Glibc.stat()
-        if fstatat(parent.raw, name, &info, AT_SYMLINK_NOFOLLOW) != 0 {
-            if errno == ENOENT { return }
-            throw SystemError(call: "fstatat", path: name, errno: errno)
-        }
+        guard let info = try parent.entryInfo(name, path: name) else { return }
         guard (info.st_mode & S_IFMT) == S_IFDIR else {
             try sys("unlinkat", name) { unlinkat(parent.raw, name, 0) }
             return
@@ -338,11 +341,7 @@ public enum TreeWalk {
         while true {
             var next: (name: String, info: Glibc.stat)?
             for name in try Files.listDirectory(directory.procPath) where resumeAfter.map({ name > $0 }) ?? true {
-                var info = Glibc.stat()
-                if fstatat(directory.raw, name, &info, AT_SYMLINK_NOFOLLOW) != 0 {
-                    if errno == ENOENT { continue }
-                    throw SystemError(call: "fstatat", path: name, errno: errno)
-                }
+                guard let info = try directory.entryInfo(name, path: name) else { continue }
                 if (info.st_mode & S_IFMT) == S_IFDIR && descend(directoryInfo, info) {
                     next = (name, info)
                     break

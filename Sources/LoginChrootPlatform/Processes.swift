@@ -359,7 +359,7 @@ public struct Cgroups {
 
     public func remove(_ cgroup: String) throws {
         let path = self.path(cgroup)
-        if rmdir(path) != 0 && errno != ENOENT { throw SystemError(call: "rmdir", path: path, errno: errno) }
+        try sys("rmdir", path, unless: ENOENT) { rmdir(path) }
     }
 
     /// Every cgroup below the mount whose last component starts with `prefix`.

@@ -109,11 +109,11 @@ public struct RootAssembler {
                 let last = index == components.count - 1
                 if last && !directory {
                     // O_EXCL: never open what appeared meanwhile (a FIFO would block).
-                    if let fd = try sysUnlessExists("openat", path, {
+                    if let fd = try sys("openat", path, unless: EEXIST, {
                         openat(current.raw, component, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0o644)
                     }) { close(fd) }
                 } else {
-                    try sysUnlessExists("mkdirat", path) { mkdirat(current.raw, component, 0o755) }
+                    try sys("mkdirat", path, unless: EEXIST) { mkdirat(current.raw, component, 0o755) }
                 }
                 if !last {
                     current = Descriptor(adopting: try sys("openat", path) {

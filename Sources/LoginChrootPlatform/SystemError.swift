@@ -33,11 +33,13 @@ public func sys<T: BinaryInteger>(_ call: String, _ path: String = "", _ body: (
     }
 }
 
-/// Like `sys`, for a call that creates something (mkdir, an O_EXCL open):
-/// EEXIST is no error, and gives nil.
+/// Like `sys`, where errno `expected` is an outcome, not a failure: it
+/// gives nil (EEXIST for a call that creates something, ENOENT for one
+/// that looks or removes, EWOULDBLOCK for one that must not wait).
 @discardableResult
-public func sysUnlessExists<T: BinaryInteger>(_ call: String, _ path: String = "", _ body: () -> T) throws -> T? {
-    do { return try sys(call, path, body) } catch let error as SystemError where error.errno == EEXIST { return nil }
+public func sys<T: BinaryInteger>(_ call: String, _ path: String = "", unless expected: Int32,
+                                  _ body: () -> T) throws -> T? {
+    do { return try sys(call, path, body) } catch let error as SystemError where error.errno == expected { return nil }
 }
 
 /// The NUL-terminated string a C call wrote into `buffer`.

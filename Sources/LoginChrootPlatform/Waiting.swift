@@ -53,9 +53,7 @@ public final class FileLock {
             return
         }
         let locked = try Deadline(seconds: Double(timeoutSeconds)).poll {
-            if flock(fd.raw, mode | LOCK_NB) == 0 { return true }
-            guard errno == EWOULDBLOCK || errno == EINTR else { throw SystemError(call: "flock", path: path, errno: errno) }
-            return false
+            try sys("flock", path, unless: EWOULDBLOCK) { flock(fd.raw, mode | LOCK_NB) } != nil
         }
         guard locked else {
             throw SetupError("\(path) has been locked by another process for \(timeoutSeconds)s",

@@ -233,6 +233,8 @@ final class FakeBackend: SnapshotBackend {
 
     func sessions() throws -> [RootKey] { snapshots.sorted() }
     func createMaster() throws { calls.append("createMaster") }
+    func bringOnline() throws { calls.append("bringOnline") }
+    func takeOffline() throws -> String? { nil }
     func masterLayout() throws -> RootLayout { RootLayout(mounts: [], rootSubpath: "master") }
     func generationLayout(_ generation: Generation) throws -> RootLayout { RootLayout(mounts: [], rootSubpath: generation.name) }
 

@@ -10,11 +10,54 @@ public final class BtrfsBackend: SnapshotBackend {
     let store: StoreLayout
     let minFreePercent: Int
     let rootSize: UInt64
+    /// The loop file the store is made on and mounted from ([store] image;
+    /// empty: the admin mounts a btrfs filesystem at the store's path).
+    let image: String
+    let imageSize: UInt64
 
     public init(config: Config) {
         store = StoreLayout(path: config.storePath)
         minFreePercent = config.minFreePercent
         rootSize = config.rootSize
+        image = config.storeImage
+        imageSize = config.storeImageSize
+    }
+
+    public var requiredPrograms: [RequiredProgram] { image.isEmpty ? [] : [RequiredProgram("mkfs.btrfs", in: "btrfs-progs")] }
+
+    /// The loop file and its btrfs filesystem.
+    public func createStore() throws {
+        guard !image.isEmpty, !Files.exists(image) else { return }
+        try Files.makeDirectories(parentDirectory(of: image))
+        try Files.createSparse(image, size: imageSize)
+        let made = try Processes.runQuietly(["mkfs.btrfs", "-q", image])
+        guard made.status == 0 else {
+            try? Files.remove(image)
+            throw SetupError("mkfs.btrfs \(image) failed (exit \(made.status)):\n\(made.output)",
+                             fix: "see mkfs.btrfs's words above; the store image was removed, so init can run again")
+        }
+    }
+
+    public func bringOnline() throws {
+        if Mounts.filesystemType(at: store.path) != "btrfs" {
+            guard !image.isEmpty else {
+                throw SetupError("\(store.path) is not a mounted btrfs filesystem and [store] image is empty",
+                                 fix: "mount your btrfs store at \(store.path), or set [store] image")
+            }
+            guard Files.exists(image) else {
+                throw SetupError("store image \(image) does not exist", fix: "run 'loginchroot init'")
+            }
+            try Files.makeDirectories(store.path)
+            try Loop.mountImage(image, at: store.path, type: "btrfs")
+        }
+        try enableQuotas()
+    }
+
+    /// A store image `start` mounted is unmounted; a store the admin mounts stays.
+    public func takeOffline() throws -> String? {
+        guard !image.isEmpty, Mounts.filesystemType(at: store.path) == "btrfs" else { return nil }
+        try Mounts.unmount(store.path)
+        return "\(store.path) unmounted"
     }
 
     public func checkStore() throws {
@@ -38,7 +81,7 @@ public final class BtrfsBackend: SnapshotBackend {
 
     /// Simple quotas (Linux 6.7): a snapshot is charged only for what it
     /// writes itself, whatever becomes of the generation it came from.
-    public func enableQuotas() throws {
+    func enableQuotas() throws {
         do {
             try Btrfs.enableSimpleQuotas(try Descriptor.openDirectory(store.path), path: store.path)
         } catch let error as SystemError where error.errno == EINVAL {
@@ -134,11 +177,7 @@ public final class BtrfsBackend: SnapshotBackend {
 
     private func destroy(in directory: String, name: String) throws {
         let parent = try Descriptor.openDirectory(directory)
-        var info = Glibc.stat()
-        if fstatat(parent.raw, name, &info, AT_SYMLINK_NOFOLLOW) != 0 {
-            if errno == ENOENT { return }
-            throw SystemError(call: "fstatat", path: joinPath(directory, name), errno: errno)
-        }
+        guard let info = try parent.entryInfo(name, path: joinPath(directory, name)) else { return }
         guard Btrfs.isSubvolume(info) else {
             throw SetupError("\(joinPath(directory, name)) is not a subvolume", fix: "inspect it and remove it by hand")
         }

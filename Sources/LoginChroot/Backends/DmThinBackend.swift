@@ -34,8 +34,20 @@ public final class DmThinBackend: SnapshotBackend {
 
     // MARK: the pool
 
+    public var requiredPrograms: [RequiredProgram] {
+        [config.filesystem == .xfs ? RequiredProgram("mkfs.xfs", in: "xfsprogs") : RequiredProgram("mkfs.ext4", in: "e2fsprogs")]
+    }
+
+    public func checkKernel() throws {
+        guard Files.exists("/dev/mapper/control") else {
+            throw SetupError("no /dev/mapper/control: the kernel has no device-mapper", fix: "modprobe dm-thin-pool")
+        }
+    }
+
+    public func takeOffline() throws -> String? { try deactivatePool() ? "thin pool deactivated" : nil }
+
     /// Activates the pool after boot if it is not active. Safe at any time.
-    public func assemblePool() throws {
+    public func bringOnline() throws {
         guard Files.exists(metadataFile), try DeviceMapper.info(poolName) == nil else { return }
         let metadata = try loadMetadata()
         try activatePool(blockSectors: metadata.blockSectors)

@@ -22,6 +22,10 @@ public final class OverlayBackend: SnapshotBackend {
         rootSize = config.rootSize
     }
 
+    /// A directory: nothing to mount, nothing to take offline.
+    public func bringOnline() throws { try Files.makeDirectories(store.path) }
+    public func takeOffline() throws -> String? { nil }
+
     public func checkStore() throws {
         try store.checkInitialized(backend: kind)
         if case .directory(let path) = upper {

@@ -37,6 +37,22 @@ public protocol SnapshotBackend: AnyObject {
     /// Throws a SetupError naming the fix when the store cannot be used.
     func checkStore() throws
 
+    /// The programs making this store runs, each with its Debian package
+    /// (init checks them before it makes anything; check reports them).
+    var requiredPrograms: [RequiredProgram] { get }
+    /// Throws, naming what to load, when the running kernel cannot hold
+    /// this store (check).
+    func checkKernel() throws
+    /// Creates what the store lives on when it is missing (init).
+    func createStore() throws
+    /// Brings the store online after a boot (start, gc, init): mounts it,
+    /// or assembles its pool. Safe at any time.
+    func bringOnline() throws
+    /// The reverse, once no root is open (stop, before the package is
+    /// removed). What the admin set up is theirs and stays. Returns what
+    /// it did, or nil.
+    func takeOffline() throws -> String?
+
     /// The generation new sessions get.
     func currentGeneration() throws -> Generation
     func generations() throws -> [Generation]
@@ -77,6 +93,17 @@ public protocol SnapshotBackend: AnyObject {
 }
 
 extension SnapshotBackend {
+    public var requiredPrograms: [RequiredProgram] { [] }
+    public func createStore() throws {}
+
+    /// The store's filesystem must be one the kernel has.
+    public func checkKernel() throws {
+        let filesystems = (try? Files.read("/proc/filesystems")) ?? ""
+        guard filesystems.split(separator: "\n").contains(where: { $0.words.last == kind.rawValue }) else {
+            throw SetupError("\(kind.rawValue) is not in /proc/filesystems", fix: "load the \(kind.rawValue) module")
+        }
+    }
+
     public func confineSession() throws {}
     public func awaitReclaimedSpace(after error: Error, seconds: Int) -> Bool { false }
 }

@@ -36,18 +36,7 @@ struct Check: ParsableCommand {
         var config: Config?
         record("config \(global.config)") { config = try ConfigLoader.load(global.config) }
         if let config {
-            record("kernel supports \(config.backend.rawValue)") {
-                if config.backend == .dmThin {
-                    guard Files.exists("/dev/mapper/control") else {
-                        throw SetupError("no /dev/mapper/control: the kernel has no device-mapper", fix: "modprobe dm-thin-pool")
-                    }
-                    return
-                }
-                let filesystems = (try? Files.read("/proc/filesystems")) ?? ""
-                guard filesystems.split(separator: "\n").contains(where: { $0.words.last == config.backend.rawValue }) else {
-                    throw SetupError("\(config.backend.rawValue) is not in /proc/filesystems", fix: "load the \(config.backend.rawValue) module")
-                }
-            }
+            record("kernel supports \(config.backend.rawValue)") { try Backends.make(config).checkKernel() }
             record("store \(config.storePath)") { try Backends.make(config).checkStore() }
             record("current generation") { _ = try Backends.make(config).currentGeneration() }
             record("space one root can take") {
@@ -67,7 +56,7 @@ struct Check: ParsableCommand {
                                      fix: "inspect it; end its processes, then remove it and run 'loginchroot gc'")
                 }
             }
-            record("programs init needs") { try RequiredPrograms.require(RequiredPrograms.forStore(config)) }
+            record("programs init needs") { try RequiredPrograms.require(RequiredPrograms.forStore(Backends.make(config))) }
             for bind in config.binds where !bind.optional && !bind.source.containsLiteral("%u") {
                 record("bind source \(bind.source)") {
                     guard Files.exists(bind.source) else {

@@ -14,7 +14,7 @@ struct GC: ParsableCommand {
         try requireRoot()
         let config = try global.load()
         let report = try reporting {
-            try StoreMount.ensureMounted(config)
+            try Backends.make(config).bringOnline()
             return try global.manager(config).gc()
         }
         if output.json {

@@ -34,28 +34,8 @@ struct Master: ParsableCommand {
         func run() throws {
             try requireRoot()
             let config = try global.load()
-            let status: Int32 = try reporting {
-                let backend = Backends.make(config)
-                try backend.checkStore()
-                let state = try StateStore(directory: config.stateDir)
-                // One writer of master at a time; publish takes the same lock
-                // (and taking it creates the state directory).
-                let lock = lockHeldByParent ? nil : try state.masterLock()
-                let layout = try backend.masterLayout()
-                let plan = SessionPlan.master(rootMounts: layout.mounts, rootSubpath: layout.rootSubpath)
-                let host = try Namespaces.openCurrentMountNamespace()
-                // This process moves into master in its own namespace; the
-                // mounts vanish with it.
-                _ = try Roots.build(plan, staging: state.stagingDir, pin: nil, host: host, log: printError)
-                _ = Roots.enterHome(plan.home)
-                let result = try Processes.run(command)
-                // update publishes next, and labels then.
-                if !lockHeldByParent && SELinux.isEnabled() {
-                    try Namespaces.enter(host, what: "host namespace")
-                    try ImageLabels.labelMaster(backend, state: state, log: printError)
-                }
-                withExtendedLifetime(lock) {}
-                return result
+            let status = try reporting {
+                try Images(config: config, log: printError).run(inMaster: command, lockHeldByCaller: lockHeldByParent)
             }
             if status != 0 { throw ExitCode(status) }
         }

@@ -12,14 +12,7 @@ struct Publish: ParsableCommand {
     func run() throws {
         try requireRoot()
         let config = try global.load()
-        let generation = try reporting {
-            let backend = Backends.make(config)
-            try backend.checkStore()
-            let state = try StateStore(directory: config.stateDir)
-            let lock = try state.masterLock()
-            defer { withExtendedLifetime(lock) {} }
-            return try ImageLabels.publish(backend, state: state, log: printError)
-        }
+        let generation = try reporting { try Images(config: config, log: printError).publish() }
         if output.json { printJSON(["generation": generation.name]) } else {
             print("published \(generation); new logins get it")
         }

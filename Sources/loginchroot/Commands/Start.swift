@@ -11,7 +11,7 @@ struct Start: ParsableCommand {
         try requireRoot()
         let config = try global.load()
         let report = try reporting {
-            try StoreMount.ensureMounted(config)
+            try Backends.make(config).bringOnline()
             try Backends.make(config).checkStore()
             return try global.manager(config).gc()
         }

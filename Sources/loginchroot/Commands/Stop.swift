@@ -33,7 +33,7 @@ struct Stop: ParsableCommand {
         do { try manager.gc().failures.forEach { printError($0) } } catch { printError("gc: \(error)") }
         let done = try reporting { () -> String? in
             try StateStore(directory: config.stateDir).release()
-            return try StoreMount.takeOffline(config)
+            return try Backends.make(config).takeOffline()
         }
         print(done ?? "store \(config.storePath) was not online")
     }

@@ -1,5 +1,4 @@
 import ArgumentParser
-import Glibc
 import LoginChroot
 import LoginChrootPlatform
 
@@ -13,19 +12,12 @@ struct Update: ParsableCommand {
     func run() throws {
         try requireRoot()
         let config = try global.load()
-        let backend = Backends.make(config)
         let generation = try reporting {
-            try backend.checkStore()
-            // One lock across the update and the publish: no other writer of
-            // master gets in between.
-            let state = try StateStore(directory: config.stateDir)
-            let lock = try state.masterLock()
-            defer { withExtendedLifetime(lock) {} }
-            // master run moves its own process into master, so it runs as a child.
-            let status = try Processes.run(["/proc/self/exe", "master", "run", "--config", global.config,
-                                            "--lock-held-by-parent", "--", "/bin/sh", "-c", config.updateCommand])
-            guard status == 0 else { throw Failure("update command failed with exit status \(status); nothing published") }
-            return try ImageLabels.publish(backend, state: state, log: printError)
+            try Images(config: config, log: printError).update {
+                // master run moves its own process into master, so it runs as a child.
+                try Processes.run(["/proc/self/exe", "master", "run", "--config", global.config,
+                                   "--lock-held-by-parent", "--", "/bin/sh", "-c", config.updateCommand])
+            }
         }
         print("updated master and published \(generation)")
     }

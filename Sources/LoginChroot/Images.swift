@@ -1,0 +1,111 @@
+// master and its generations: the image workflow of init, master run,
+// update and publish. Every writer of master or of the generations holds
+// master.lock, taken here (gc takes it too, never waiting for it).
+import Glibc
+import LoginChrootCore
+import LoginChrootPlatform
+
+public struct Images {
+    public let config: Config
+    public let backend: SnapshotBackend
+    let log: (String) -> Void
+
+    public init(config: Config, log: @escaping (String) -> Void) {
+        self.config = config
+        backend = Backends.make(config)
+        self.log = log
+    }
+
+    /// Makes the store and master, has `fill` fill master (it gets master's
+    /// path, mounted in this process's own namespace), and publishes the
+    /// first generation. Nothing is made before the programs it needs are
+    /// found. A master that a failed init left is emptied first; a fill
+    /// that fails empties it again, so the same init can run once the cause
+    /// is fixed.
+    public func initialize(alsoRequiring extra: [RequiredProgram], fill: (String) throws -> Void) throws -> Generation {
+        try RequiredPrograms.require(RequiredPrograms.forStore(backend) + extra)
+        let state = try StateStore(directory: config.stateDir)
+        let lock = try state.masterLock()
+        defer { withExtendedLifetime(lock) {} }
+        try backend.createStore()
+        try backend.bringOnline()
+        try backend.createMaster()
+        let master = try ImageLabels.mountPrivately(try backend.masterLayout(), state: state, log: log)
+        // A fresh ext4 has lost+found: that is still an empty master.
+        if try !Files.listDirectory(master).allSatisfy({ $0 == "lost+found" }) {
+            guard try backend.generations().isEmpty else {
+                throw SetupError("the store is already initialised", fix: "use 'loginchroot update' or 'loginchroot master run'")
+            }
+            log("master holds what a failed init left; emptying it first")
+            try Images.empty(master)
+        }
+        do { try fill(master) } catch {
+            let emptied: String
+            do {
+                try Images.empty(master)
+                emptied = "master was emptied: run the same 'loginchroot init' again once the cause is fixed"
+            } catch let emptying {
+                emptied = "emptying master failed (\(emptying)); the same 'loginchroot init' empties it first when run again"
+            }
+            throw SetupError("\(error)", fix: emptied)
+        }
+        return try ImageLabels.publish(backend, state: state, mountedMaster: master, log: log)
+    }
+
+    /// Runs `command` as root inside master, this process moved into it in
+    /// a namespace of its own (the mounts vanish with the process), and
+    /// returns its exit status. With SELinux on, master is labelled after
+    /// (a package manager in master sees SELinux as off), unless
+    /// `lockHeldByCaller`: update publishes next, and labels then.
+    public func run(inMaster command: [String], lockHeldByCaller: Bool) throws -> Int32 {
+        try backend.checkStore()
+        let state = try StateStore(directory: config.stateDir)
+        let lock = lockHeldByCaller ? nil : try state.masterLock()
+        defer { withExtendedLifetime(lock) {} }
+        let layout = try backend.masterLayout()
+        let plan = SessionPlan.master(rootMounts: layout.mounts, rootSubpath: layout.rootSubpath)
+        let host = try Namespaces.openCurrentMountNamespace()
+        _ = try Roots.build(plan, staging: state.stagingDir, pin: nil, host: host, log: log)
+        _ = Roots.enterHome(plan.home)
+        let status = try Processes.run(command)
+        if !lockHeldByCaller && SELinux.isEnabled() {
+            try Namespaces.enter(host, what: "host namespace")
+            try ImageLabels.labelMaster(backend, state: state, log: log)
+        }
+        return status
+    }
+
+    /// Runs `change` (which changes master, from a child process: master
+    /// run moves its own process into master) and publishes, under one
+    /// master.lock: no other writer gets in between. `change` returns an
+    /// exit status; nothing is published unless it is 0.
+    public func update(_ change: () throws -> Int32) throws -> Generation {
+        try backend.checkStore()
+        let state = try StateStore(directory: config.stateDir)
+        let lock = try state.masterLock()
+        defer { withExtendedLifetime(lock) {} }
+        let status = try change()
+        guard status == 0 else {
+            throw SetupError("update command failed with exit status \(status); nothing published",
+                             fix: "see its output above, fix the cause, and run 'loginchroot update' again")
+        }
+        return try ImageLabels.publish(backend, state: state, log: log)
+    }
+
+    /// Publishes master as the new current generation (labelled first when
+    /// SELinux is on). Open sessions keep theirs.
+    public func publish() throws -> Generation {
+        try backend.checkStore()
+        let state = try StateStore(directory: config.stateDir)
+        let lock = try state.masterLock()
+        defer { withExtendedLifetime(lock) {} }
+        return try ImageLabels.publish(backend, state: state, log: log)
+    }
+
+    private static func empty(_ master: String) throws {
+        let directory = try Descriptor.openDirectory(master)
+        for name in try Files.listDirectory(master) where name != "lost+found" {
+            try Files.removeTree(parent: directory, name: name)
+        }
+    }
+}
