@@ -63,7 +63,7 @@ public struct Images {
         let lock = lockHeldByCaller ? nil : try state.masterLock()
         defer { withExtendedLifetime(lock) {} }
         let layout = try backend.masterLayout()
-        let plan = SessionPlan.master(rootMounts: layout.mounts, rootSubpath: layout.rootSubpath)
+        let plan = RootPlan.master(rootMounts: layout.mounts, rootSubpath: layout.rootSubpath)
         let host = try Namespaces.openCurrentMountNamespace()
         _ = try Roots.build(plan, staging: state.stagingDir, pin: nil, host: host, log: log)
         _ = Roots.enterHome(plan.home)

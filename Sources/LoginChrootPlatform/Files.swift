@@ -26,6 +26,12 @@ public final class Descriptor {
         try open(path, O_RDONLY | O_DIRECTORY)
     }
 
+    /// The directory `path` is in, and its name there.
+    public static func openParent(of path: String) throws -> (Descriptor, String) {
+        let parent = parentDirectory(of: path)
+        return (try openDirectory(parent.isEmpty ? "." : parent), String(path.split(separator: "/").last ?? ""))
+    }
+
     /// Opens `path` below this directory, resolving every component inside it.
     public func openInside(_ path: String, _ flags: Int32, mode: mode_t = 0o644, noSymlinks: Bool = false) throws -> Descriptor {
         var resolve = LC_RESOLVE_IN_ROOT | LC_RESOLVE_NO_MAGICLINKS
@@ -52,13 +58,18 @@ public final class Descriptor {
 
     /// Replaces entry `name` of this directory through a temporary file
     /// and rename, so a crash leaves the old or the new content, never
-    /// half of it. Not synced: for state that a power loss ends anyway.
-    public func replaceFile(_ name: String, with text: String, mode: mode_t = 0o600, path: String) throws {
+    /// half of it. `durable` also syncs both to disk, so that they survive
+    /// a power loss (state that a power loss ends anyway needs no sync).
+    public func replaceFile(_ name: String, with text: String, mode: mode_t = 0o600, durable: Bool = false,
+                            path: String) throws {
         // ".NAME.tmp": a leading dot is never a valid record or generation name.
         let temporary = "." + name + ".tmp"
         let file = try openFile(temporary, O_WRONLY | O_CREAT | O_TRUNC, mode: mode, path: path + ".tmp")
         try file.writeAll(Array(text.utf8), path: path)
+        if durable { try sys("fsync", path) { fsync(file.raw) } }
         try sys("renameat", path) { renameat(raw, temporary, raw, name) }
+        // The rename itself is durable only once the directory is synced.
+        if durable { try sys("fsync", path) { fsync(raw) } }
     }
 
     /// Removes entry `name` of this directory; a missing one is no error.
@@ -148,20 +159,9 @@ public enum Files {
     /// Writes through a temporary file and rename, so a crash leaves either
     /// the old or the new content, never half of it. `durable` also syncs
     /// both to disk, so that they survive a power loss.
-    public static func writeAtomically(_ path: String, _ text: String, mode: mode_t = 0o600, durable: Bool = true) throws {
-        // ".NAME.tmp": a leading dot is never a valid record or generation name.
-        let slash = path.lastIndex(of: "/").map { path.index(after: $0) } ?? path.startIndex
-        let temporary = String(path[..<slash]) + "." + String(path[slash...]) + ".tmp"
-        let fd = try Descriptor.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode: mode)
-        try fd.writeAll(Array(text.utf8), path: temporary)
-        if durable { try sys("fsync", temporary) { fsync(fd.raw) } }
-        try sys("rename", path) { rename(temporary, path) }
-        guard durable else { return }
-        // The rename itself is durable only once the directory is synced.
-        let parent = parentDirectory(of: path)
-        if let directory = try? Descriptor.open(parent.isEmpty ? "." : parent, O_RDONLY | O_DIRECTORY) {
-            _ = fsync(directory.raw)
-        }
+    public static func writeAtomically(_ path: String, _ text: String, mode: mode_t = 0o600) throws {
+        let (directory, name) = try Descriptor.openParent(of: path)
+        try directory.replaceFile(name, with: text, mode: mode, durable: true, path: path)
     }
 
     /// Creates `path` (which must not exist) as a sparse file of `size` bytes.

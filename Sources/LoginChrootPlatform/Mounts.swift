@@ -39,7 +39,7 @@ public enum Mounts {
     /// One line of mountinfo: the mount's id, its filesystem's device (the
     /// superblock's, which mappings of its files show), where it is
     /// mounted, and the filesystem type.
-    public struct Entry {
+    public struct Entry: Equatable {
         public var id: UInt64
         public var device: UInt64
         public var mountPoint: String
@@ -52,6 +52,11 @@ public enum Mounts {
     public static func table() -> [Entry] {
         guard let file = try? Descriptor.open("/proc/thread-self/mountinfo", O_RDONLY | O_NOFOLLOW),
               let bytes = try? file.readAll() else { return [] }
+        return parseTable(bytes)
+    }
+
+    /// The entries of a mountinfo file's content; lines it cannot read are skipped.
+    public static func parseTable(_ bytes: [UInt8]) -> [Entry] {
         func number(_ field: Range<Int>) -> UInt64 { UInt64(String(decoding: bytes[field], as: UTF8.self)) ?? 0 }
         var table: [Entry] = []
         var fields: [Range<Int>] = []

@@ -282,7 +282,11 @@ public struct Cgroups {
 
     /// The caller's own cgroup ("0::/path" in /proc/self/cgroup).
     public func current() -> String? {
-        guard let text = try? Files.read("/proc/self/cgroup") else { return nil }
+        (try? Files.read("/proc/self/cgroup")).flatMap(Cgroups.unifiedPath)
+    }
+
+    /// The cgroup v2 path in a /proc/PID/cgroup file's content.
+    public static func unifiedPath(in text: String) -> String? {
         for line in text.split(separator: "\n") where line.hasPrefix("0::") {
             return String(line.dropFirst(3))
         }

@@ -1,21 +1,21 @@
-// Builds a root from a SessionPlan: its mounts, the files written into the
+// Builds a root from a RootPlan: its mounts, the files written into the
 // image, the binds and the runtime directory. Every path inside the image is
 // resolved relative to the image's root fd, never through the host's view.
 import Glibc
 import LoginChrootCore
 
-/// Executes a SessionPlan below the staging directory, inside the new
+/// Executes a RootPlan below the staging directory, inside the new
 /// namespace. Every path inside the image is resolved relative to the image's
 /// root fd, never through the host's view of it.
 public struct RootAssembler {
-    let plan: SessionPlan
+    let plan: RootPlan
     let staging: String
     let log: (String) -> Void
     /// With SELinux on: what the files written into the root are labelled
     /// from (the file each replaces, else the policy). Nil without SELinux.
     let labels: FileLabels?
 
-    public init(plan: SessionPlan, staging: String, log: @escaping (String) -> Void, labels: FileLabels?) {
+    public init(plan: RootPlan, staging: String, log: @escaping (String) -> Void, labels: FileLabels?) {
         self.plan = plan; self.staging = staging; self.log = log; self.labels = labels
     }
 

@@ -9,7 +9,7 @@ public enum Roots {
     /// With a `pin`, the namespace is pinned there by a bind made from the
     /// host namespace `host`, so it outlives its processes. On failure the
     /// thread is back in `host`.
-    public static func build(_ plan: SessionPlan, staging: String, pin: String?, host: Descriptor,
+    public static func build(_ plan: RootPlan, staging: String, pin: String?, host: Descriptor,
                              log: @escaping (String) -> Void) throws -> RootIdentity {
         do {
             let session: Descriptor
@@ -46,7 +46,7 @@ public enum Roots {
     /// The device of the files an overlay root writes (RootIdentity's
     /// mappedDevice): a tmpfs upper's own; 0 for a host directory upper
     /// (shared by every root) and for a root that is no overlay.
-    private static func writtenFilesDevice(_ plan: SessionPlan, staging: String) throws -> UInt64 {
+    private static func writtenFilesDevice(_ plan: RootPlan, staging: String) throws -> UInt64 {
         for case .overlay(_, let upper, _, _) in plan.rootMounts {
             guard !upper.hasPrefix("/") else { return 0 }
             var info = Glibc.stat()
@@ -65,7 +65,7 @@ public enum Roots {
                                       log: @escaping (String) -> Void) throws -> String {
         try Namespaces.unshareMountNamespace()
         try Mounts.setPropagation("/", MS_SLAVE, recursive: true)
-        let plan = SessionPlan.master(rootMounts: mounts, rootSubpath: rootSubpath)
+        let plan = RootPlan.master(rootMounts: mounts, rootSubpath: rootSubpath)
         try RootAssembler(plan: plan, staging: staging, log: log, labels: nil).mountRoot()
         return joinPath(staging, rootSubpath)
     }

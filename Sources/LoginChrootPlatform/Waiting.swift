@@ -62,8 +62,7 @@ public final class FileLock {
     }
 
     public convenience init(path: String, timeoutSeconds: Int? = nil) throws {
-        let parent = parentDirectory(of: path)
-        try self.init(String(path.split(separator: "/").last ?? ""), in: try Descriptor.openDirectory(parent.isEmpty ? "." : parent),
-                      path: path, timeoutSeconds: timeoutSeconds)
+        let (directory, name) = try Descriptor.openParent(of: path)
+        try self.init(name, in: directory, path: path, timeoutSeconds: timeoutSeconds)
     }
 }

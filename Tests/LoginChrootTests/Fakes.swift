@@ -41,7 +41,7 @@ final class FakeSystem: RootNamespaces, Reaper {
 
     // Recordings
     var calls: [String] = []
-    var builtPlans: [(plan: SessionPlan, staging: String, pin: String)] = []
+    var builtPlans: [(plan: RootPlan, staging: String, pin: String)] = []
     var joined: [String] = []
     var returnedToHost: [Int32] = []
     /// Every host namespace fd handed out, with the file behind it.
@@ -87,7 +87,7 @@ final class FakeSystem: RootNamespaces, Reaper {
         return fd
     }
 
-    func buildRoot(_ plan: SessionPlan, state: StateStore, host: Descriptor) throws -> RootIdentity {
+    func buildRoot(_ plan: RootPlan, state: StateStore, host: Descriptor) throws -> RootIdentity {
         calls.append("buildRoot \(plan.key)")
         let pin = state.pinPath(plan.key)
         builtPlans.append((plan, state.stagingDir, pin))
@@ -176,7 +176,7 @@ final class FakeSystem: RootNamespaces, Reaper {
 
 final class FakeBackend: SnapshotBackend {
     var kind: BackendKind = .btrfs
-    var sessionsOutliveTheirGeneration = false
+    var rootsOutliveTheirGeneration = false
     var current: Generation? = Generation(number: 1)
     var allGenerations: [Generation] = [Generation(number: 1)]
     var snapshots: Set<RootKey> = []
@@ -231,7 +231,7 @@ final class FakeBackend: SnapshotBackend {
         snapshots.remove(key)
     }
 
-    func sessions() throws -> [RootKey] { snapshots.sorted() }
+    func rootSnapshots() throws -> [RootKey] { snapshots.sorted() }
     func createMaster() throws { calls.append("createMaster") }
     func bringOnline() throws { calls.append("bringOnline") }
     func takeOffline() throws -> String? { nil }

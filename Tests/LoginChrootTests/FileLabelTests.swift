@@ -49,7 +49,7 @@ final class FileLabelTests: XCTestCase {
         let account = testAccount(groups: [])
         var config = Config()
         config.copyFiles = ["/etc/hostname"]  // the host's, over the image's symlink
-        let plan = SessionPlan.make(key: .perUser(account.name), account: account, config: config,
+        let plan = RootPlan.make(key: .perUser(account.name), account: account, config: config,
                                     rootMounts: [], rootSubpath: "")
         try RootAssembler(plan: plan, staging: image, log: { _ in }, labels: labels)
             .writeFiles(into: try Descriptor.openDirectory(image))

@@ -49,3 +49,28 @@ final class PlatformTests: XCTestCase {
         }
     }
 }
+
+final class ParserTests: XCTestCase {
+    func testMountinfoLines() {
+        let text = """
+            22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda1 rw
+            35 22 253:3 / /srv/a\\040b rw,nodev master:4 propagate_from:2 - btrfs /dev/mapper/x rw,space_cache
+            36 22 0:5 / /broken rw - 
+            40 22 259:65537 /sub /mnt rw - xfs /dev/nvme0n1p1 rw
+            """
+        let table = Mounts.parseTable(Array(text.utf8))
+        XCTAssertEqual(table.map(\.id), [22, 35, 40], "a line without a type is skipped")
+        XCTAssertEqual(table[1].mountPoint, "/srv/a b", "octal escapes are undone")
+        XCTAssertEqual(table[1].type, "btrfs", "optional fields before the dash are skipped")
+        XCTAssertEqual(table[0].device, 21, "0:21")
+        XCTAssertEqual(table[1].device, (253 << 8) | 3)
+        // glibc's makedev: minor's high bits go above bit 20.
+        XCTAssertEqual(table[2].device, (259 << 8) | (1 & 0xff) | ((65537 & 0xffffff00) << 12))
+    }
+
+    func testTheUnifiedCgroupLine() {
+        XCTAssertEqual(Cgroups.unifiedPath(in: "12:cpu:/x\n0::/user.slice/user-1000.slice/session-3.scope\n"),
+                       "/user.slice/user-1000.slice/session-3.scope")
+        XCTAssertNil(Cgroups.unifiedPath(in: "12:cpu:/x\n"), "cgroup v1 only")
+    }
+}

@@ -357,6 +357,22 @@ final class SessionManagerTests: ManagerTestCase {
         XCTAssertEqual(backend.snapshots, [])
     }
 
+    func testARootIsOnlyRemovedByTheBackendThatMadeIt() throws {
+        let manager = makeManager()
+        let session = enter(manager)
+        backend.kind = .overlay  // the admin switched backends with the root open
+        guard case .deferred(let reason) = manager.close(user: user("alice"), reference: session.reference,
+                                                         hostNamespace: session.fd) else {
+            return XCTFail("expected deferred")
+        }
+        XCTAssertTrue(reason.containsLiteral("on the btrfs backend, and the config now names overlay"), reason)
+        XCTAssertEqual(backend.removed, [], "the overlay backend never touches a btrfs snapshot")
+        XCTAssertEqual(try state.load(alice)?.phase, .quarantined)
+        backend.kind = .btrfs
+        XCTAssertTrue(try manager.gc().actions.contains("root alice: destroyed"))
+        XCTAssertEqual(backend.snapshots, [])
+    }
+
     func testJoinFailureRemovesTheMember() throws {
         let manager = makeManager()
         enter(manager)
@@ -776,7 +792,7 @@ final class SessionManagerTests: ManagerTestCase {
 
     func testGCRemovesGenerationsOpenRootsNoLongerNeed() throws {
         let manager = makeManager { $0.keepGenerations = 1 }
-        backend.sessionsOutliveTheirGeneration = true  // dm-thin, btrfs
+        backend.rootsOutliveTheirGeneration = true  // dm-thin, btrfs
         backend.allGenerations = (1...3).map(Generation.init(number:))
         enter(manager, "alice")                // gen-1, alive
         backend.current = Generation(number: 3)

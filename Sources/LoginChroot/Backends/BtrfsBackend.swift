@@ -6,7 +6,7 @@ import LoginChrootPlatform
 
 public final class BtrfsBackend: SnapshotBackend {
     public let kind = BackendKind.btrfs
-    public let sessionsOutliveTheirGeneration = true
+    public let rootsOutliveTheirGeneration = true
     let store: StoreLayout
     let minFreePercent: Int
     let rootSize: UInt64
@@ -115,7 +115,7 @@ public final class BtrfsBackend: SnapshotBackend {
         try destroy(in: store.sessionsDir, name: key.value)
     }
 
-    public func sessions() throws -> [RootKey] { try store.sessionKeys() }
+    public func rootSnapshots() throws -> [RootKey] { try store.sessionKeys() }
 
     public func createMaster() throws {
         try store.createDirectories()

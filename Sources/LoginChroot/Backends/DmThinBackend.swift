@@ -15,7 +15,7 @@ import LoginChrootPlatform
 
 public final class DmThinBackend: SnapshotBackend {
     public let kind = BackendKind.dmThin
-    public let sessionsOutliveTheirGeneration = true
+    public let rootsOutliveTheirGeneration = true
     let config: Config
     let store: String
 
@@ -200,7 +200,7 @@ public final class DmThinBackend: SnapshotBackend {
         try removeVolume(.session(key))
     }
 
-    public func sessions() throws -> [RootKey] { try loadMetadata().sessions }
+    public func rootSnapshots() throws -> [RootKey] { try loadMetadata().sessions }
 
     public func createMaster() throws {
         if !Files.exists(metadataFile) { try createPool() }

@@ -9,7 +9,7 @@ import LoginChrootPlatform
 
 public final class OverlayBackend: SnapshotBackend {
     public let kind = BackendKind.overlay
-    public let sessionsOutliveTheirGeneration = false
+    public let rootsOutliveTheirGeneration = false
     let store: StoreLayout
     let upper: OverlayUpper
     let minFreePercent: Int
@@ -119,7 +119,7 @@ public final class OverlayBackend: SnapshotBackend {
     /// in the configured directory for one of ours.
     static let upperPrefix = "loginchroot-"
 
-    public func sessions() throws -> [RootKey] {
+    public func rootSnapshots() throws -> [RootKey] {
         guard case .directory(let base) = upper, Files.isDirectory(base) else { return [] }
         return try Files.listDirectory(base).compactMap { name in
             name.hasPrefix(OverlayBackend.upperPrefix) ? RootKey(String(name.dropFirst(OverlayBackend.upperPrefix.count))) : nil

@@ -1,6 +1,6 @@
 // The snapshot protocol every backend implements (after containerd's
 // snapshotter: prepare, remove, walk, commit, usage). Backends create and
-// destroy storage and *describe* mounts; the session host performs them.
+// destroy storage and *describe* mounts; RootNamespaces and the RootAssembler perform them.
 import Glibc
 import LoginChrootCore
 import LoginChrootPlatform
@@ -30,9 +30,9 @@ public struct RootLimit: Equatable {
 
 public protocol SnapshotBackend: AnyObject {
     var kind: BackendKind { get }
-    /// True when a session snapshot stands on its own, so its generation
-    /// can be removed while the session runs (not so for overlay's lower layer).
-    var sessionsOutliveTheirGeneration: Bool { get }
+    /// True when a root's snapshot stands on its own, so its generation
+    /// can be removed while the root is open (not so for overlay's lower layer).
+    var rootsOutliveTheirGeneration: Bool { get }
 
     /// Throws a SetupError naming the fix when the store cannot be used.
     func checkStore() throws
@@ -53,7 +53,7 @@ public protocol SnapshotBackend: AnyObject {
     /// it did, or nil.
     func takeOffline() throws -> String?
 
-    /// The generation new sessions get.
+    /// The generation new roots get.
     func currentGeneration() throws -> Generation
     func generations() throws -> [Generation]
 
@@ -61,8 +61,8 @@ public protocol SnapshotBackend: AnyObject {
     func prepare(_ key: RootKey, from generation: Generation) throws -> RootLayout
     /// Destroys root `key`'s snapshot. Succeeds when there is none.
     func remove(_ key: RootKey) throws
-    /// The session snapshots that exist, for gc.
-    func sessions() throws -> [RootKey]
+    /// The roots' snapshots that exist, for gc.
+    func rootSnapshots() throws -> [RootKey]
 
     /// Creates an empty master (and the store it needs); `loginchroot init`
     /// mounts masterLayout() and fills it.

@@ -71,7 +71,7 @@ extension SessionManager {
         // checked again there: a login may be making that root right now.
         func orphan(_ key: RootKey) -> Bool { !quarantined.contains(key.value) && !state.exists(key) }
         let snapshots: [RootKey]
-        do { snapshots = try backend.sessions() } catch {
+        do { snapshots = try backend.rootSnapshots() } catch {
             snapshots = []
             report.failures.append("snapshots: cannot list them: \(error)")
         }
@@ -121,7 +121,7 @@ extension SessionManager {
             return report
         }
         defer { withExtendedLifetime(generationsLock) {} }
-        if !backend.sessionsOutliveTheirGeneration && !quarantined.isEmpty {
+        if !backend.rootsOutliveTheirGeneration && !quarantined.isEmpty {
             report.actions.append("generations: skipped, an unreadable record may use any of them")
             return report
         }
@@ -129,7 +129,7 @@ extension SessionManager {
             for name in try backend.finishInterruptedPublishes() {
                 report.actions.append("generation \(name): removed unfinished publish")
             }
-            let inUse = backend.sessionsOutliveTheirGeneration ? [] : Set(try state.scan().records.map(\.generation))
+            let inUse = backend.rootsOutliveTheirGeneration ? [] : Set(try state.scan().records.map(\.generation))
             report.actions += try collectGenerations(inUse: inUse)
         } catch {
             report.failures.append("generations: \(error)")

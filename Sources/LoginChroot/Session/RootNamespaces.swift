@@ -15,7 +15,7 @@ public protocol RootNamespaces {
     func openHostNamespace() throws -> Descriptor
     /// Builds the root of `plan` in a new namespace pinned in `state`, and
     /// leaves the calling thread inside it (back in `host` when it fails).
-    func buildRoot(_ plan: SessionPlan, state: StateStore, host: Descriptor) throws -> RootIdentity
+    func buildRoot(_ plan: RootPlan, state: StateStore, host: Descriptor) throws -> RootIdentity
     /// Moves the calling thread into the root pinned at `pin`.
     func joinRoot(pin: String) throws
     /// Moves the calling thread back to the host namespace `host`.
@@ -38,7 +38,7 @@ public struct LinuxRootNamespaces: RootNamespaces {
     public func pinnedNamespace(at pin: String) -> UInt64? { Namespaces.pinnedInode(at: pin) }
     public func openHostNamespace() throws -> Descriptor { try Namespaces.openCurrentMountNamespace() }
 
-    public func buildRoot(_ plan: SessionPlan, state: StateStore, host: Descriptor) throws -> RootIdentity {
+    public func buildRoot(_ plan: RootPlan, state: StateStore, host: Descriptor) throws -> RootIdentity {
         try state.makePinsPrivate(timeoutSeconds: lockTimeoutSeconds)
         return try Roots.build(plan, staging: state.stagingDir, pin: state.pinPath(plan.key), host: host, log: log)
     }
@@ -80,7 +80,7 @@ struct RootPassage: ~Copyable {
     }
 
     /// Builds a new root and moves the thread into it.
-    mutating func build(_ plan: SessionPlan, state: StateStore) throws -> RootIdentity {
+    mutating func build(_ plan: RootPlan, state: StateStore) throws -> RootIdentity {
         let identity = try namespaces.buildRoot(plan, state: state, host: host)
         inside = true
         return identity

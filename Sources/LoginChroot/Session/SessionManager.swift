@@ -185,7 +185,7 @@ public final class SessionManager {
         do {
             let layout = try backend.prepare(key, from: generation)
             CrashPoint.reached("open.snapshot-made")
-            let plan = SessionPlan.make(key: key, account: account, config: config, rootMounts: layout.mounts,
+            let plan = RootPlan.make(key: key, account: account, config: config, rootMounts: layout.mounts,
                                         rootSubpath: layout.rootSubpath)
             let identity = try passage.build(plan, state: state)
             CrashPoint.reached("open.root-built")
@@ -323,6 +323,10 @@ public final class SessionManager {
             record.forgetIdentity()
             do { try state.save(record) } catch { throw TeardownFailure("recording the unpin: \(error)") }
             CrashPoint.reached("teardown.unpinned")
+            guard record.backend == backend.kind else {
+                // Another backend's remove would miss the snapshot, or worse.
+                throw TeardownFailure("its snapshot is on the \(record.backend.rawValue) backend, and the config now names \(backend.kind.rawValue); put the backend back and run 'loginchroot gc'")
+            }
             do { try reaper.retryWhileBusy { try backend.remove(record.key) } } catch {
                 throw TeardownFailure("removing the snapshot: \(error)")
             }

@@ -2,20 +2,20 @@ import XCTest
 @testable import LoginChrootCore
 import LoginChrootTestSupport
 
-final class SessionPlanTests: XCTestCase {
+final class RootPlanTests: XCTestCase {
     let mounts: [MountSpec] = [.directory("upper"), .overlay(lower: "/store/gen-1", upper: "upper/u", work: "upper/w", target: "root")]
 
     func testBindsGetTheUid() {
         var config = Config()
         config.binds = [BindEntry(source: "/run/user/%u", optional: true), BindEntry(source: "/srv/%u", target: "/data/%u", readOnly: true)]
-        let plan = SessionPlan.make(key: .perUser(user("alice")), account: testAccount(uid: 4321), config: config,
+        let plan = RootPlan.make(key: .perUser(user("alice")), account: testAccount(uid: 4321), config: config,
                                     rootMounts: mounts, rootSubpath: "root")
         XCTAssertEqual(plan.binds, [BindEntry(source: "/run/user/4321", optional: true),
                                     BindEntry(source: "/srv/4321", target: "/data/4321", readOnly: true)])
     }
 
     func testDefaultBindsResolved() {
-        let plan = SessionPlan.make(key: .perUser(user("alice")), account: testAccount(), config: Config(),
+        let plan = RootPlan.make(key: .perUser(user("alice")), account: testAccount(), config: Config(),
                                     rootMounts: mounts, rootSubpath: "root")
         XCTAssertEqual(plan.binds.count, Config.defaultBinds.count)
         XCTAssertFalse(plan.binds.contains { $0.source.hasPrefix("/run/user") },
@@ -25,7 +25,7 @@ final class SessionPlanTests: XCTestCase {
 
     func testPlanCarriesKeyMountsHomeAndMarker() {
         let key = RootKey.perSession(user("alice"), serial: 9)
-        let plan = SessionPlan.make(key: key, account: testAccount(), config: Config(),
+        let plan = RootPlan.make(key: key, account: testAccount(), config: Config(),
                                     rootMounts: mounts, rootSubpath: "root")
         XCTAssertEqual(plan.key, key)
         XCTAssertEqual(plan.rootMounts, mounts)
@@ -38,19 +38,19 @@ final class SessionPlanTests: XCTestCase {
 
     func testThePlanNamesTheShellToCheckAndAnEmptyOneMeansBinSh() {
         var account = testAccount()
-        let plan = { SessionPlan.make(key: .perUser(user("alice")), account: account, config: Config(),
+        let plan = { RootPlan.make(key: .perUser(user("alice")), account: account, config: Config(),
                                       rootMounts: self.mounts, rootSubpath: "root") }
         XCTAssertEqual(plan().shell, "/bin/bash")
         account.shell = ""
         XCTAssertEqual(plan().shell, "/bin/sh")
-        XCTAssertEqual(SessionPlan.master(rootMounts: mounts, rootSubpath: "root").shell, "", "master run checks no shell")
+        XCTAssertEqual(RootPlan.master(rootMounts: mounts, rootSubpath: "root").shell, "", "master run checks no shell")
     }
 
     func testEditsWithUserEntries() {
         var config = Config()
         config.copyFiles = ["/etc/resolv.conf", "/etc/localtime"]
         let account = testAccount(groups: ["alice", "audio", "video"])
-        let plan = SessionPlan.make(key: .perUser(user("alice")), account: account, config: config,
+        let plan = RootPlan.make(key: .perUser(user("alice")), account: account, config: config,
                                     rootMounts: [], rootSubpath: "root")
         XCTAssertEqual(plan.edits, [
             .copyFromHost("/etc/resolv.conf"),
@@ -64,7 +64,7 @@ final class SessionPlanTests: XCTestCase {
         var config = Config()
         config.addUserEntries = false
         config.copyFiles = ["/etc/hosts"]
-        let plan = SessionPlan.make(key: .perUser(user("alice")), account: testAccount(), config: config,
+        let plan = RootPlan.make(key: .perUser(user("alice")), account: testAccount(), config: config,
                                     rootMounts: [], rootSubpath: "root")
         XCTAssertEqual(plan.edits, [.copyFromHost("/etc/hosts")])
     }
@@ -73,13 +73,13 @@ final class SessionPlanTests: XCTestCase {
         var config = Config()
         config.copyFiles = []
         config.addUserEntries = false
-        let plan = SessionPlan.make(key: .perUser(user("alice")), account: testAccount(), config: config,
+        let plan = RootPlan.make(key: .perUser(user("alice")), account: testAccount(), config: config,
                                     rootMounts: [], rootSubpath: "root")
         XCTAssertEqual(plan.edits, [])
     }
 
     func testMasterPlan() {
-        let plan = SessionPlan.master(rootMounts: mounts, rootSubpath: "master")
+        let plan = RootPlan.master(rootMounts: mounts, rootSubpath: "master")
         XCTAssertEqual(plan.key.value, "master")
         XCTAssertEqual(plan.binds, Config.masterBinds)
         XCTAssertFalse(plan.binds.contains { $0.source == "/home" || $0.source == "/tmp" }, "no user data in master")

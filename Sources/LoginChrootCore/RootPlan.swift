@@ -32,7 +32,7 @@ public struct RuntimeDirectory: Equatable, Sendable {
     public var size: String
 }
 
-public struct SessionPlan: Equatable, Sendable {
+public struct RootPlan: Equatable, Sendable {
     public var key: RootKey
     public var rootMounts: [MountSpec]
     /// Where the finished root is, relative to the staging directory.
@@ -52,13 +52,13 @@ public struct SessionPlan: Equatable, Sendable {
     public var shell: String
 
     public static func make(key: RootKey, account: Account, config: Config,
-                            rootMounts: [MountSpec], rootSubpath: String) -> SessionPlan {
+                            rootMounts: [MountSpec], rootSubpath: String) -> RootPlan {
         var edits: [RootFileEdit] = config.copyFiles.map { .copyFromHost($0) }
         if config.addUserEntries {
             edits.append(.replaceEntry(file: "/etc/passwd", name: account.name.value, line: account.passwdLine))
             edits.append(.reconcileGroups(user: account.name.value, groups: account.groups))
         }
-        return SessionPlan(
+        return RootPlan(
             key: key, rootMounts: rootMounts, rootSubpath: rootSubpath,
             nosuid: !config.allowSetuid,
             binds: config.binds.map { $0.resolved(uid: account.uid) },
@@ -70,7 +70,7 @@ public struct SessionPlan: Equatable, Sendable {
     }
 
     /// This plan on a machine with SELinux on (Config.selinuxBinds).
-    public func withHostSELinux() -> SessionPlan {
+    public func withHostSELinux() -> RootPlan {
         var plan = self
         plan.binds += Config.selinuxBinds
         return plan
@@ -78,8 +78,8 @@ public struct SessionPlan: Equatable, Sendable {
 
     /// The plan for `loginchroot master run`: master's own mounts, the
     /// package-manager binds, the host's resolver, and no user identity.
-    public static func master(rootMounts: [MountSpec], rootSubpath: String) -> SessionPlan {
-        SessionPlan(key: RootKey("master")!, rootMounts: rootMounts, rootSubpath: rootSubpath,
+    public static func master(rootMounts: [MountSpec], rootSubpath: String) -> RootPlan {
+        RootPlan(key: RootKey("master")!, rootMounts: rootMounts, rootSubpath: rootSubpath,
                     nosuid: false,
                     binds: Config.masterBinds, edits: [.copyFromHost("/etc/resolv.conf")],
                     marker: nil, runtimeDirectory: nil, home: "/root", shell: "")
