@@ -91,7 +91,7 @@ test: deps lint unit-test integration-test demo lab-test package-test system-tes
 bench:
 	sh scripts/install-deps.sh bench
 	$(MAKE) build deb
-	python3 bench/bench.py
+	PYTHONPATH=Tests python3 bench/bench.py
 
 install: build
 	install -d $(DESTDIR)$(PAMDIR) $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)/etc/loginchroot \

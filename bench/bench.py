@@ -2,6 +2,9 @@
 """`make bench`: login and logout latency of loginchroot, side by side with
 the tools an admin would otherwise use, in one run; writes BENCHMARKS.md.
 
+Run from the repository with PYTHONPATH=Tests (the shared harness, lclab),
+as `make bench` does:
+
     bench.py [--cycles N] [--skip-lab]   host part, the VM lab part, the report
     bench.py measure host|lab|system OUT.json   one part (the lab part runs
                                          in the VM lab; system boots the full-system lab)
@@ -26,13 +29,10 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, "Tests/integration"))
-import conftest as kit  # noqa: E402  the test harness's stores, users and held sessions
-from test_clients import SshClient  # noqa: E402
-sys.path.insert(0, os.path.join(ROOT, "Tests/fullsystem"))
-import systemlab  # noqa: E402  the full-system lab: a booted Debian 12 with systemd
-
-import report  # noqa: E402
+import report
+from lclab import harness as kit  # the test harness's stores, users and held sessions
+from lclab import systemlab  # the full-system lab: a booted Debian 12 with systemd
+from lclab.clients import SshClient
 
 SCALES = (1, 10, 100)  # sessions of other users held open while measuring
 CROWD = report.CROWD  # processes one held session of another user runs, in a row of its own
@@ -463,7 +463,7 @@ def run_lab(out_path, cycles):
         shutil.copy(kit.c_client("pamclient"), os.path.join(lab, "pamclient"))
         settings = {"LC_TIME_SCALE": "10", "LC_BACKENDS": "dm-thin", "LC_BENCH_BIN": lab, "LC_BENCH_IMAGES_DISK": "/dev/vda",
                     "LC_PAMCLIENT": os.path.join(lab, "pamclient"), "LC_MODULE": kit.MODULE, "LC_CLI": kit.CLI,
-                    "DM_DISABLE_UDEV": "1", "PYTHONUNBUFFERED": "1"}
+                    "DM_DISABLE_UDEV": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.path.join(ROOT, "Tests")}
         command = ["env", *(f"{k}={v}" for k, v in settings.items()), sys.executable, os.path.abspath(__file__),
                    "--cycles", str(cycles), "measure", "lab", os.path.join(lab, "lab.json")]
         progress("the VM lab (dm-thin); its output comes at the end")

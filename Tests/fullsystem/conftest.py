@@ -1,4 +1,4 @@
-"""The full-system tier: one boot of the full-system lab (systemlab.py)
+"""The full-system tier: one boot of the full-system lab (lclab.systemlab)
 serves the whole tier.
 """
 import contextlib
@@ -6,36 +6,18 @@ import os
 
 import pytest
 
-import systemlab
-
-ROOT = systemlab.ROOT
-RELIABILITY_LOG = os.environ.get("LC_RELIABILITY_LOG", os.path.join(ROOT, ".build/reliability/system.jsonl"))
-USERS = ("lcfs1", "lcfs2")  # made by the image script; password "lcfs"
-PASSWORD = "lcfs"
-MARKER = "/run/loginchroot-session"  # in every root (RootMarker.path)
-# Where a session's user writes to the root's own filesystem: /run/lock is
-# world-writable and, in a root, a directory of the snapshot (no bind, no
-# tmpfs); on the host it is a tmpfs of its own.
-ROOT_WRITE = "/run/lock/lc-root-write"
-
-
-def record(case, tries, held, measured="", problems=()):
-    """One row of RELIABILITY.md (scripts/reliability-report.py)."""
-    systemlab.record(RELIABILITY_LOG, "system", case, tries, held, measured, problems)
+from lclab import systemlab
+from lclab.systemlab import pam_digests
 
 
 @pytest.fixture(scope="session")
 def machine():
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(RELIABILITY_LOG)  # this run's rows only
+        os.unlink(systemlab.SYSTEM_RELIABILITY_LOG)  # this run's rows only
     machine = systemlab.boot()
     print(f"\nfull-system lab: booted to a login prompt and ssh in {machine.boot_seconds:.0f} s")
     yield machine
     machine.stop()
-
-
-def pam_digests(machine):
-    return machine.root("cd /etc/pam.d && sha256sum * | sort")
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +35,3 @@ def installed(machine):
     enabled = machine.root("loginchroot check")
     assert "ok    the user manager (systemd-user) gets a root" in enabled and "ok    syslog socket /dev/log" in enabled, enabled
     return before
-
-
-def host_namespace(machine):
-    return machine.root("readlink /proc/1/ns/mnt").strip()

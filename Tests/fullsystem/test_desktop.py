@@ -22,9 +22,9 @@ import time
 
 import pytest
 
-import systemlab
-from conftest import MARKER, PASSWORD, ROOT_WRITE, host_namespace, record
-from systemlab import CONFIG, roots_after_logout, wait_for
+from lclab import systemlab
+from lclab.systemlab import (CONFIG, MARKER, PASSWORD, ROOT_WRITE, host_namespace, record_system,
+                             roots_after_logout, wait_for)
 
 GREETER_DIR = "/run/lc-greeter"  # greetd_greeter.py's tickets and log
 TYPED = "lc-typed"  # what the session's terminal wrote, in the user's home
@@ -194,7 +194,7 @@ def test_greetd_runs_an_x_session_in_the_root_and_leaves_nothing(machine, greetd
     if stamp in after or f"uid={uid}" not in after:
         problems.append(f"the next login (ssh) found the root's write, or no root: {after}")
     problems += leftovers(machine, user, uid, mounts)
-    record("desktop: greetd X session (Xvfb, xterm, xdotool) in the root, nothing left after logout", 1,
+    record_system("desktop: greetd X session (Xvfb, xterm, xdotool) in the root, nothing left after logout", 1,
            1 - bool(problems), "xdotool typed into xterm; ns and marker of every process from the host", problems)
     assert not problems, "\n".join(problems)
 
@@ -219,7 +219,7 @@ def test_greetds_greeter_stays_on_the_host(machine, greetd):
     if "greetd-greeter reaches the module, and its greeter runs as _greetd" not in lacking \
             or "fix: add _greetd to exempt_users" not in lacking:
         problems.append(f"check with exempt_users = root does not name greetd's greeter:\n{lacking}")
-    record("desktop: greetd's greeter (_greetd, exempt by default) stays on the host; check names a config without it",
+    record_system("desktop: greetd's greeter (_greetd, exempt by default) stays on the host; check names a config without it",
            1, 1 - bool(problems), str(greeter), problems)
     assert not problems, "\n".join(problems)
 
@@ -256,7 +256,7 @@ def test_greetd_runs_a_wayland_session_in_the_root_and_leaves_nothing(machine, g
     problems += leftovers(machine, user, uid, mounts)
     if stamp not in home_file(machine, user, "lc-home-write"):
         problems.append("the write to $HOME did not persist")
-    record("desktop: greetd Wayland session (weston headless, wayland-info) in the root, nothing left", 1,
+    record_system("desktop: greetd Wayland session (weston headless, wayland-info) in the root, nothing left", 1,
            1 - bool(problems), "wayland-info's interfaces; ns and marker of every process from the host", problems)
     assert not problems, "\n".join(problems)
 
@@ -289,7 +289,7 @@ def test_a_crash_of_greetd_mid_session_leaves_no_root_once_gc_has_run(machine, g
     if "dropped 1 dead session" not in reclaimed:
         problems.append(f"gc did not end the crashed session: {reclaimed}")
     problems += leftovers(machine, user, uid, mounts)
-    record("desktop: greetd and its session worker killed mid-session: no root once gc has run", 1, 1 - bool(problems),
+    record_system("desktop: greetd and its session worker killed mid-session: no root once gc has run", 1, 1 - bool(problems),
            "SIGKILL to greetd.service and the worker; a setsid process of the user's in the session", problems)
     assert not problems, "\n".join(problems)
 
@@ -365,7 +365,7 @@ def test_lightdm_default_session_joins_the_users_ssh_root(machine, lightdm):
     problems += leftovers(machine, user, uid, mounts)
     if stamp not in home_file(machine, user, "lc-home-write") or "X session started" not in home_file(machine, user, ".xsession-errors"):
         problems.append("$HOME (lc-home-write, .xsession-errors) did not keep the session's writes")
-    record("desktop: lightdm default X session joins the user's ssh root, nothing left after both end", 1,
+    record_system("desktop: lightdm default X session joins the user's ssh root, nothing left after both end", 1,
            1 - bool(problems), "xdotool over ssh from inside the root into xterm on Xorg (dummy driver)", problems)
     assert not problems, "\n".join(problems)
 
@@ -396,6 +396,6 @@ def test_lightdm_failsafe_session_lands_in_the_root(machine, lightdm):
     problems += leftovers(machine, user, uid, mounts)
     if stamp not in home_file(machine, user, "lc-home-write"):
         problems.append("the write to $HOME did not persist")
-    record("desktop: lightdm failsafe session (Xsession failsafe, x-terminal-emulator) in the root", 1,
+    record_system("desktop: lightdm failsafe session (Xsession failsafe, x-terminal-emulator) in the root", 1,
            1 - bool(problems), "xterm -geometry +1+1 from Xsession failsafe; typed into with xdotool", problems)
     assert not problems, "\n".join(problems)

@@ -12,9 +12,9 @@ import re
 import subprocess
 import time
 
-import systemlab
-from conftest import MARKER, PASSWORD, ROOT_WRITE, host_namespace, pam_digests, record
-from systemlab import CONFIG, roots_after_logout, wait_for
+from lclab import systemlab
+from lclab.systemlab import (CONFIG, MARKER, PASSWORD, ROOT_WRITE, host_namespace, pam_digests, record_system,
+                             roots_after_logout, wait_for)
 
 
 def test_the_package_is_enabled_after_pam_systemd(machine, installed):
@@ -27,7 +27,7 @@ def test_the_package_is_enabled_after_pam_systemd(machine, installed):
         found = machine.root(f"systemctl is-enabled {unit}", check=False).strip()
         if found != state:
             problems.append(f"{unit} is {found}, not {state}")
-    record("full system: the package installed and enabled with pam-auth-update", 1, 1 - bool(problems),
+    record_system("full system: the package installed and enabled with pam-auth-update", 1, 1 - bool(problems),
            f"booted in {machine.boot_seconds:.0f} s", problems)
     assert not problems, "\n".join(problems)
 
@@ -46,7 +46,7 @@ def test_check_names_a_missing_cgroup_bind_the_user_manager_needs(machine, insta
     if lacking.returncode != 1 or "has no writable /sys/fs/cgroup" not in lacking.stdout \
             or "fix: add 'bind = /sys/fs/cgroup rw recursive optional' to [binds]" not in lacking.stdout:
         problems.append(f"check without the cgroup bind:\n{lacking.stdout}")
-    record("full system: check names the cgroup bind the user manager needs", 1, 1 - bool(problems), "", problems)
+    record_system("full system: check names the cgroup bind the user manager needs", 1, 1 - bool(problems), "", problems)
     assert not problems, "\n".join(problems)
 
 
@@ -85,7 +85,7 @@ def test_an_ssh_key_login_lands_in_a_root_that_is_gone_after_logout(machine, ins
         problems.append(f"a root or its cgroup survived: {roots}")
     if f"{user} " not in after or "pts/" not in after:
         problems.append(f"last does not show the ssh session on the host: {after}")
-    record("full system: ssh key login, root gone after logout, /tmp and home kept", 1, 1 - bool(problems),
+    record_system("full system: ssh key login, root gone after logout, /tmp and home kept", 1, 1 - bool(problems),
            "ssh -tt as lcfs1: marker, mount namespace, loginctl, writes, a background sleep", problems)
     assert not problems, "\n".join(problems)
 
@@ -109,7 +109,7 @@ def test_the_journal_has_the_modules_lines_and_sshds_after_the_session_opened(ma
                        "journalctl -q --no-pager -g pam_loginchroot | grep -c 'entered new root'", check=False)
     if hint.returncode != 0 or int(hint.stdout.strip() or 0) < 1:
         problems.append(f"check's /dev/log fix does not work on Debian 12: {hint.stdout} {hint.stderr}")
-    record("full system: the journal has the module's, sshd's and the session's lines", 1, 1 - bool(problems),
+    record_system("full system: the journal has the module's, sshd's and the session's lines", 1, 1 - bool(problems),
            "journalctl after an ssh login of lcfs2", problems)
     assert not problems, "\n".join(problems) + "\n" + journal[-3000:]
 
@@ -123,7 +123,7 @@ def test_su_lands_in_the_users_root(machine, installed):
         problems.append(f"su -l: ran in the host's namespace: {out}")
     if roots_after_logout(machine) != "no open session roots":
         problems.append("su -l: a root survived")
-    record("full system: su -l lands in the user's root", 1, 1 - bool(problems), out.strip().replace("\n", " "),
+    record_system("full system: su -l lands in the user's root", 1, 1 - bool(problems), out.strip().replace("\n", " "),
            problems)
     assert not problems, "\n".join(problems)
 
@@ -134,7 +134,7 @@ def test_runuser_is_roots_tool_and_stays_on_the_host(machine, installed):
     a program as a user, on the host (README, Install on Debian)."""
     out = machine.root(f"runuser -l lcfs2 -c 'cat {MARKER} 2>&1; readlink /proc/self/ns/mnt'")
     held = host_namespace(machine) in out and "No such file" in out
-    record("full system: runuser -l (root's tool, not in the profile) runs on the host, as documented", 1, int(held),
+    record_system("full system: runuser -l (root's tool, not in the profile) runs on the host, as documented", 1, int(held),
            out.strip().replace("\n", " "), [] if held else [f"runuser -l did not run on the host: {out}"])
     assert held, out
 
@@ -178,7 +178,7 @@ def test_the_user_manager_and_what_it_starts_run_inside_the_root(machine, instal
     survivors = machine.root("pgrep -u lcfs2 -a", check=False)
     if survivors.strip():
         problems.append(f"processes of lcfs2 survived: {survivors}")
-    record("full system: the user manager, systemd-run --user and D-Bus activation run in the root", 1,
+    record_system("full system: the user manager, systemd-run --user and D-Bus activation run in the root", 1,
            1 - bool(problems), "ssh session held; manager's ns and marker from the host; a probe service", problems)
     assert not problems, "\n".join(problems)
 
@@ -208,7 +208,7 @@ def test_only_root_makes_a_user_linger(machine, installed):
     left = roots_after_logout(machine, seconds=90)
     if left != "no open session roots":
         problems.append(f"a root outlived the test's logins: {left}")
-    record("full system: only root makes a user linger (the package's polkit rule)", 1, 1 - bool(problems),
+    record_system("full system: only root makes a user linger (the package's polkit rule)", 1, 1 - bool(problems),
            refused.stderr.strip()[:200], problems)
     assert not problems, "\n".join(problems)
 
@@ -245,7 +245,7 @@ def test_a_lingering_users_manager_makes_the_root_and_keeps_it_until_the_linger_
     survivors = machine.root(f"pgrep -u {user} -a", check=False)
     if survivors.strip():
         problems.append(f"processes of {user} survived disable-linger: {survivors}")
-    record("full system: loginctl enable-linger makes the root at once, disable-linger ends it", 1, 1 - bool(problems),
+    record_system("full system: loginctl enable-linger makes the root at once, disable-linger ends it", 1, 1 - bool(problems),
            "manager's ns and marker from the host; a login joins; kept 15 s after logout", problems)
     assert not problems, "\n".join(problems)
 
@@ -302,7 +302,7 @@ def test_what_a_root_reaches_of_the_host_gives_no_more_than_the_host_does(machin
     survivors = machine.root(f"pgrep -u {user} -a", check=False)
     if survivors.strip():
         problems.append(f"a service of the user's outlived the logout: {survivors}")
-    record("full system: a root's user against the cgroupfs, notify socket, logind state and system bus binds", 1,
+    record_system("full system: a root's user against the cgroupfs, notify socket, logind state and system bus binds", 1,
            1 - bool(problems), " ".join(f"{k}={v}" for k, v in sorted(said.items())), problems)
     assert not problems, "\n".join(problems) + "\n" + out
 
@@ -329,7 +329,7 @@ def test_a_users_cron_job_runs_in_a_root_that_ends_with_the_job(machine, install
     left = roots_after_logout(machine)
     if left != "no open session roots":
         problems.append(f"the cron job's root outlived the job: {left}")
-    record("full system: a user's cron job runs in a root that ends with it", 1, 1 - bool(problems),
+    record_system("full system: a user's cron job runs in a root that ends with it", 1, 1 - bool(problems),
            job.strip().replace("\n", " "), problems)
     assert not problems, "\n".join(problems)
 
@@ -373,7 +373,7 @@ def test_a_refused_login_stops_at_the_module_without_the_hosts_motd(machine, ins
         problems.append(f"the probe never ran for root's own logins (the control): {probed}")
     if "unknown key 'lc_bogus_setting'" not in journal:
         problems.append(f"the journal does not say why the login was refused: {journal[-2000:]}")
-    record("full system: a refused login stops at the module (no shell, no motd, nothing on the host)", 1,
+    record_system("full system: a refused login stops at the module (no shell, no motd, nothing on the host)", 1,
            1 - bool(problems), f"refused ssh exit {refused.returncode}; probe saw loginuids {sorted(set(probed))}",
            problems)
     assert not problems, "\n".join(problems)
@@ -417,7 +417,7 @@ def test_an_upgrade_restarts_nothing_under_an_open_session(machine, installed, t
         session.wait()
     if roots_after_logout(machine) != "no open session roots":
         problems.append("the root outlived the session after the upgrade")
-    record("full system: apt upgrade with a session open restarts nothing", 1, 1 - bool(problems),
+    record_system("full system: apt upgrade with a session open restarts nothing", 1, 1 - bool(problems),
            f"{version} to {version}+upgrade1", problems)
     assert not problems, "\n".join(problems)
 
@@ -432,7 +432,7 @@ def test_a_console_login_through_getty_and_login(machine, installed):
         problems.append(f"loginchroot sessions / who do not show the console session: {while_open}")
     if roots_after_logout(machine) != "no open session roots":
         problems.append("the console session's root survived its logout")
-    record("full system: console login through agetty and login (password)", 1, 1 - bool(problems),
+    record_system("full system: console login through agetty and login (password)", 1, 1 - bool(problems),
            "pexpect on the serial console", problems)
     assert not problems, "\n".join(problems)
 
@@ -462,7 +462,7 @@ def test_a_reboot_with_sessions_open_leaves_nothing_and_the_next_login_works(mac
     inside = machine.ssh("lcfs1", f"cat {MARKER}", check=False)
     if inside.returncode != 0 or "uid=1000" not in inside.stdout:
         problems.append(f"the first login after the reboot failed: {inside.stdout} {inside.stderr}")
-    record("full system: reboot with a session open, then log in", 1, 1 - bool(problems),
+    record_system("full system: reboot with a session open, then log in", 1, 1 - bool(problems),
            f"reboot to ssh in {seconds:.0f} s", problems)
     assert not problems, "\n".join(problems)
 
@@ -480,6 +480,6 @@ def test_apt_purge_leaves_no_trace(machine, installed):
                         "dmsetup ls | grep loginchroot; ls -d /etc/loginchroot /run/loginchroot 2>/dev/null", check=False)
     if left.strip():
         problems.append(f"left after purge: {left}")
-    record("full system: apt purge", 1, 1 - bool(problems), "pam.d digests, units, mounts, cgroups, dm devices",
+    record_system("full system: apt purge", 1, 1 - bool(problems), "pam.d digests, units, mounts, cgroups, dm devices",
            problems)
     assert not problems, "\n".join(problems)

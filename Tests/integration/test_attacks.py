@@ -21,10 +21,10 @@ import time
 
 import pytest
 
-import conftest
-from conftest import (BACKENDS, CGROUP2, MODULE, HeldSession, assert_no_residue, c_client, destroy_store,
+from lclab import harness
+from lclab.harness import (BACKENDS, CGROUP2, MODULE, HeldSession, assert_no_residue, c_client, destroy_store,
                       make_store, record, run, syslog_mark, syslog_since, token, write_config)
-from test_clients import CLIENTS
+from lclab.clients import CLIENTS
 
 # --- an image with what the attacks need ------------------------------------
 
@@ -124,7 +124,7 @@ def attack_stores(image_dir, clash_group, users):
 def attack_store(request, attack_stores):
     store = attack_stores[request.param]
     yield store
-    conftest.write_service(store)
+    harness.write_service(store)
     store.cli("gc", check=False)
     assert_no_residue(store)
 
@@ -146,7 +146,7 @@ ID_SCRIPT = "echo uid=$(id -u); echo gid=$(id -g); echo groups=$(id -G)"
 # stale records (4), trees (7), handles (8), a stopped login (9) and mount
 # flags (11). The others act the same on every backend; the host tier runs
 # them on btrfs and overlay.
-host_tier = pytest.mark.skipif(conftest.TIME_SCALE > 1, reason="the same on every backend: the host tier runs it")
+host_tier = pytest.mark.skipif(harness.TIME_SCALE > 1, reason="the same on every backend: the host tier runs it")
 
 
 # --- class 1: the user's host services under /run/user/UID -------------------
@@ -270,7 +270,7 @@ def test_the_roots_own_runtime_directory_cannot_be_used_against_anyone(store, us
 @pytest.fixture(params=sorted(set(CLIENTS) - {"runuser"}))
 def attack_client(request, attack_store):
     client = CLIENTS[request.param]()
-    with conftest.services_for(attack_store):
+    with harness.services_for(attack_store):
         if hasattr(client, "setup"):
             client.setup(attack_store)
         try:
@@ -343,7 +343,7 @@ def bystanders():
     its own, one chrooted into a tmpfs. Yields (processes, namespace inode,
     root mount id)."""
     base = tempfile.mkdtemp(prefix="lc-bystander-", dir="/var/lib")
-    conftest.mount("lc-bystander", base, "tmpfs", 0, "size=16m")
+    harness.mount("lc-bystander", base, "tmpfs", 0, "size=16m")
     shutil.copy2(shutil.which("busybox"), os.path.join(base, "busybox"))
     procs = [subprocess.Popen(["unshare", "-m", "--propagation", "private", "sleep", "3041"]),
              subprocess.Popen(["chroot", base, "/busybox", "sleep", "3042"])]
@@ -365,7 +365,7 @@ def bystanders():
         for proc in procs:
             proc.kill()
             proc.wait()
-        conftest.LIBC.umount2(base.encode(), 2)
+        harness.LIBC.umount2(base.encode(), 2)
         os.rmdir(base)
 
 
@@ -506,7 +506,7 @@ def deeptree():
         return os.environ["LC_DEEPTREE"]
     binary = os.path.join(tempfile.gettempdir(), f"lc-deeptree-{os.getpid()}")
     if not os.path.exists(binary):
-        run(["gcc", "-static", "-O2", "-o", binary, os.path.join(conftest.ROOT, "Tests/integration/deeptree.c")])
+        run(["gcc", "-static", "-O2", "-o", binary, os.path.join(harness.ROOT, "Tests/integration/deeptree.c")])
     return binary
 
 
@@ -527,9 +527,9 @@ def test_teardown_finishes_for_any_tree_a_user_builds(store, shape):
 def test_teardown_finishes_for_a_deep_tree_in_a_directory_upper(image_dir):
     """The same deep tree in an overlay directory upper, which lives on the
     host (a tmpfs upper dies with the namespace)."""
-    if not conftest.PROJECT_QUOTAS():
-        pytest.skip(conftest.NO_PROJECT_QUOTAS)
-    with conftest.small_filesystem(256, project_quotas=True) as upper:
+    if not harness.PROJECT_QUOTAS():
+        pytest.skip(harness.NO_PROJECT_QUOTAS)
+    with harness.small_filesystem(256, project_quotas=True) as upper:
         target = make_store("overlay", image_dir)
         try:
             write_config(target, "\n[overlay]\nupper = " + upper + "\n")
@@ -548,14 +548,14 @@ def check_teardown_of_deep_tree(target, upper, depth):
         result = run([c_client("pamclient"), target.service, "lctest1", "1",
                       f"{builder} {shape} {depth} /srv/scratch"], check=False,
                      preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024)))
-        problems = [f"after the logout itself: {p}" for p in conftest.settled_residue(target)]
+        problems = [f"after the logout itself: {p}" for p in harness.settled_residue(target)]
         again = run([c_client("pamclient"), target.service, "lctest1", "1", "echo next-login-ok"], check=False)
         gc = target.cli("gc", check=False)
         if f"built {depth}" not in result.stdout:
             problems.append(f"the user could not build the tree (the control): {result.stdout} {result.stderr}")
         if "next-login-ok" not in again.stdout:
             problems.append(f"the next login failed: {again.stderr}")
-        problems += conftest.settled_residue(target)
+        problems += harness.settled_residue(target)
         kept = [name for name in os.listdir(upper) if name != "lost+found"] if upper else []
         if kept:
             problems.append(f"the upper directory kept {kept}")
@@ -583,11 +583,11 @@ def check_teardown_of_nested_subvolumes(store, depth):
             problems.append(f"root could not nest the subvolumes (the control): {built.stdout} {built.stderr}")
     finally:
         status, output = session.finish()
-    problems += [f"after the logout itself: {p}" for p in conftest.settled_residue(store)]
+    problems += [f"after the logout itself: {p}" for p in harness.settled_residue(store)]
     again = run([c_client("pamclient"), store.service, "lctest1", "1", "echo next-login-ok"], check=False)
     if "next-login-ok" not in again.stdout:
         problems.append(f"the next login failed: {again.stderr}")
-    problems += conftest.settled_residue(store)
+    problems += harness.settled_residue(store)
     record(f"class 7: teardown of {depth} nested subvolumes in a root", store.backend, 1, 1 - bool(problems), [],
            f"session exit {status}", problems)
     assert not problems, "\n".join(problems)
@@ -625,7 +625,7 @@ for line in sys.stdin:                                # read again when asked
 def session_shell(t):
     """The pid a held session's shell wrote to /tmp/lc-shell-T."""
     path = f"/tmp/lc-shell-{t}"
-    deadline = time.time() + 30 * conftest.TIME_SCALE
+    deadline = time.time() + 30 * harness.TIME_SCALE
     while not (os.path.exists(path) and open(path).read().strip()):
         assert time.time() < deadline, "the session never wrote its shell's pid"
         time.sleep(0.05)
@@ -677,7 +677,7 @@ def test_a_handle_held_from_outside_dies_with_the_root(store, users, per, setuid
         if f"holding secret-{t}" not in first:
             problems.append(f"the holder could not open the root's file (the control): {first!r}")
         if per == "setuid":
-            deadline = time.time() + 10 * conftest.TIME_SCALE
+            deadline = time.time() + 10 * harness.TIME_SCALE
             while os.stat(f"/proc/{holder.pid}").st_uid != 0 and time.time() < deadline:
                 time.sleep(0.02)
             held_files = [os.readlink(f"/proc/{holder.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{holder.pid}/fd")]
@@ -686,8 +686,8 @@ def test_a_handle_held_from_outside_dies_with_the_root(store, users, per, setuid
         status, output = held.finish()
         if status != 0:
             problems.append(f"the session failed: {output}")
-        conftest.settled_residue(store)  # the logout's teardown, which may run on after the client exits
-        deadline = time.time() + 10 * conftest.TIME_SCALE
+        harness.settled_residue(store)  # the logout's teardown, which may run on after the client exits
+        deadline = time.time() + 10 * harness.TIME_SCALE
         while holder.poll() is None and time.time() < deadline:
             time.sleep(0.05)
         if holder.poll() is None and per == "setuid":
@@ -696,7 +696,7 @@ def test_a_handle_held_from_outside_dies_with_the_root(store, users, per, setuid
             holder.stdin.write("again\n")
             holder.stdin.flush()
             problems.append(f"a process outside the root still holds it after the logout: {holder.stdout.readline()!r}")
-        problems += conftest.settled_residue(store)
+        problems += harness.settled_residue(store)
     finally:
         held.release()
         if holder and holder.poll() is None:
@@ -716,7 +716,7 @@ def test_a_handle_held_from_outside_dies_with_the_root(store, users, per, setuid
 # --- class 9: no user can stall another user's login ----------------------
 
 def wait_for_state(pid, state, seconds=30):
-    deadline = time.time() + seconds * conftest.TIME_SCALE
+    deadline = time.time() + seconds * harness.TIME_SCALE
     while time.time() < deadline:
         with open(f"/proc/{pid}/stat") as f:
             if f.read().rsplit(")", 1)[1].split()[0] == state:
@@ -733,7 +733,7 @@ def test_a_login_stopped_inside_open_session_delays_no_other_user(store):
         text = f.read()
     with open(store.config, "w") as f:
         f.write(re.sub(r"(?m)^lock_timeout = .*$", "lock_timeout = 3", text))
-    conftest.write_service(store, module=conftest.DEBUG_MODULE)
+    harness.write_service(store, module=harness.DEBUG_MODULE)
     stopped = subprocess.Popen(["pamtester", store.service, "lctest1", "open_session", "close_session"],
                                env={**os.environ, "LOGINCHROOT_TEST_CRASH_AT": "open.record-saved:stop"},
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -748,7 +748,7 @@ def test_a_login_stopped_inside_open_session_delays_no_other_user(store):
             problems.append(f"bob's login failed while alice's was stopped: {bob.stdout} {bob.stderr}")
     finally:
         os.kill(stopped.pid, 18)  # SIGCONT
-        out, err = stopped.communicate(timeout=60 * conftest.TIME_SCALE)
+        out, err = stopped.communicate(timeout=60 * harness.TIME_SCALE)
     if stopped.returncode != 0:
         problems.append(f"alice's login did not finish once continued: {out} {err}")
     record("class 9: a login stopped inside open_session while another user logs in", store.backend, 1, 1 - bool(problems),
@@ -764,7 +764,7 @@ def su_l_service(store):
     try:
         with open(path, "w") as f:
             f.write("auth required pam_permit.so\naccount required pam_permit.so\n"
-                    + store.pam_lines(module=conftest.DEBUG_MODULE))
+                    + store.pam_lines(module=harness.DEBUG_MODULE))
         yield
     finally:
         with open(path, "w") as f:
@@ -786,7 +786,7 @@ def test_a_user_cannot_stop_their_own_su_inside_open_session(store, users):
                                   env={"PATH": "/usr/bin:/bin", "LOGINCHROOT_TEST_CRASH_AT": "open.record-saved:pause",
                                        "LOGINCHROOT_TEST_TRACE": trace},
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            deadline = time.time() + 30 * conftest.TIME_SCALE
+            deadline = time.time() + 30 * harness.TIME_SCALE
             while not (os.path.exists(trace) and "open.record-saved" in open(trace).read()) and time.time() < deadline:
                 time.sleep(0.02)
             as_alice = dict(user=alice.pw_uid, group=alice.pw_gid, extra_groups=[])
@@ -797,7 +797,7 @@ def test_a_user_cannot_stop_their_own_su_inside_open_session(store, users):
                 time.sleep(0.02)
             after = subprocess.run(["kill", "-0", str(su.pid)], capture_output=True, text=True, **as_alice)
             os.kill(su.pid, 18)  # SIGCONT, in case the stop got through
-            out, err = su.communicate(timeout=60 * conftest.TIME_SCALE)
+            out, err = su.communicate(timeout=60 * harness.TIME_SCALE)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(trace)
@@ -885,11 +885,11 @@ def test_a_login_from_a_delegated_cgroup_cannot_be_frozen_or_left(store, users, 
         try:
             su = subprocess.Popen(
                 ["sh", "-c", f"echo $$ > {top}/term/cgroup.procs && exec setpriv --reuid={alice.pw_uid} "
-                             f"--regid={alice.pw_gid} --clear-groups su -l lctest1 -c 'sleep {3 * conftest.TIME_SCALE}'"],
+                             f"--regid={alice.pw_gid} --clear-groups su -l lctest1 -c 'sleep {3 * harness.TIME_SCALE}'"],
                 env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "LOGINCHROOT_TEST_CRASH_AT": f"{step}:pause",
                      "LOGINCHROOT_TEST_TRACE": trace},
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            deadline = time.time() + 30 * conftest.TIME_SCALE
+            deadline = time.time() + 30 * harness.TIME_SCALE
             while not (os.path.exists(trace) and step in open(trace).read()) and time.time() < deadline:
                 time.sleep(0.02)
             if not os.path.exists(trace) or step not in open(trace).read():
@@ -921,7 +921,7 @@ def test_a_login_from_a_delegated_cgroup_cannot_be_frozen_or_left(store, users, 
                                      text=True, user=alice.pw_uid, group=alice.pw_gid, extra_groups=[])
             if control.returncode != 0:
                 problems.append(f"alice could not move her own process between her cgroups (the control): {control.stderr}")
-            out, err = su.communicate(timeout=60 * conftest.TIME_SCALE)
+            out, err = su.communicate(timeout=60 * harness.TIME_SCALE)
             if su.returncode != 0:
                 problems.append(f"the su session failed: {out} {err}")
         finally:
@@ -958,7 +958,7 @@ def test_login_records_reach_the_hosts_utmp_and_wtmp(store, utmp):
     t = token()
     before = run(["last", "-w", "lctest1"], check=False).stdout.count("lctest1")
     login = CLIENTS["login"]()
-    with conftest.services_for(store):
+    with harness.services_for(store):
         handle = login.start(store, "lctest1", f"while [ ! -e /tmp/lc-who-{t} ]; do sleep 0.1; done")
         try:
             deadline = time.time() + 30
@@ -1055,7 +1055,7 @@ def test_device_nodes_in_the_image_do_not_work_and_exempt_users_get_pam_ignore(a
                 "session required pam_deny.so\nsession required pam_permit.so\n")
     exempt = run(["pamtester", store.service, "root", "open_session", "close_session"], check=False)
     user = run(["pamtester", store.service, "lctest1", "open_session", "close_session"], check=False)
-    conftest.write_service(store)
+    harness.write_service(store)
     if exempt.returncode != 0:
         problems.append(f"uid 0 did not get PAM_IGNORE: {exempt.stdout} {exempt.stderr}")
     if user.returncode == 0:
@@ -1079,7 +1079,7 @@ def fill_beside_another(store, escapes, fill_mb, other_mb):
         fill = run([c_client("pamclient"), store.service, "lctest1", "1",
                     f"{escapes}\ndd if=/dev/zero of=/srv/scratch/fill bs=1M count={fill_mb} 2>&1; echo dd-exit=$?\n"
                     "echo wrote=$(($(wc -c < /srv/scratch/fill) / 1048576))"], check=False,
-                   timeout=600 * conftest.TIME_SCALE)
+                   timeout=600 * harness.TIME_SCALE)
     finally:
         result = other.finish()
     return fill, result
@@ -1106,7 +1106,7 @@ def check_filled_root(problems, fill, on_host, ways, limit_mb, written_mb, other
     return wrote.group(1) if wrote else "?"
 
 
-@conftest.needs_backend("btrfs")
+@harness.needs_backend("btrfs")
 @pytest.mark.parametrize("store", ["btrfs"], indirect=True)
 def test_a_root_stops_at_root_size_and_cannot_nest_its_way_past_it(store):
     """btrfs: a root holds at most root_size (a simple-quota limit). Its user
@@ -1136,7 +1136,7 @@ def test_a_root_stops_at_root_size_and_cannot_nest_its_way_past_it(store):
         os.unlink(helper)
         write_config(store)
     wrote = check_filled_root(problems, fill, on_host, 5, limit_mb=48, written_mb=200, other=other)
-    problems += conftest.settled_residue(store)
+    problems += harness.settled_residue(store)
     record("class 12: a root stops at root_size; subvolumes nested past the limit", store.backend, 5,
            5 - min(5, len(problems)), [], f"filler: {wrote}M of 200M written in a 48M root; 5 ways of nesting a subvolume (one through the i386 entry)",
            problems)
@@ -1147,7 +1147,7 @@ def test_a_directory_upper_without_project_quotas_is_refused(image_dir):
     """An overlay directory upper whose filesystem enforces no project
     quotas would let one root fill it for all: logins are refused, with the
     reason in syslog. The control: the same store with a tmpfs upper."""
-    with conftest.small_filesystem(32) as upper:
+    with harness.small_filesystem(32) as upper:
         target = make_store("overlay", image_dir)
         try:
             write_config(target, "\n[overlay]\nupper = " + upper + "\n")
@@ -1156,7 +1156,7 @@ def test_a_directory_upper_without_project_quotas_is_refused(image_dir):
             reason = syslog_since(mark, waiting_for="does not enforce project quotas")
             write_config(target)
             control = run([c_client("pamclient"), target.service, "lctest1", "1", "echo got-in"], check=False)
-            problems = conftest.settled_residue(target)
+            problems = harness.settled_residue(target)
         finally:
             destroy_store(target)
     if "got-in" in refused.stdout or refused.returncode == 0:
@@ -1178,12 +1178,12 @@ def test_a_directory_upper_limits_each_root_by_project_quota(image_dir):
     Controls: another user's session writes its own data meanwhile; root
     on the host changes a project id on that filesystem with the same
     program. After the logout, nothing of the root is left in the upper."""
-    if not conftest.PROJECT_QUOTAS():
-        pytest.skip(conftest.NO_PROJECT_QUOTAS)
+    if not harness.PROJECT_QUOTAS():
+        pytest.skip(harness.NO_PROJECT_QUOTAS)
     helper = f"/tmp/lc-deeptree-{token()}"
     shutil.copy2(deeptree(), helper)
     problems = []
-    with conftest.small_filesystem(160, project_quotas=True) as upper:
+    with harness.small_filesystem(160, project_quotas=True) as upper:
         target = make_store("overlay", image_dir)
         try:
             write_config(target, "\n[overlay]\nupper = " + upper + "\n", root_size="40M")
@@ -1193,7 +1193,7 @@ def test_a_directory_upper_limits_each_root_by_project_quota(image_dir):
             os.mkdir(host_dir)
             on_host = run([helper, "projects", "0", host_dir], check=False).stdout
             shutil.rmtree(host_dir)
-            problems += conftest.settled_residue(target)
+            problems += harness.settled_residue(target)
             kept = [name for name in os.listdir(upper) if name != "lost+found"]
             if kept:
                 problems.append(f"the upper kept {kept} after the logouts")
@@ -1207,7 +1207,7 @@ def test_a_directory_upper_limits_each_root_by_project_quota(image_dir):
     assert not problems, "\n".join(problems)
 
 
-@conftest.needs_backend("btrfs")
+@harness.needs_backend("btrfs")
 @pytest.mark.parametrize("store", ["btrfs"], indirect=True)
 @pytest.mark.xfail(strict=True, reason="known hole (issue 12): the seccomp filter covers the session's processes only; "
                    "a process of the user's on the host reaches into the root through /proc/PID/root unfiltered")
@@ -1236,7 +1236,7 @@ def test_a_host_process_of_the_user_cannot_nest_a_subvolume_in_their_root(store,
     if control.returncode != 0:
         problems.append(f"the user's host process could not make a directory in the root (the control): {control.stderr}")
     problems += [f"from the host: {line}" for line in attempt.splitlines() if line.startswith("made")]
-    problems += conftest.settled_residue(store)
+    problems += harness.settled_residue(store)
     record("class 12: a host process of the user nests a subvolume in their root", store.backend, 1,
            1 - bool(problems), [], "the 'escapes' helper as the user, through /proc/PID/root", problems)
     assert not problems, "\n".join(problems)

@@ -2,15 +2,12 @@
 and the report's verdicts. No timing is asserted anywhere."""
 import json
 import os
-import sys
 
 import pytest
 
-from conftest import ROOT, run, token
-
-sys.path.insert(0, os.path.join(ROOT, "bench"))
-import bench  # noqa: E402
-import report  # noqa: E402
+import bench
+import report
+from lclab.harness import run, token
 
 
 def mounts():

@@ -8,7 +8,7 @@ import shutil
 import tarfile
 import tempfile
 
-from conftest import CLI, HeldSession, Store, assert_no_residue, destroy_store, needs_backend, run, write_config
+from lclab.harness import CLI, HeldSession, Store, assert_no_residue, destroy_store, needs_backend, run, write_config
 
 
 @needs_backend("overlay")

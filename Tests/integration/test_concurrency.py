@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import (CLI, TIME_SCALE, Canaries, HeldSession, c_client, record, run, settled_residue,
+from lclab.harness import (CLI, TIME_SCALE, Canaries, HeldSession, c_client, record, run, settled_residue,
                       temporary_users, wait_until_in, write_config)
 
 # The VM lab emulates its CPU and a dm-thin login costs it seconds: there

@@ -14,7 +14,7 @@ import tempfile
 
 import pytest
 
-from conftest import DEBUG_MODULE, TIME_SCALE, Canaries, HeldSession, record, run, settled_residue, write_config, write_service
+from lclab.harness import DEBUG_MODULE, TIME_SCALE, Canaries, HeldSession, record, run, settled_residue, write_config, write_service
 
 USER = "lctest1"
 # The VM lab emulates its CPU, and a kill and its recovery cost it about 20 s:

@@ -20,47 +20,12 @@ import time
 
 import pytest
 
-from conftest import DEBUG_CLI, TIME_SCALE, Store, assert_no_residue, record, run, token
-from test_pamtester import in_root, pamtester
+from lclab.dmthin import LAB_DIR, VOLUME_MB, assert_pool_agrees, lab_store, thin_id_exists, write_lab_config
+from lclab.harness import DEBUG_CLI, TIME_SCALE, assert_no_residue, in_root, pamtester, record, run, token
 
-LAB_DIR = os.environ.get("LC_LAB_DIR", "")
 pytestmark = pytest.mark.skipif(
     not (LAB_DIR and os.path.exists("/dev/mapper/control")),
     reason="needs device-mapper: runs in the VM lab (make lab-test, part of make test)")
-
-VOLUME_MB = 128
-
-
-def lab_store():
-    store = Store("dm-thin", os.path.join(LAB_DIR, "store-base"))
-    store.state = "/run/lclab-state"  # tmpfs: gone after a reboot, as on a real machine
-    return store
-
-
-def write_lab_config(store, extra=""):
-    os.makedirs(os.path.dirname(store.config), exist_ok=True)
-    with open(store.config, "w") as f:
-        f.write(f"""[store]
-backend = dm-thin
-path = {store.path}
-keep_generations = 1
-min_free = 10%
-
-[dm-thin]
-pool_name = {store.pool}
-data_device = /dev/vda
-metadata_device = /dev/vdb
-volume_size = {VOLUME_MB}M
-
-[session]
-state_dir = {store.state}
-lock_timeout = {15 * TIME_SCALE}
-{extra}
-""")
-    os.chmod(store.config, 0o644)
-    for service in (store.service, "runuser-l"):  # the guest's /etc is its own
-        with open(f"/etc/pam.d/{service}", "w") as f:
-            f.write("auth sufficient pam_rootok.so\naccount required pam_permit.so\n" + store.pam_lines())
 
 
 @pytest.fixture(scope="module")
@@ -87,25 +52,6 @@ def live_session(user):
     finally:
         holder.terminate()
         holder.wait(timeout=600)
-
-
-def thin_id_exists(store, thin_id):
-    """Activating a thin id the pool does not have fails in the kernel."""
-    name = f"{store.pool}-probe"
-    result = run(["dmsetup", "create", name, "--table", f"0 2048 thin /dev/mapper/{store.pool}-pool {thin_id}"], check=False)
-    if result.returncode == 0:
-        run(["dmsetup", "remove", name])
-    return result.returncode == 0
-
-
-def assert_pool_agrees(store):
-    """The store's record and the pool agree: the transaction id, and every
-    recorded volume is in the pool."""
-    recorded, actual = store.metadata()["transaction"], store.pool_status()["transaction"]
-    assert recorded == actual, (recorded, actual)
-    for role, (thin_id, state) in store.metadata()["volumes"].items():
-        assert state == "live", (role, state)
-        assert thin_id_exists(store, thin_id), f"{role} (thin id {thin_id}) is missing from the pool"
 
 
 def test_a_session_outlives_the_generation_it_was_snapshotted_from(store):
@@ -284,7 +230,7 @@ def test_a_full_pool_fails_writes_at_once_and_refuses_new_logins(store):
         write_lab_config(store, "mode = per-session")
         denied = pamtester(store, "lctest1", "open_session", check=False)
         assert denied.returncode != 0 and "contact the administrator" in denied.stdout + denied.stderr
-        from conftest import SYSLOG_FILE
+        from lclab.harness import SYSLOG_FILE
         assert "below min_free 10%" in open(SYSLOG_FILE).read()
     finally:
         write_lab_config(store)

@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from conftest import assert_no_residue, record, run
-from test_dmthin_lab import LAB_DIR, assert_pool_agrees, lab_store, thin_id_exists, write_lab_config
-from test_pamtester import in_root, pamtester
+from lclab.harness import assert_no_residue, record, run
+from lclab.dmthin import LAB_DIR, assert_pool_agrees, lab_store, thin_id_exists, write_lab_config
+from lclab.harness import in_root, pamtester
 
 pytestmark = pytest.mark.skipif(
     not (LAB_DIR and os.path.exists(os.path.join(LAB_DIR, "before-reboot.json"))

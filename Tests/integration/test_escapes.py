@@ -8,7 +8,7 @@ session is not contained, see there.)
 """
 import os
 
-from conftest import (CGROUP2, Canaries, HeldSession, assert_no_residue, c_client, record, run, token)
+from lclab.harness import (CGROUP2, Canaries, HeldSession, assert_no_residue, c_client, record, run, token)
 
 
 def attempts(store, t, other_pid):

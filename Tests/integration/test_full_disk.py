@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-import conftest
-from conftest import (TIME_SCALE, Canaries, HeldSession, c_client, record, run, settled_residue, small_filesystem,
+from lclab import harness
+from lclab.harness import (TIME_SCALE, Canaries, HeldSession, c_client, record, run, settled_residue, small_filesystem,
                       syslog_mark, syslog_since, write_config)
 
 
@@ -33,8 +33,8 @@ def test_a_session_that_fills_its_root(store, users, upper):
     with contextlib.ExitStack() as stack:
         upper_path = None
         if upper == "directory":
-            if not conftest.PROJECT_QUOTAS():
-                pytest.skip(conftest.NO_PROJECT_QUOTAS)
+            if not harness.PROJECT_QUOTAS():
+                pytest.skip(harness.NO_PROJECT_QUOTAS)
             upper_path = stack.enter_context(small_filesystem(96, project_quotas=True))
             write_config(store, f"[overlay]\nupper = {upper_path}\n")
         elif upper == "tmpfs":

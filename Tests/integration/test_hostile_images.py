@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-import conftest
-from conftest import BACKENDS, assert_no_residue, destroy_store, make_store, run
-from test_pamtester import pamtester
+from lclab import harness
+from lclab.harness import BACKENDS, assert_no_residue, destroy_store, make_store, run
+from lclab.harness import pamtester
 
 
 def digest(path):
@@ -34,7 +34,7 @@ def syslog_since(offset):
     """The module's syslog lines after `offset`, once syslogd has written them."""
     deadline = time.time() + 10
     while True:
-        with open(conftest.SYSLOG_FILE, errors="replace") as f:
+        with open(harness.SYSLOG_FILE, errors="replace") as f:
             f.seek(offset)
             text = f.read()
         if "refusing" in text or time.time() > deadline:
@@ -79,7 +79,7 @@ def store_of_altered_image(backend, image_dir, alter):
 
 def refused_login(store):
     """Tries to log lctest1 in, expects a refusal; returns what the module logged."""
-    mark = os.path.getsize(conftest.SYSLOG_FILE)
+    mark = os.path.getsize(harness.SYSLOG_FILE)
     opened = pamtester(store, "lctest1", "open_session", check=False)
     assert opened.returncode != 0 and "contact the administrator" in opened.stdout + opened.stderr
     return syslog_since(mark)

@@ -7,19 +7,8 @@ import pwd
 
 import pytest
 
-from conftest import CLI, MODULE, SPAWN_INTERVAL, assert_no_residue, needs_backend, run, token, write_config
-
-
-def pamtester(store, user, *ops, check=True, env=None):
-    return run(["pamtester", "-v", store.service, user, *ops], check=check, env=env)
-
-
-def in_root(store, key, user, script):
-    """Runs `script` as `user` inside root `key`'s namespace (what a login
-    shell of that root would do)."""
-    account = pwd.getpwnam(user)
-    return run(["nsenter", f"--mount={store.state}/pins/{key}", f"--setuid={account.pw_uid}",
-                f"--setgid={account.pw_gid}", "env", f"HOME={account.pw_dir}", "sh", "-c", script])
+from lclab.harness import (CLI, MODULE, SPAWN_INTERVAL, assert_no_residue, in_root, needs_backend, pamtester, run, token,
+                           write_config)
 
 
 def test_open_and_close_in_one_process_leaves_nothing(store):
@@ -189,7 +178,7 @@ def test_publish_gives_new_logins_the_new_generation(store):
 
 @needs_backend("btrfs")
 def test_per_session_mode_gives_each_session_its_own_root(image_dir):
-    from conftest import destroy_store, make_store
+    from lclab.harness import destroy_store, make_store
     store = make_store("btrfs", image_dir, extra="mode = per-session")
     try:
         pamtester(store, "lctest1", "open_session")
@@ -220,7 +209,7 @@ def test_group_writable_state_directory_is_refused(store):
 
 @needs_backend("btrfs")
 def test_subvolumes_made_inside_a_btrfs_root_do_not_block_its_removal(image_dir):
-    from conftest import destroy_store, make_store
+    from lclab.harness import destroy_store, make_store
     store = make_store("btrfs", image_dir)
     try:
         pamtester(store, "lctest1", "open_session")

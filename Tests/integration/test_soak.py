@@ -8,7 +8,7 @@ LC_SOAK_CYCLES (20 by default).
 import json
 import os
 
-from conftest import CGROUP2, TIME_SCALE, c_client, record, run, settled_residue
+from lclab.harness import CGROUP2, TIME_SCALE, c_client, record, run, settled_residue
 
 CYCLES = int(os.environ.get("LC_SOAK_CYCLES", "1000" if TIME_SCALE == 1 else "20"))
 # Heap arenas and the dynamic loader settle during the first cycles; more

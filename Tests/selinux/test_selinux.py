@@ -15,18 +15,15 @@ the store made and the module enabled as in Tests/fullsystem.
 import contextlib
 import os
 import re
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fullsystem"))
-import systemlab  # noqa: E402
+from lclab import systemlab
+from lclab.systemlab import MARKER, PASSWORD
 
 RELIABILITY_LOG = os.environ.get("LC_RELIABILITY_LOG", os.path.join(systemlab.ROOT, ".build/reliability/selinux.jsonl"))
 DENIAL = re.compile(r"avc:  denied  \{ ([^}]*) \}.* scontext=[^:]*:[^:]*:([^:]*):\S* tcontext=[^:]*:[^:]*:([^:]*):\S* "
                     r"tclass=(\w+)")
-PASSWORD = "lcfs"
-MARKER = "/run/loginchroot-session"
 USER_CONTEXT = "unconfined_u:unconfined_r:unconfined_t:"  # Debian's default: every login unconfined
 # What the module writes into a root, and what the image brings.
 LABELLED = ["/etc/passwd", "/etc/group", "/etc/hosts", MARKER, "/bin/bash", "/usr/bin/passwd", "/run/user/1000"]

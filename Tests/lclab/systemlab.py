@@ -15,9 +15,16 @@ import time
 
 import pexpect
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 LAB = os.environ.get("LC_FULLSYSTEM_DIR", os.path.join(ROOT, ".build/fullsystem"))
 CONFIG = "/etc/loginchroot/loginchroot.conf"
+USERS = ("lcfs1", "lcfs2")  # made by the image script, with PASSWORD
+PASSWORD = "lcfs"
+MARKER = "/run/loginchroot-session"  # in every root (RootMarker.path)
+# Where a session's user writes to the root's own filesystem: /run/lock is
+# world-writable and, in a root, a directory of the snapshot (no bind, no
+# tmpfs); on the host it is a tmpfs of its own.
+ROOT_WRITE = "/run/lock/lc-root-write"
 
 
 def free_port():
@@ -170,6 +177,23 @@ def make_store(machine):
 
 def enable_module(machine, enabled=True):
     machine.root(f"DEBIAN_FRONTEND=noninteractive pam-auth-update --{'enable' if enabled else 'disable'} loginchroot")
+
+
+def pam_digests(machine):
+    return machine.root("cd /etc/pam.d && sha256sum * | sort")
+
+
+def host_namespace(machine):
+    return machine.root("readlink /proc/1/ns/mnt").strip()
+
+
+# The full-system tier's rows of RELIABILITY.md (the SELinux tier has its own file).
+SYSTEM_RELIABILITY_LOG = os.environ.get("LC_RELIABILITY_LOG", os.path.join(ROOT, ".build/reliability/system.jsonl"))
+
+
+def record_system(case, tries, held, measured="", problems=()):
+    """One row of the full-system tier."""
+    record(SYSTEM_RELIABILITY_LOG, "system", case, tries, held, measured, problems)
 
 
 def record(log, tier, case, tries, held, measured="", problems=()):
