@@ -48,14 +48,14 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
-        .target(name: "LoginChrootCore", swiftSettings: staticStdlib + [.swiftLanguageMode(.v6)]),
+        .target(name: "LoginChrootCore", swiftSettings: staticStdlib),
         .target(name: "CLinux", cSettings: fortified),
         // libdevmapper is dlopened on first use (devmapper.c); only its header is needed.
         .target(name: "CDeviceMapper", cSettings: fortified),
         // libselinux too, and only where SELinux is on (selinux.c).
         .target(name: "CSELinux", cSettings: fortified),
         .target(name: "LoginChrootPlatform", dependencies: ["CLinux", "CDeviceMapper", "CSELinux", "LoginChrootCore"],
-                swiftSettings: staticStdlib + [.swiftLanguageMode(.v6)]),
+                swiftSettings: staticStdlib),
         .target(
             name: "LoginChroot",
             dependencies: ["LoginChrootCore", "LoginChrootPlatform"],
@@ -85,5 +85,5 @@ let package = Package(
         .testTarget(name: "LoginChrootTests",
                     dependencies: ["LoginChroot", "LoginChrootCore", "LoginChrootPlatform", "LoginChrootTestSupport"]),
     ],
-    swiftLanguageModes: [.v5]
+    swiftLanguageModes: [.v6]
 )

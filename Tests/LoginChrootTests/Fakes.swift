@@ -202,6 +202,11 @@ final class FakeBackend: SnapshotBackend {
         if let checkStoreError { throw checkStoreError }
     }
 
+    func checkOnline() throws {
+        calls.append("checkOnline")
+        if let checkStoreError { throw checkStoreError }
+    }
+
     func currentGeneration() throws -> Generation {
         calls.append("currentGeneration")
         guard let current else { throw SetupError("no generation has been published", fix: "run 'loginchroot publish'") }

@@ -77,7 +77,7 @@ final class SessionManagerTests: ManagerTestCase {
         let outcome = manager.open(user: user("alice"))
         XCTAssertEqual(outcome, .entered(reference: "alice 1000.10000.0", hostNamespace: host.hostNamespaces[0].fd))
 
-        XCTAssertEqual(backend.calls, ["checkStore", "currentGeneration", "prepare alice gen-1"])
+        XCTAssertEqual(backend.calls, ["checkOnline", "currentGeneration", "prepare alice gen-1"])
         XCTAssertEqual(backend.prepared.count, 1)
         XCTAssertEqual(host.builtPlans.count, 1)
         let built = try XCTUnwrap(host.builtPlans.first)
@@ -244,7 +244,7 @@ final class SessionManagerTests: ManagerTestCase {
         backend.checkStoreError = SetupError("store not initialised", fix: "run init")
         let manager = makeManager()
         assertFailed(manager.open(user: user("alice")), reasonContains: "store not initialised")
-        XCTAssertEqual(backend.calls, ["checkStore"])
+        XCTAssertEqual(backend.calls, ["checkOnline"])
         // The store is checked from the login's own cgroup (on dm-thin the
         // check takes the pool's lock), and the caller goes back after.
         let cgroup = "/user.slice/loginchroot-\(tag)-alice-0"
@@ -401,7 +401,7 @@ final class SessionManagerTests: ManagerTestCase {
 
             let session = enter(manager)
             XCTAssertEqual(session.reference, "alice 1000.10000.0", "\(phase)")
-            XCTAssertEqual(backend.calls, ["checkStore", "remove alice", "currentGeneration", "prepare alice gen-1"], "\(phase)")
+            XCTAssertEqual(backend.calls, ["checkOnline", "remove alice", "currentGeneration", "prepare alice gen-1"], "\(phase)")
             XCTAssertEqual(host.killCalls.first?.cgroups, ["/user.slice/loginchroot-\(tag)-alice-1"], "\(phase)")
             XCTAssertTrue(host.unpinned.contains(state.pinPath(alice)), "\(phase)")
             let record = try XCTUnwrap(try state.load(alice))

@@ -149,7 +149,9 @@ public final class DmThinBackend: SnapshotBackend {
 
     // MARK: SnapshotBackend
 
-    public func checkStore() throws {
+    /// A login's check: prepare settles the metadata against the pool (and
+    /// refuses drift) under the pool lock, which is taken once per login.
+    public func checkOnline() throws {
         guard Files.exists(metadataFile) else {
             throw SetupError("store \(store) is not initialised for the dm-thin backend",
                              fix: "run 'loginchroot init --from-dir DIR' (or --from-tar, --debootstrap)")
@@ -158,6 +160,10 @@ public final class DmThinBackend: SnapshotBackend {
         guard try DeviceMapper.info(poolName) != nil else {
             throw SetupError("thin pool \(poolName) is not active", fix: "run 'loginchroot start'")
         }
+    }
+
+    public func checkStore() throws {
+        try checkOnline()
         // Under the lock: a change in progress moves the pool's transaction
         // and then the metadata file, and a login reading both between the
         // two saw drift that was not there (20 concurrent logins in the VM lab).

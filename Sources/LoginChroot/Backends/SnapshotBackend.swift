@@ -36,6 +36,11 @@ public protocol SnapshotBackend: AnyObject {
 
     /// Throws a SetupError naming the fix when the store cannot be used.
     func checkStore() throws
+    /// What a login checks before it waits for anything: the store is
+    /// there and online. What prepare changes it checks again under its own
+    /// lock, so this may skip what checkStore reads (dm-thin: the pool's
+    /// status and the metadata, under the pool lock).
+    func checkOnline() throws
 
     /// The programs making this store runs, each with its Debian package
     /// (init checks them before it makes anything; check reports them).
@@ -93,6 +98,7 @@ public protocol SnapshotBackend: AnyObject {
 }
 
 extension SnapshotBackend {
+    public func checkOnline() throws { try checkStore() }
     public var requiredPrograms: [RequiredProgram] { [] }
     public func createStore() throws {}
 

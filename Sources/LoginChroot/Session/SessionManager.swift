@@ -112,7 +112,7 @@ public final class SessionManager {
         let placement = try reaper.placeCaller(inCgroupNamed: "\(cgroupPrefix)\(key)-\(serial)")
         var passage = try RootPassage(namespaces: namespaces, reaper: reaper, placement: placement, log: log)
         CrashPoint.reached("open.placed-in-cgroup")
-        try backend.checkStore()
+        try backend.checkOnline()
         if var existing = record, existing.phase == .active {
             // A root whose sessions all died without close_session is not
             // joined: the new login gets a fresh root of the current generation.
