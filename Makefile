@@ -60,8 +60,14 @@ lint:
 	for f in scripts/*.sh; do bash -n "$$f" || exit 1; done
 	for f in debian/loginchroot.postinst debian/loginchroot.prerm debian/loginchroot.postrm; do sh -n "$$f" || exit 1; done
 
+# Then the conformance suite again on overlay with erofs generations, and
+# what only erofs has (test_erofs.py).
+EROFS_CONFORMANCE = $(addprefix Tests/integration/,test_pamtester.py test_cli.py test_clients.py test_crashes.py test_erofs.py)
 integration-test: build debug-build
 	LC_MODULE=$(CURDIR)/$(MODULE) LC_CLI=$(CURDIR)/$(CLI) python3 -m pytest -v -p no:cacheprovider Tests/integration
+	rm -f .build/reliability/host-erofs.jsonl
+	LC_BACKENDS=overlay-erofs LC_RELIABILITY_LOG=$(CURDIR)/.build/reliability/host-erofs.jsonl \
+	    LC_MODULE=$(CURDIR)/$(MODULE) LC_CLI=$(CURDIR)/$(CLI) python3 -m pytest -v -p no:cacheprovider $(EROFS_CONFORMANCE)
 
 # The dm-thin tier, in the VM lab: the build machine's kernel may have no
 # device-mapper.

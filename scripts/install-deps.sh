@@ -10,7 +10,7 @@
 # `install-deps.sh bench` adds the benchmark's anchors: schroot and LVM.
 set -eu
 packages="libpam0g-dev libdevmapper-dev libselinux1-dev pamtester openssh-server openssh-client
-          btrfs-progs busybox-static util-linux login passwd procps gcc libc6-dev libstdc++-12-dev make e2fsprogs dmsetup
+          btrfs-progs erofs-utils busybox-static util-linux login passwd procps gcc libc6-dev libstdc++-12-dev make e2fsprogs dmsetup
           linux-image-amd64 qemu-system-x86 kmod udev
           debhelper fakeroot lintian mmdebstrap qemu-utils systemd binutils selinux-policy-dev semodule-utils"
 [ "${1:-}" != bench ] || packages="$packages schroot lvm2 thin-provisioning-tools"

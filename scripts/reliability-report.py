@@ -2,6 +2,7 @@
 """Writes RELIABILITY.md from the rows the tests of one `make test` run
 recorded in .build/reliability/ (unit, host, lab, system, selinux .jsonl): one row
 per case, with what was tried, how often, what held and what was lost."""
+import glob
 import json
 import os
 import platform
@@ -18,10 +19,12 @@ TIERS = {"unit": "unit tests (no root)", "host": f"this machine ({platform.relea
 
 def rows():
     for tier in TIERS:
-        path = os.path.join(ROOT, ".build/reliability", f"{tier}.jsonl")
-        if os.path.exists(path):
-            with open(path) as f:
-                yield from (json.loads(line) for line in f if line.strip())
+        # TIER.jsonl, and TIER-VARIANT.jsonl from a second run of the tier (host-erofs).
+        for path in [os.path.join(ROOT, ".build/reliability", f"{tier}.jsonl")] + \
+                sorted(glob.glob(os.path.join(ROOT, ".build/reliability", f"{tier}-*.jsonl"))):
+            if os.path.exists(path):
+                with open(path) as f:
+                    yield from (json.loads(line) for line in f if line.strip())
 
 
 def cell(text):

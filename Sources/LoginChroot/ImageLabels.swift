@@ -7,21 +7,26 @@ import LoginChrootCore
 import LoginChrootPlatform
 
 public enum ImageLabels {
-    /// Labels master, then publishes it (init, publish, update).
-    public static func publish(_ backend: SnapshotBackend, state: StateStore, mountedMaster: String? = nil,
+    /// Labels master, then publishes it (publish, update), from the host
+    /// namespace: an erofs generation is mounted there.
+    public static func publish(_ backend: SnapshotBackend, state: StateStore,
                                log: @escaping (String) -> Void) throws -> Generation {
-        try labelMaster(backend, state: state, mountedAt: mountedMaster, log: log)
+        try labelMaster(backend, state: state, log: log)
         return try backend.publish()
     }
 
     /// Labels master when SELinux is on (and after `master run`, whose
     /// package manager labels nothing: it sees SELinux as off). `mountedAt`:
     /// where master is mounted in this thread's namespace already (init);
-    /// else it is mounted privately here.
+    /// else it is mounted in a namespace of its own, and the thread comes
+    /// back to its namespace after.
     public static func labelMaster(_ backend: SnapshotBackend, state: StateStore, mountedAt: String? = nil,
                                    log: @escaping (String) -> Void) throws {
         guard SELinux.isEnabled() else { return }
-        try label(try mountedAt ?? mountPrivately(try backend.masterLayout(), state: state, log: log))
+        if let mountedAt { return try label(mountedAt) }
+        let host = try Namespaces.openCurrentMountNamespace()
+        try label(try mountPrivately(try backend.masterLayout(), state: state, log: log))
+        try Namespaces.enter(host, what: "host namespace")
     }
 
     /// Throws, naming the path, when a file of `generation` does not carry

@@ -30,6 +30,9 @@ public struct Images {
         try backend.createStore()
         try backend.bringOnline()
         try backend.createMaster()
+        // master is filled in a namespace of this thread's own; the
+        // generation is published from the host's.
+        let host = try Namespaces.openCurrentMountNamespace()
         let master = try ImageLabels.mountPrivately(try backend.masterLayout(), state: state, log: log)
         // A fresh ext4 has lost+found: that is still an empty master.
         if try !Files.listDirectory(master).allSatisfy({ $0 == "lost+found" }) {
@@ -49,7 +52,9 @@ public struct Images {
             }
             throw SetupError("\(error)", fix: emptied)
         }
-        return try ImageLabels.publish(backend, state: state, mountedMaster: master, log: log)
+        try ImageLabels.labelMaster(backend, state: state, mountedAt: master, log: log)
+        try Namespaces.enter(host, what: "host namespace")
+        return try backend.publish()
     }
 
     /// Runs `command` as root inside master, this process moved into it in

@@ -67,6 +67,16 @@ public struct BindEntry: Equatable, Sendable {
     }
 }
 
+/// What an overlay root's lower layer, its generation, is.
+public enum OverlayLower: String, Sendable {
+    /// A directory tree in the store, per generation.
+    case directory
+    /// An erofs image file per generation, mounted once (read-only) where
+    /// every root of that generation takes it as its lower layer, so they
+    /// share one page cache.
+    case erofs
+}
+
 public enum OverlayUpper: Equatable, Sendable {
     /// The upper layer lives on a tmpfs inside the session's namespace.
     case tmpfs(sizeBytes: UInt64)
@@ -127,6 +137,7 @@ public struct Config: Equatable, Sendable {
     /// nil: the upper layer is a tmpfs of `overlayTmpfsSize`.
     public var overlayUpperDirectory: String?
     public var overlayTmpfsSize: UInt64 = 1 << 30
+    public var overlayLower: OverlayLower = .directory
     public var overlayUpper: OverlayUpper {
         overlayUpperDirectory.map { .directory($0) } ?? .tmpfs(sizeBytes: overlayTmpfsSize)
     }

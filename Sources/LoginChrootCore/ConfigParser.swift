@@ -82,6 +82,10 @@ public enum ConfigParser {
             throw ConfigError(file: file, line: 0, problem: "[dm-thin] names only one of data_device and metadata_device",
                               fix: "name both devices, or neither (loop files in the store)")
         }
+        if config.overlayLower == .erofs && config.backend != .overlay {
+            throw ConfigError(file: file, line: 0, problem: "[overlay] lower = erofs, but the backend is \(config.backend.rawValue)",
+                              fix: "set backend = overlay in [store], or remove lower")
+        }
         if config.overlayUpperDirectory != nil && seen.contains("overlay.tmpfs_size") {
             throw ConfigError(file: file, line: 0, problem: "[overlay] tmpfs_size is set but upper is a directory",
                               fix: "remove tmpfs_size, or set upper = tmpfs")
@@ -144,6 +148,11 @@ public enum ConfigParser {
             config.overlayUpperDirectory = value == "tmpfs" ? nil : try absolutePath(value, key: key)
         case ("overlay", "tmpfs_size"):
             config.overlayTmpfsSize = try size(value, key: key)
+        case ("overlay", "lower"):
+            guard let lower = OverlayLower(rawValue: value) else {
+                throw ValueProblem(problem: "unknown lower '\(value)'", fix: "use directory or erofs")
+            }
+            config.overlayLower = lower
         case ("dm-thin", "pool_name"):
             guard ThinNames.isValidPoolName(value) else {
                 throw ValueProblem(problem: "pool_name '\(value)' is not 1-\(ThinNames.maxPoolNameLength) of [A-Za-z0-9_-]",

@@ -95,20 +95,45 @@ public enum ProjectQuota {
 public enum Loop {
     /// Attaches `file` to a free loop device that detaches itself once its
     /// last user (the returned fd, then a device-mapper table) lets go.
-    public static func attach(_ file: String) throws -> (path: String, holder: Descriptor) {
-        let backing = try Descriptor.open(file, O_RDWR | O_NOFOLLOW)
+    /// `readOnly`: the device is read-only and reads with direct I/O.
+    public static func attach(_ file: String, readOnly: Bool = false) throws -> (path: String, holder: Descriptor) {
+        let backing = try Descriptor.open(file, (readOnly ? O_RDONLY : O_RDWR) | O_NOFOLLOW)
         var number: Int32 = -1
-        let loop = Descriptor(adopting: try sys("LOOP_CONFIGURE", file) { lc_loop_attach(backing.raw, 0, &number) })
+        let loop = Descriptor(adopting: try sys("LOOP_CONFIGURE", file) { lc_loop_attach(backing.raw, readOnly ? 1 : 0, &number) })
         return ("/dev/loop\(number)", loop)
     }
 
     /// Mounts the filesystem image `file` at `target` through a loop device
     /// that detaches itself when the filesystem is unmounted.
-    public static func mountImage(_ file: String, at target: String, type: String, options: String? = nil) throws {
+    public static func mountImage(_ file: String, at target: String, type: String, options: String? = nil,
+                                  readOnly: Bool = false) throws {
         // The holder is kept until the mount exists; then the mount is the
         // device's only user, and autoclear detaches it at unmount.
-        let (device, holder) = try attach(file)
-        try Mounts.mount(source: device, target: target, type: type, flags: 0, data: options)
+        let (device, holder) = try attach(file, readOnly: readOnly)
+        try Mounts.mount(source: device, target: target, type: type, flags: readOnly ? UInt(MS_RDONLY) : 0, data: options)
         withExtendedLifetime(holder) {}
+    }
+}
+
+public enum Erofs {
+    /// Mounts the erofs image `file` read-only at `target`: from the file
+    /// itself where the kernel can (Linux 6.12 and newer, with
+    /// EROFS_FS_BACKED_BY_FILE), reading it with direct I/O where the kernel
+    /// has `directio` (else the file's pages would be cached beside the
+    /// files' own, twice the memory); otherwise through a read-only
+    /// direct-I/O loop device that detaches itself at unmount. Never
+    /// through util-linux.
+    public static func mount(_ file: String, at target: String) throws {
+        let flags = UInt(MS_RDONLY) | UInt(MS_NODEV)
+        for options in ["directio", nil] as [String?] {
+            do {
+                return try Mounts.mount(source: file, target: target, type: "erofs", flags: flags, data: options)
+            } catch let error as SystemError where error.errno == EINVAL && options != nil {
+                continue  // an option this kernel does not know
+            } catch let error as SystemError where error.errno == ENOTBLK || error.errno == EOPNOTSUPP || error.errno == EINVAL {
+                break  // no file-backed mounts here
+            }
+        }
+        try Loop.mountImage(file, at: target, type: "erofs", readOnly: true)
     }
 }

@@ -315,6 +315,15 @@ final class ConfigParserTests: XCTestCase {
         assertConfigError("[session] # sessions", line: 1, problemContains: "malformed section header")
     }
 
+    func testTheLowerLayerIsADirectoryOrErofsOnTheOverlayBackendOnly() throws {
+        XCTAssertEqual(try ConfigParser.parse("[store]\nbackend = overlay\n", file: "/etc/test.conf").overlayLower, .directory)
+        XCTAssertEqual(try ConfigParser.parse("[store]\nbackend = overlay\n[overlay]\nlower = erofs\n", file: "/etc/test.conf")
+                        .overlayLower, .erofs)
+        assertConfigError("[store]\nbackend = overlay\n[overlay]\nlower = squashfs", line: 4, problemContains: "unknown lower 'squashfs'")
+        assertConfigError("[store]\nbackend = btrfs\n[overlay]\nlower = erofs", line: 0,
+                          problemContains: "lower = erofs, but the backend is btrfs")
+    }
+
     func testTmpfsSizeWithDirectoryUpperIsAnError() {
         assertConfigError("[overlay]\nupper = /var/lib/upper\ntmpfs_size = 2G", line: 0, problemContains: "tmpfs_size is set but upper is a directory")
         assertConfigError("[overlay]\ntmpfs_size = 2G\nupper = /var/lib/upper", line: 0, problemContains: "tmpfs_size is set but upper is a directory")

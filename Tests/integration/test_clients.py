@@ -97,7 +97,7 @@ while [ ! -e /tmp/lc-release-{t} ]; do sleep {SPAWN_INTERVAL}; done
         while not os.path.exists(f"{store.path}/sessions/lctest1/srv/scratch/shared-{t}") and store.backend == "btrfs":
             assert time.time() < deadline, "first session never wrote its file"
             time.sleep(0.1)
-        if store.backend in ("overlay", "dm-thin"):
+        if store.backend in ("overlay", "overlay-erofs", "dm-thin"):
             # The overlay upper layer and the thin volume are only visible inside the namespace.
             pin = f"{store.state}/pins/lctest1"
             while run(["nsenter", f"--mount={pin}", "test", "-e", f"/srv/scratch/shared-{t}"], check=False).returncode != 0:

@@ -154,10 +154,12 @@ def account_exists(name):
 
 class Store:
     """A store of one backend on a loop file (btrfs) or a directory (overlay),
-    with a config file and a test PAM service that uses it."""
+    with a config file and a test PAM service that uses it. "overlay-erofs"
+    is the overlay backend with erofs generations ([overlay] lower = erofs)."""
 
     def __init__(self, backend, base):
         self.backend = backend
+        self.erofs = backend == "overlay-erofs"
         self.base = base
         self.config = os.path.join(base, "etc", "loginchroot.conf")
         self.path = os.path.join(base, "store")
@@ -212,6 +214,10 @@ class Store:
     @contextlib.contextmanager
     def image_trees(self):
         """master and every generation, as directories to look into."""
+        if self.erofs:  # each generation mounted once, under the state directory
+            mounted = os.path.join(self.state, "generations")
+            yield [os.path.join(self.path, "master")] + [os.path.join(mounted, g) for g in sorted(listdir(mounted))]
+            return
         if self.backend != "dm-thin":
             stable = os.path.join(self.path, "stable")
             yield [os.path.join(self.path, "master")] + [os.path.join(stable, g) for g in sorted(os.listdir(stable))]
@@ -277,12 +283,13 @@ def write_config(store, extra="", image_size="768M", pool_size="640M", root_size
     os.makedirs(os.path.dirname(store.config), exist_ok=True)
     with open(store.config, "w") as f:
         f.write(f"""[store]
-backend = {store.backend}
+backend = {"overlay" if store.erofs else store.backend}
 path = {store.path}
 image = {store.base}/store.img
 image_size = {image_size}
 root_size = {root_size}
 
+{"[overlay]" + chr(10) + "lower = erofs" + chr(10) if store.erofs else ""}
 [dm-thin]
 pool_name = {store.pool}
 data_size = {pool_size}
@@ -319,6 +326,8 @@ def destroy_store(store):
     store.cli("gc", check=False)
     for pin in listdir(os.path.join(store.state, "pins")):
         run(["umount", "-l", os.path.join(store.state, "pins", pin)], check=False)
+    for generation in listdir(os.path.join(store.state, "generations")):  # erofs generations
+        run(["umount", "-l", os.path.join(store.state, "generations", generation)], check=False)
     for mount in (os.path.join(store.state, "pins"), store.path):
         run(["umount", "-l", mount], check=False)
     if store.backend == "dm-thin":
@@ -531,8 +540,14 @@ class Canaries:
             with open(path, "wb") as f:
                 f.write(os.urandom(4096))
             self.files[path] = self.digest(path)
+        self.mounts = self.host_mounts()
+
+    @staticmethod
+    def host_mounts():
+        """The host's mount points, but erofs generations (STATE/generations/gen-N),
+        which publish and gc mount and unmount as their work."""
         with open("/proc/self/mountinfo") as f:
-            self.mounts = sorted(line.split()[4] for line in f)
+            return sorted(m for m in (line.split()[4] for line in f) if not re.search(r"/generations/gen-\d+$", m))
 
     @staticmethod
     def digest(path):
@@ -545,8 +560,7 @@ class Canaries:
     def lost(self):
         """What changed: canary files, and host mounts gained or lost."""
         lost = [path for path, digest in self.files.items() if self.digest(path) != digest]
-        with open("/proc/self/mountinfo") as f:
-            mounts = sorted(line.split()[4] for line in f)
+        mounts = self.host_mounts()
         if mounts != self.mounts:
             lost.append(f"host mount table ({len(self.mounts)} mounts before, {len(mounts)} after)")
         return lost

@@ -1,5 +1,5 @@
 // overlay: each generation is a plain read-only directory tree used as the
-// lower layer; a session's upper layer lives on a tmpfs that exists only in
+// lower layer, or an erofs image mounted once (ErofsGenerations); a session's upper layer lives on a tmpfs that exists only in
 // the session's namespace (so it vanishes with it), or under a configured
 // host directory whose filesystem enforces project quotas, one project per
 // root.
@@ -12,19 +12,33 @@ public final class OverlayBackend: SnapshotBackend {
     public let rootsOutliveTheirGeneration = false
     let store: StoreLayout
     let upper: OverlayUpper
+    /// The erofs tier, when generations are images ([overlay] lower = erofs).
+    let erofs: ErofsGenerations?
     let minFreePercent: Int
     let rootSize: UInt64
 
     public init(config: Config) {
-        store = StoreLayout(path: config.storePath)
+        store = StoreLayout(path: config.storePath,
+                            generationSuffix: config.overlayLower == .erofs ? ErofsGenerations.suffix : "")
         upper = config.overlayUpper
+        erofs = config.overlayLower == .erofs ? ErofsGenerations(store: store, stateDir: config.stateDir) : nil
         minFreePercent = config.minFreePercent
         rootSize = config.rootSize
     }
 
-    /// A directory: nothing to mount, nothing to take offline.
-    public func bringOnline() throws { try Files.makeDirectories(store.path) }
-    public func takeOffline() throws -> String? { nil }
+    public var requiredPrograms: [RequiredProgram] { erofs == nil ? [] : [RequiredProgram("mkfs.erofs", in: "erofs-utils")] }
+
+    /// A directory; with erofs generations, their mounts after a boot.
+    public func bringOnline() throws {
+        try Files.makeDirectories(store.path)
+        if let erofs, Files.isDirectory(store.stable) { try erofs.mountAll() }
+    }
+
+    public func takeOffline() throws -> String? {
+        guard let erofs else { return nil }
+        let count = try erofs.unmountAll()
+        return count == 0 ? nil : "\(count) erofs generation(s) unmounted"
+    }
 
     public func checkStore() throws {
         try store.checkInitialized(backend: kind)
@@ -70,7 +84,7 @@ public final class OverlayBackend: SnapshotBackend {
     public func generations() throws -> [Generation] { try store.generations() }
 
     public func prepare(_ key: RootKey, from generation: Generation) throws -> RootLayout {
-        let lower = store.generation(generation)
+        let lower = try erofs?.lower(generation) ?? store.generation(generation)
         switch upper {
         case .tmpfs(let size):
             return RootLayout(mounts: [
@@ -134,11 +148,20 @@ public final class OverlayBackend: SnapshotBackend {
     }
 
     public func masterLayout() throws -> RootLayout { store.masterLayout }
-    public func generationLayout(_ generation: Generation) throws -> RootLayout { store.generationLayout(generation) }
+    public func generationLayout(_ generation: Generation) throws -> RootLayout {
+        guard let erofs else { return store.generationLayout(generation) }
+        return RootLayout(mounts: [.bind(source: try erofs.lower(generation), target: "")], rootSubpath: "")
+    }
 
     public func publish() throws -> Generation {
         _ = try finishInterruptedPublishes()  // what interrupted publishes left (the caller holds master.lock)
         let generation = try store.nextGeneration()
+        if let erofs {
+            try erofs.build(generation)
+            try erofs.mount(generation)
+            try store.setCurrent(generation)
+            return generation
+        }
         let temporary = store.generation(generation) + ".tmp"
         let copied = try Processes.runQuietly(["cp", "-a", "-T", "--reflink=auto", store.master, temporary])
         guard copied.status == 0 else {
@@ -154,6 +177,7 @@ public final class OverlayBackend: SnapshotBackend {
     }
 
     public func removeGeneration(_ generation: Generation) throws {
+        if let erofs { return try erofs.remove(generation) }
         try Files.removeTree(parent: try Descriptor.openDirectory(store.stable), name: generation.name)
     }
 

@@ -116,18 +116,24 @@ extension SnapshotBackend {
 
 /// The directory layout every backend shares:
 ///   master/            the mutable golden root
-///   stable/gen-N/      immutable generations
+///   stable/gen-N/      immutable generations (overlay with lower = erofs:
+///                      stable/gen-N.erofs, image files)
 ///   current            the name of the current generation (renamed into place)
 ///   sessions/KEY/      per-root writable state
 public struct StoreLayout {
     public let path: String
-    public init(path: String) { self.path = path }
+    /// What follows a generation's name in stable/ ("" for a directory).
+    let generationSuffix: String
+    public init(path: String, generationSuffix: String = "") {
+        self.path = path
+        self.generationSuffix = generationSuffix
+    }
 
     public var master: String { joinPath(path, "master") }
     public var stable: String { joinPath(path, "stable") }
     public var sessionsDir: String { joinPath(path, "sessions") }
     public var currentFile: String { joinPath(path, "current") }
-    public func generation(_ generation: Generation) -> String { joinPath(stable, generation.name) }
+    public func generation(_ generation: Generation) -> String { joinPath(stable, generation.name + generationSuffix) }
     public func session(_ key: RootKey) -> String { joinPath(sessionsDir, key.value) }
 
     public func checkInitialized(backend: BackendKind) throws {
@@ -143,14 +149,16 @@ public struct StoreLayout {
         do { text = try Files.read(currentFile) } catch {
             throw SetupError("no generation has been published in \(path)", fix: "run 'loginchroot publish'")
         }
-        guard let generation = Generation(text.trimmed.filter { $0 != "\n" }), Files.isDirectory(self.generation(generation)) else {
+        guard let generation = Generation(text.trimmed.filter { $0 != "\n" }), Files.exists(self.generation(generation)) else {
             throw SetupError("\(currentFile) names no existing generation", fix: "run 'loginchroot publish'")
         }
         return generation
     }
 
     public func generations() throws -> [Generation] {
-        try Files.listDirectory(stable).compactMap(Generation.init).sorted()
+        try Files.listDirectory(stable).compactMap { name in
+            name.hasSuffix(generationSuffix) ? Generation(String(name.dropLast(generationSuffix.count))) : nil
+        }.sorted()
     }
 
     public func nextGeneration() throws -> Generation {
