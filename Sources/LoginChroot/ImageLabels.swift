@@ -24,9 +24,7 @@ public enum ImageLabels {
                                    log: @escaping (String) -> Void) throws {
         guard SELinux.isEnabled() else { return }
         if let mountedAt { return try label(mountedAt) }
-        let host = try Namespaces.openCurrentMountNamespace()
-        try label(try mountPrivately(try backend.masterLayout(), state: state, log: log))
-        try Namespaces.enter(host, what: "host namespace")
+        try Roots.returningToThisNamespace { try label(try mountPrivately(try backend.masterLayout(), state: state, log: log)) }
     }
 
     /// Throws, naming the path, when a file of `generation` does not carry

@@ -31,29 +31,29 @@ public struct Images {
         try backend.bringOnline()
         try backend.createMaster()
         // master is filled in a namespace of this thread's own; the
-        // generation is published from the host's.
-        let host = try Namespaces.openCurrentMountNamespace()
-        let master = try ImageLabels.mountPrivately(try backend.masterLayout(), state: state, log: log)
-        // A fresh ext4 has lost+found: that is still an empty master.
-        if try !Files.listDirectory(master).allSatisfy({ $0 == "lost+found" }) {
-            guard try backend.generations().isEmpty else {
-                throw SetupError("the store is already initialised", fix: "use 'loginchroot update' or 'loginchroot master run'")
-            }
-            log("master holds what a failed init left; emptying it first")
-            try Images.empty(master)
-        }
-        do { try fill(master) } catch {
-            let emptied: String
-            do {
+        // generation is published from the host's (an erofs one is mounted there).
+        try Roots.returningToThisNamespace {
+            let master = try ImageLabels.mountPrivately(try backend.masterLayout(), state: state, log: log)
+            // A fresh ext4 has lost+found: that is still an empty master.
+            if try !Files.listDirectory(master).allSatisfy({ $0 == "lost+found" }) {
+                guard try backend.generations().isEmpty else {
+                    throw SetupError("the store is already initialised", fix: "use 'loginchroot update' or 'loginchroot master run'")
+                }
+                log("master holds what a failed init left; emptying it first")
                 try Images.empty(master)
-                emptied = "master was emptied: run the same 'loginchroot init' again once the cause is fixed"
-            } catch let emptying {
-                emptied = "emptying master failed (\(emptying)); the same 'loginchroot init' empties it first when run again"
             }
-            throw SetupError("\(error)", fix: emptied)
+            do { try fill(master) } catch {
+                let emptied: String
+                do {
+                    try Images.empty(master)
+                    emptied = "master was emptied: run the same 'loginchroot init' again once the cause is fixed"
+                } catch let emptying {
+                    emptied = "emptying master failed (\(emptying)); the same 'loginchroot init' empties it first when run again"
+                }
+                throw SetupError("\(error)", fix: emptied)
+            }
+            try ImageLabels.labelMaster(backend, state: state, mountedAt: master, log: log)
         }
-        try ImageLabels.labelMaster(backend, state: state, mountedAt: master, log: log)
-        try Namespaces.enter(host, what: "host namespace")
         return try backend.publish()
     }
 
@@ -69,14 +69,13 @@ public struct Images {
         defer { withExtendedLifetime(lock) {} }
         let layout = try backend.masterLayout()
         let plan = RootPlan.master(rootMounts: layout.mounts, rootSubpath: layout.rootSubpath)
-        let host = try Namespaces.openCurrentMountNamespace()
-        _ = try Roots.build(plan, staging: state.stagingDir, pin: nil, host: host, log: log)
-        _ = Roots.enterHome(plan.home)
-        let status = try Processes.run(command)
-        if !lockHeldByCaller && SELinux.isEnabled() {
-            try Namespaces.enter(host, what: "host namespace")
-            try ImageLabels.labelMaster(backend, state: state, log: log)
+        let status = try Roots.returningToThisNamespace {
+            let host = try Namespaces.openCurrentMountNamespace()
+            _ = try Roots.build(plan, staging: state.stagingDir, pin: nil, host: host, log: log)
+            _ = Roots.enterHome(plan.home)
+            return try Processes.run(command)
         }
+        if !lockHeldByCaller && SELinux.isEnabled() { try ImageLabels.labelMaster(backend, state: state, log: log) }
         return status
     }
 

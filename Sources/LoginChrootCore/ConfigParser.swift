@@ -84,7 +84,7 @@ public enum ConfigParser {
         }
         if config.overlayLower == .erofs && config.backend != .overlay {
             throw ConfigError(file: file, line: 0, problem: "[overlay] lower = erofs, but the backend is \(config.backend.rawValue)",
-                              fix: "set backend = overlay in [store], or remove lower")
+                              fix: "remove lower from [overlay]: erofs generations are the overlay backend's")
         }
         if config.overlayUpperDirectory != nil && seen.contains("overlay.tmpfs_size") {
             throw ConfigError(file: file, line: 0, problem: "[overlay] tmpfs_size is set but upper is a directory",

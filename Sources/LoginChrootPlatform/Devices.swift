@@ -124,16 +124,25 @@ public enum Erofs {
     /// direct-I/O loop device that detaches itself at unmount. Never
     /// through util-linux.
     public static func mount(_ file: String, at target: String) throws {
-        let flags = UInt(MS_RDONLY) | UInt(MS_NODEV)
-        for options in ["directio", nil] as [String?] {
-            do {
-                return try Mounts.mount(source: file, target: target, type: "erofs", flags: flags, data: options)
-            } catch let error as SystemError where error.errno == EINVAL && options != nil {
-                continue  // an option this kernel does not know
-            } catch let error as SystemError where error.errno == ENOTBLK || error.errno == EOPNOTSUPP || error.errno == EINVAL {
-                break  // no file-backed mounts here
-            }
-        }
+        if try mountFromFile(file, at: target, options: "directio") { return }
+        if try mountFromFile(file, at: target, options: nil) { return }
         try Loop.mountImage(file, at: target, type: "erofs", readOnly: true)
     }
+
+    /// False when this kernel cannot mount erofs from a file (ENOTBLK,
+    /// EOPNOTSUPP) or does not know `options` (EINVAL).
+    private static func mountFromFile(_ file: String, at target: String, options: String?) throws -> Bool {
+        do {
+            try Mounts.mount(source: file, target: target, type: "erofs", flags: UInt(MS_RDONLY) | UInt(MS_NODEV),
+                             data: options)
+            return true
+        } catch let error as SystemError where [ENOTBLK, EOPNOTSUPP, EINVAL].contains(error.errno) {
+            return false
+        }
+    }
+
+    /// Whether an erofs filesystem is mounted at `path` (one statfs: logins ask).
+    public static func isMounted(at path: String) -> Bool { lc_filesystem_magic(path) == superMagic }
+
+    private static let superMagic: Int64 = 0xE0F5_E1E2  // EROFS_SUPER_MAGIC_V1
 }

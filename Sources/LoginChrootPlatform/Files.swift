@@ -67,8 +67,14 @@ public final class Descriptor {
         let file = try openFile(temporary, O_WRONLY | O_CREAT | O_TRUNC, mode: mode, path: path + ".tmp")
         try file.writeAll(Array(text.utf8), path: path)
         if durable { try sys("fsync", path) { fsync(file.raw) } }
+        try renameIntoPlace(temporary, as: name, durable: durable, path: path)
+    }
+
+    /// Renames entry `temporary` of this directory to `name`, replacing it.
+    /// `durable`: the directory is synced, without which the rename itself
+    /// would not survive a power loss.
+    public func renameIntoPlace(_ temporary: String, as name: String, durable: Bool, path: String) throws {
         try sys("renameat", path) { renameat(raw, temporary, raw, name) }
-        // The rename itself is durable only once the directory is synced.
         if durable { try sys("fsync", path) { fsync(raw) } }
     }
 

@@ -70,6 +70,20 @@ public enum Roots {
         return joinPath(staging, rootSubpath)
     }
 
+    /// Runs `body`, which may move the calling thread into a mount namespace
+    /// of its own (mountPrivately, build without a pin), and brings the
+    /// thread back to the namespace it was in afterwards, failed or not.
+    public static func returningToThisNamespace<T>(_ body: () throws -> T) throws -> T {
+        let home = try Namespaces.openCurrentMountNamespace()
+        let result: T
+        do { result = try body() } catch {
+            try? Namespaces.enter(home, what: "the caller's namespace")  // body's error is the one to report
+            throw error
+        }
+        try Namespaces.enter(home, what: "the caller's namespace")
+        return result
+    }
+
     /// Moves the calling thread into the namespace pinned at `pin`.
     public static func join(pin: String) throws {
         try Namespaces.enter(try Descriptor.open(pin, O_RDONLY), what: pin)

@@ -138,3 +138,62 @@ def test_stop_unmounts_every_generation_and_start_brings_them_back(erofs_store):
     store.cli("start")
     assert len(erofs_mounts(store)) == 1
     run(["pamtester", store.service, "lctest1", "open_session", "close_session"])
+
+
+def test_a_session_can_neither_change_nor_reach_its_generation(erofs_store, users):
+    """The attacks of a session's user on the erofs tier: writes in the root
+    never reach the mounted generation; neither the mounts nor the images
+    can be reached, from inside the root or by a process of the user on the
+    host; a process left behind with its cwd on the lower layer does not
+    keep the generation from gc. Each beside a control that must succeed."""
+    store = erofs_store
+    uid = users["lctest1"].pw_uid
+    generation_dir = os.path.join(store.state, "generations", "gen-1")
+    image = os.path.join(store.path, "stable", "gen-1.erofs")
+    held = HeldSession(store, "lctest1", before="""
+echo planted > /srv/scratch/planted
+ln -s /run/loginchroot /srv/scratch/to-state
+echo inside=$(cat /srv/scratch/planted)
+ls /run/loginchroot 2>&1 | head -1
+""", after="""
+( cd /usr/bin && exec nohup sleep 3011 >/dev/null 2>&1 </dev/null & )
+""")
+    problems = []
+    try:
+        held.wait_until_in(store)
+        # Control: the root sees its own write.
+        inside = run(["nsenter", f"--mount={store.state}/pins/lctest1+{held.proc.pid}", f"--setuid={uid}",
+                      f"--setgid={uid}", "cat", "/srv/scratch/planted"], check=False)
+        if inside.stdout != "planted\n":
+            problems.append(f"control: the root does not see its own write: {inside.stdout}{inside.stderr}")
+        if os.path.exists(os.path.join(generation_dir, "srv/scratch/planted")):
+            problems.append("a write in the root reached the mounted generation")
+        # A process of the user on the host: no way to the mounts or the images.
+        for path in (generation_dir, image):
+            attempt = run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "cat", path], check=False)
+            if attempt.returncode == 0 or "Permission denied" not in attempt.stderr:
+                problems.append(f"the user reached {path} from the host: {attempt.returncode} {attempt.stderr}")
+        with open(image, "rb") as f:  # control: root reads it
+            if f.read(4096) == b"":
+                problems.append("control: root cannot read the image")
+        # Two publishes while the root stands on gen-1: gc keeps it (control).
+        publish(store)
+        publish(store)
+        if "generation gen-1: removed" in store.cli("gc").stdout or not os.path.isdir(generation_dir):
+            problems.append("gc removed the generation a root stands on")
+    finally:
+        status, output = held.finish()
+    if status != 0 or "inside=planted" not in output:
+        problems.append(f"the session failed: {output}")
+    if "No such file or directory" not in output:
+        problems.append(f"inside the root, /run/loginchroot exists: {output}")
+    # The process left behind with its cwd on the lower layer is killed at
+    # logout, and gc unmounts the generation and deletes its image.
+    gc = store.cli("gc").stdout
+    if "generation gen-1: removed" not in gc or os.path.exists(image) or os.path.exists(generation_dir):
+        problems.append(f"gc kept gen-1 after the logout: {gc}")
+    assert_no_residue(store)
+    record("erofs: a session writes in its root, looks for the state directory, reads the images from the host, "
+           "leaves a process on the lower layer", "overlay-erofs", 5, 5 - min(5, len(problems)), [],
+           "writes stay in the upper; /run/loginchroot absent inside; EACCES from the host; gc after logout", problems)
+    assert not problems, "\n".join(problems)

@@ -24,7 +24,7 @@ struct ErofsGenerations {
     /// The mounted generation a root takes as its lower layer.
     func lower(_ generation: Generation) throws -> String {
         let path = mountPoint(generation)
-        guard Mounts.filesystemType(at: path) == "erofs" else {
+        guard Erofs.isMounted(at: path) else {
             throw SetupError("generation \(generation) is not mounted at \(path)", fix: "run 'loginchroot start'")
         }
         return path
@@ -46,8 +46,7 @@ struct ErofsGenerations {
         try sys("fsync", temporary) { fsync(file.raw) }
         CrashPoint.reached("publish.snapshot-made")
         let (stable, name) = try Descriptor.openParent(of: image)
-        try sys("renameat", image) { renameat(stable.raw, name + ".tmp", stable.raw, name) }
-        try sys("fsync", store.stable) { fsync(stable.raw) }
+        try stable.renameIntoPlace(name + ".tmp", as: name, durable: true, path: image)
         CrashPoint.reached("publish.renamed")
     }
 
@@ -55,7 +54,7 @@ struct ErofsGenerations {
     /// nothing else mounts generations).
     func mount(_ generation: Generation) throws {
         let target = mountPoint(generation)
-        guard Mounts.filesystemType(at: target) != "erofs" else { return }
+        guard !Erofs.isMounted(at: target) else { return }
         try Files.makeDirectories(mounts, mode: 0o700)
         try Files.makeDirectory(target, mode: 0o755)
         try Erofs.mount(store.generation(generation), at: target)
@@ -66,7 +65,7 @@ struct ErofsGenerations {
     /// the mount; only the host's goes) and removes the mount point.
     func unmount(_ generation: Generation) throws {
         let target = mountPoint(generation)
-        while Mounts.filesystemType(at: target) == "erofs" { try Mounts.unmount(target) }
+        while Erofs.isMounted(at: target) { try Mounts.unmount(target) }
         try sys("rmdir", target, unless: ENOENT) { rmdir(target) }
     }
 
@@ -77,7 +76,9 @@ struct ErofsGenerations {
 
     /// Unmounts every mounted generation (stop); returns how many.
     func unmountAll() throws -> Int {
-        let mounted = ((try? Files.listDirectory(mounts)) ?? []).compactMap(Generation.init)
+        let mounted: [Generation]
+        do { mounted = try Files.listDirectory(mounts).compactMap(Generation.init) } catch let error as SystemError
+            where error.errno == ENOENT { return 0 }  // nothing was ever mounted
         for generation in mounted { try unmount(generation) }
         return mounted.count
     }

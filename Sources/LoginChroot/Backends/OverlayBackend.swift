@@ -28,6 +28,13 @@ public final class OverlayBackend: SnapshotBackend {
 
     public var requiredPrograms: [RequiredProgram] { erofs == nil ? [] : [RequiredProgram("mkfs.erofs", in: "erofs-utils")] }
 
+    /// overlay, and erofs for erofs generations.
+    public func checkKernel() throws {
+        for type in ["overlay"] + (erofs == nil ? [] : ["erofs"]) {
+            try SnapshotBackendKernel.require(filesystem: type)
+        }
+    }
+
     /// A directory; with erofs generations, their mounts after a boot.
     public func bringOnline() throws {
         try Files.makeDirectories(store.path)

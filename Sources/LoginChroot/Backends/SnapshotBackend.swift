@@ -103,15 +103,20 @@ extension SnapshotBackend {
     public func createStore() throws {}
 
     /// The store's filesystem must be one the kernel has.
-    public func checkKernel() throws {
-        let filesystems = (try? Files.read("/proc/filesystems")) ?? ""
-        guard filesystems.split(separator: "\n").contains(where: { $0.words.last == kind.rawValue }) else {
-            throw SetupError("\(kind.rawValue) is not in /proc/filesystems", fix: "load the \(kind.rawValue) module")
-        }
-    }
+    public func checkKernel() throws { try SnapshotBackendKernel.require(filesystem: kind.rawValue) }
 
     public func confineSession() throws {}
     public func awaitReclaimedSpace(after error: Error, seconds: Int) -> Bool { false }
+}
+
+enum SnapshotBackendKernel {
+    /// Throws unless the running kernel has filesystem `type`.
+    static func require(filesystem type: String) throws {
+        let filesystems = (try? Files.read("/proc/filesystems")) ?? ""
+        guard filesystems.split(separator: "\n").contains(where: { $0.words.last == type }) else {
+            throw SetupError("\(type) is not in /proc/filesystems", fix: "modprobe \(type)")
+        }
+    }
 }
 
 /// The directory layout every backend shares:

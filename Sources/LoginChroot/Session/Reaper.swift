@@ -52,15 +52,13 @@ extension Reaper {
     }
 }
 
-public struct CgroupReaper: Reaper {
-    /// The cgroup2 mount, looked up once.
-    let cgroups: Cgroups?
+public final class CgroupReaper: Reaper {
+    /// The cgroup2 mount, looked up once, when first needed (an exempt
+    /// user's login never needs it).
+    lazy var cgroups: Cgroups? = Cgroups.find()
     let log: (String) -> Void
 
-    public init(log: @escaping (String) -> Void) {
-        cgroups = Cgroups.find()
-        self.log = log
-    }
+    public init(log: @escaping (String) -> Void) { self.log = log }
 
     public func caller() -> (pid: Int32, startTime: UInt64) {
         let pid = getpid()

@@ -26,7 +26,8 @@ public protocol RootNamespaces {
 }
 
 public struct LinuxRootNamespaces: RootNamespaces {
-    public let bootID = Kernel.bootID()
+    /// Read when asked (a new root's record, a teardown's trust check).
+    public var bootID: String { Kernel.bootID() }
     let lockTimeoutSeconds: Int
     let log: (String) -> Void
 
