@@ -9,6 +9,8 @@ as `make bench` does:
     bench.py measure host|lab|system OUT.json   one part (the lab part runs
                                          in the VM lab; system boots the full-system lab)
     bench.py report OUT.md JSON...       the report from parts already measured
+    bench.py selinux-section | erofs-section   one comparison alone, its
+                                         section of BENCHMARKS.md replaced
 
 Every figure of a comparison comes from the same run, measured in
 interleaved rounds so that a noisy stretch of the machine hits both sides.
@@ -46,6 +48,7 @@ SELINUX_CYCLES = 8  # two boots, each with the package installed and a store mad
 # Under emulation every file copied into the pool costs: the lab's large image is smaller.
 LAB_LARGE_PAYLOAD = ("usr/share/man",)
 LAB_ANCHOR_CYCLES = ROUNDS
+PUBLISHES = 6  # per side, alternating, for the erofs comparison
 
 
 def progress(message):
@@ -243,6 +246,7 @@ def measure_host(out_path, cycles):
                 finally:
                     kit.destroy_store(store)
         extra["load"] = measure_load(50)
+        extra["erofs"] = measure_erofs(cycles, trees, users)
     with open(out_path, "w") as f:
         json.dump({"machine": machine(), "results": results, **extra}, f)
 
@@ -296,6 +300,45 @@ def measure_scale(results, store, backend, image, users, cycles):
 def measure_memory(extra, store, backend, user):
     extra.setdefault("memory", []).append(
         {"backend": backend, **json_of([build("benchclient", "-lpam", "-ldl"), "memory", store.service, user])})
+
+
+def measure_erofs(cycles, trees, users):
+    """Erofs generations against a directory lower, on the overlay backend
+    and the same image: publish time and the disk one generation takes
+    (PUBLISHES each, alternating), and login+logout cycles (interleaved)."""
+    found = []
+    for image, tree in trees.items():
+        stores = {lower: kit.make_store("overlay-erofs" if lower == "erofs" else "overlay", tree, image_size="2G")
+                  for lower in ("directory", "erofs")}
+        try:
+            row = {"image": image, "publish_ns": {}, "generation_bytes": {}, "login_ns": {}}
+            for _ in range(PUBLISHES):
+                for lower, store in stores.items():
+                    progress(f"erofs against directory, {image} image: publish, {lower} lower")
+                    row["publish_ns"].setdefault(lower, []).append(timed([kit.CLI, "publish", "--config", store.config]))
+                    store.cli("gc")  # two generations kept: the disk stays bounded
+            for lower, store in stores.items():
+                row["generation_bytes"][lower] = disk_bytes(current_generation_path(store))
+            progress(f"erofs against directory, {image} image: login cycles")
+            logins = {lower: Measurement([], "loginchroot", lower, image) for lower in stores}
+            interleaved(*[(cycles, lambda n, lower=lower, store=store:
+                           loginchroot_cycles(logins[lower], store.service, users[0], n))
+                          for lower, store in stores.items()])
+            row["login_ns"] = {lower: totals_of(m.row) for lower, m in logins.items()}
+            found.append(row)
+        finally:
+            for store in stores.values():
+                kit.destroy_store(store)
+    return found
+
+
+def disk_bytes(path):
+    """What `path` (a file, or a tree on one filesystem) takes on disk."""
+    return int(kit.run(["du", "-s", "-x", "-B1", path]).stdout.split()[0])
+
+
+def totals_of(row):
+    return [b + e for b, e in zip(row["begin_ns"], row["end_ns"])]
 
 
 def measure_ssh(store, backend, user, cycles):
@@ -562,6 +605,17 @@ def measure_selinux(out_path, cycles):
         json.dump({"machine": info, "results": [], "selinux": runs}, f)
 
 
+def measure_erofs_section(cycles):
+    """The host part's erofs comparison alone, its section of BENCHMARKS.md replaced."""
+    with module_syslog(os.path.join(ROOT, ".build/bench/erofs.syslog")), kit.temporary_users(BENCH_USERS[:1]), \
+            images() as trees:
+        part = {"machine": machine(), "results": [], "erofs": measure_erofs(cycles, trees, BENCH_USERS[:1])}
+    os.makedirs(os.path.join(ROOT, ".build/bench"), exist_ok=True)
+    with open(os.path.join(ROOT, ".build/bench/erofs.json"), "w") as f:
+        json.dump(part, f)
+    report.write_section(os.path.join(ROOT, "BENCHMARKS.md"), report.EROFS_HEADING, report.erofs_table([part]))
+
+
 def run_all(cycles, skip_lab):
     out = os.path.join(ROOT, ".build/bench")
     os.makedirs(out, exist_ok=True)
@@ -589,6 +643,8 @@ def main():
     m.add_argument("tier", choices=["host", "lab", "system", "selinux"])
     m.add_argument("out")
     sub.add_parser("selinux-section", help="measure the SELinux part alone and replace its section of BENCHMARKS.md")
+    sub.add_parser("erofs-section", help="measure erofs generations against a directory lower alone and replace "
+                                         "their section of BENCHMARKS.md")
     r = sub.add_parser("report")
     r.add_argument("out")
     r.add_argument("parts", nargs="+")
@@ -602,7 +658,10 @@ def main():
         part_path = os.path.join(ROOT, ".build/bench/selinux.json")
         os.makedirs(os.path.dirname(part_path), exist_ok=True)
         measure_selinux(part_path, args.cycles)
-        report.write_selinux_section(os.path.join(ROOT, "BENCHMARKS.md"), json.load(open(part_path)))
+        report.write_section(os.path.join(ROOT, "BENCHMARKS.md"), report.SELINUX_HEADING,
+                             report.selinux_table([json.load(open(part_path))]))
+    elif args.command == "erofs-section":
+        measure_erofs_section(args.cycles)
     elif args.command == "report":
         print("\n".join(report.write(args.out, [json.load(open(p)) for p in args.parts])))
     else:

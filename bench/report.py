@@ -122,6 +122,7 @@ def write(path, parts):
     out += scale_table(rows)
     out += ssh_table(parts)
     out += selinux_table(parts)
+    out += erofs_table(parts)
     out += memory_table(parts)
     out += raw_samples(rows, parts)
     with open(path, "w") as f:
@@ -315,13 +316,14 @@ def selinux_table(parts):
     return lines + [""]
 
 
-def write_selinux_section(path, part):
-    """Replaces (or appends) the SELinux section of an existing BENCHMARKS.md
-    with `part`'s, leaving the other sections as their run wrote them."""
+def write_section(path, heading, section):
+    """Replaces (or adds before "Memory and load") the section under
+    `heading` of an existing BENCHMARKS.md with the lines `section`, leaving
+    the other sections as their run wrote them."""
     text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
-    section = "\n".join(selinux_table([part]))
-    if SELINUX_HEADING in text:
-        start = text.index(SELINUX_HEADING)
+    section = "\n".join(section)
+    if heading in text:
+        start = text.index(heading)
         end = text.find("\n## ", start + 1)
         text = text[:start] + section + ("\n" + text[end + 1:] if end >= 0 else "")
     else:
@@ -329,6 +331,35 @@ def write_selinux_section(path, part):
         text = text[:marker + 1] + section + "\n" + text[marker + 1:] if marker >= 0 else text + "\n" + section
     with open(path, "w") as f:
         f.write(text)
+
+
+EROFS_HEADING = "## Erofs generations against a directory lower"
+
+
+def erofs_table(parts):
+    rows = [(p["machine"], r) for p in parts for r in p.get("erofs", [])]
+    if not rows:
+        return []
+    lines = [EROFS_HEADING, "",
+             "The overlay backend with `[overlay] lower = erofs` against its directory lower, the same image in "
+             f"both stores, on the host (run {rows[0][0]['when']}, kernel {rows[0][0]['kernel']}): `loginchroot "
+             "publish` (alternating between the stores; mkfs.erofs -zlz4hc against cp -a --reflink=auto of master, "
+             "here on the host's ext4, where there is no reflink), the disk one generation takes (`du -B1`), and "
+             "login+logout cycles (interleaved). Times in ms, p50 / p95.", "",
+             "| image | publish, directory | publish, erofs | erofs vs directory | generation on disk, directory | "
+             "erofs | erofs vs directory | login+logout, directory | erofs | erofs vs directory |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for _, row in rows:
+        cells = [row["image"]]
+        for kind in ("publish_ns", "generation_bytes", "login_ns"):
+            directory, erofs = row[kind]["directory"], row[kind]["erofs"]
+            if kind == "generation_bytes":
+                cells += [f"{directory / 2**20:.1f} MiB", f"{erofs / 2**20:.1f} MiB", f"{erofs / directory:.2f}x"]
+            else:
+                cells += [" / ".join(ms(percentile(v, p)) for p in (50, 95)) for v in (directory, erofs)]
+                cells.append(f"{statistics.median(erofs) / statistics.median(directory):.2f}x")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def memory_table(parts):

@@ -5,10 +5,11 @@
 #
 #   scripts/fullsystem-image.sh DIR [selinux]
 #
-# DIR gets system.img (a raw ext4 disk), golden.tar (a smaller Debian 12 for
-# `loginchroot init --from-tar`, carried on the disk as /root/golden.tar),
-# and id_ed25519 (root's ssh key; lcfs1 and lcfs2 are test users, with the
-# same key and the password "lcfs"). The kernel is the VM lab's (Debian's,
+# DIR gets system.img (a raw ext4 disk) and id_ed25519 (root's ssh key; lcfs1 and lcfs2 are test users, with the
+# same key and the password "lcfs"). The disk carries /root/golden.tar, a
+# smaller Debian 12 for `loginchroot init --from-tar`, built once beside DIR
+# for both variants (fullsystem-golden-HASH.tar, named by its package list).
+# The kernel is the VM lab's (Debian's,
 # in /boot); its modules are copied onto the disk. A second run reuses
 # what DIR holds; nothing there is needed (a fresh DIR builds it all,
 # about 3 minutes).
@@ -46,14 +47,15 @@ fi
 # What was built from what: a change of either list or of the kernel builds again.
 recipe="$release $golden_packages $packages $(sha256sum "$0" | cut -c1-16)"
 [ -f "$dir/system.img" ] && [ "$(cat "$dir/recipe" 2>/dev/null)" = "$recipe" ] && exit 0
-rm -f "$dir/system.img" "$dir/golden.tar" "$dir/recipe"
+rm -f "$dir/system.img" "$dir/recipe"
 
 [ -f "$dir/id_ed25519" ] || ssh-keygen -q -t ed25519 -N "" -C loginchroot-fullsystem -f "$dir/id_ed25519"
 
 # The image users log into: minbase plus what the tests run there.
-if [ ! -f "$dir/golden.tar" ]; then
-    mmdebstrap --quiet --variant=minbase --include="$golden_packages" bookworm "$dir/golden.partial.tar"
-    mv "$dir/golden.partial.tar" "$dir/golden.tar"
+golden=$(dirname "$dir")/fullsystem-golden-$(printf %s "$golden_packages" | sha256sum | cut -c1-16).tar
+if [ ! -f "$golden" ]; then
+    mmdebstrap --quiet --variant=minbase --include="$golden_packages" bookworm "${golden%.tar}.partial.tar"
+    mv "${golden%.tar}.partial.tar" "$golden"
 fi
 
 root=$(mktemp -d /var/tmp/lcfullsystem.XXXXXX)
@@ -72,7 +74,7 @@ mmdebstrap --quiet --variant=minbase --include="$packages" \
     --customize-hook="mkdir -p -m 700 \"\$1/root/.ssh\" && echo '$key' > \"\$1/root/.ssh/authorized_keys\"" \
     --customize-hook='for user in lcfs1 lcfs2; do chroot "$1" useradd -m -s /bin/bash $user && echo "$user:lcfs" | chroot "$1" chpasswd; done' \
     --customize-hook="for user in lcfs1 lcfs2; do mkdir -p -m 700 \"\$1/home/\$user/.ssh\" && echo '$key' > \"\$1/home/\$user/.ssh/authorized_keys\" && chroot \"\$1\" chown -R \$user: /home/\$user/.ssh; done" \
-    --customize-hook="mkdir -p \"\$1/lib/modules\" && cp -a /lib/modules/$release \"\$1/lib/modules/\" && cp $dir/golden.tar \"\$1/root/golden.tar\"" \
+    --customize-hook="mkdir -p \"\$1/lib/modules\" && cp -a /lib/modules/$release \"\$1/lib/modules/\" && cp $golden \"\$1/root/golden.tar\"" \
     "${labelling[@]}" \
     bookworm "$root"
 rm -f "$dir/system.partial.img"

@@ -2,7 +2,8 @@
 # The dm-thin tier of `make test`: two boots of the VM lab (scripts/vmlab.sh).
 # The first boot runs the conformance suite (the same client, pamtester and
 # CLI tests as the host tier, on loop-file pools, and the attacks whose
-# outcome depends on the backend), then
+# outcome depends on the backend), erofs generations sealed with fs-verity
+# (test_erofs_verity.py: this machine's kernel has no fs-verity), then
 # Tests/integration/test_dmthin_lab.py on a store whose pool lives on two
 # disk files, and ends with a power cut in the middle of a publish with
 # sessions open; the second runs test_dmthin_reboot.py. Exit status: 0 only if both pass.
@@ -31,7 +32,8 @@ settings=(LC_LAB_DIR="$lab" LC_IMAGE_DIR="$lab/image" LC_MTCLIENT="$lab/mtclient
 pytest=(env -u PYTHONDONTWRITEBYTECODE "${settings[@]}" "$python" -m pytest -v -p no:cacheprovider --durations=0)
 default_first_boot=(Tests/integration/test_pamtester.py Tests/integration/test_cli.py Tests/integration/test_clients.py
             Tests/integration/test_crashes.py Tests/integration/test_concurrency.py Tests/integration/test_soak.py
-            Tests/integration/test_attacks.py Tests/integration/test_dmthin_lab.py)  # last: it ends in a power cut
+            Tests/integration/test_attacks.py Tests/integration/test_erofs_verity.py
+            Tests/integration/test_dmthin_lab.py)  # last: it ends in a power cut
 read -r -a first_boot <<< "${LC_LAB_TESTS:-${default_first_boot[*]}}"
 # Compile the tests here, where it is fast (the system disk has the rest
 # compiled); the guest finds the bytecode next to the sources.

@@ -57,7 +57,7 @@ cat > "$shared/guest.sh" <<EOF
 # Runs inside the guest.
 # No udev in the guest: load by hand what the lab needs.
 fail() { echo "vmlab: \$1" > "$shared/output"; echo 2 > "$shared/rc"; exit 2; }
-modprobe -a loop dm-thin-pool virtio_blk overlay ext4 || fail "modprobe failed"
+modprobe -a loop dm-thin-pool virtio_blk overlay ext4 erofs || fail "modprobe failed"
 for _ in \$(seq 100); do [ "\$(ls /dev/vd? 2>/dev/null | wc -l)" -ge $want_disks ] && break; sleep 0.1; done
 if [ -n "${system_device:-}" ]; then
     mkdir -p /run/lcsys

@@ -25,6 +25,7 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <linux/fs.h>
+#include <linux/fsverity.h>
 #include <linux/quota.h>
 #include <linux/dqblk_xfs.h>
 #include <stddef.h>
@@ -413,4 +414,31 @@ long long lc_filesystem_magic(const char *path)
 {
     struct statfs info;
     return statfs(path, &info) ? -1 : (long long)info.f_type;
+}
+
+int lc_verity_enable(int fd)
+{
+    struct fsverity_enable_arg arg;
+    memset(&arg, 0, sizeof arg);
+    arg.version = 1;
+    arg.hash_algorithm = FS_VERITY_HASH_ALG_SHA256;
+    arg.block_size = 4096;
+    return ioctl(fd, FS_IOC_ENABLE_VERITY, &arg);
+}
+
+int lc_verity_measure(int fd, unsigned char *digest, int capacity)
+{
+    union {
+        struct fsverity_digest head;
+        unsigned char room[sizeof(struct fsverity_digest) + 64];
+    } measured;
+    measured.head.digest_size = 64;
+    if (ioctl(fd, FS_IOC_MEASURE_VERITY, &measured) != 0)
+        return -1;
+    if (measured.head.digest_algorithm != FS_VERITY_HASH_ALG_SHA256 || measured.head.digest_size > capacity) {
+        errno = EOVERFLOW;
+        return -1;
+    }
+    memcpy(digest, measured.head.digest, measured.head.digest_size);
+    return measured.head.digest_size;
 }

@@ -1,4 +1,4 @@
-// btrfs subvolumes and quotas, project quotas, and loop devices (ioctls).
+// btrfs subvolumes and quotas, project quotas, loop devices and fs-verity (ioctls).
 import CLinux
 import Glibc
 import LoginChrootCore
@@ -112,6 +112,37 @@ public enum Loop {
         let (device, holder) = try attach(file, readOnly: readOnly)
         try Mounts.mount(source: device, target: target, type: type, flags: readOnly ? UInt(MS_RDONLY) : 0, data: options)
         withExtendedLifetime(holder) {}
+    }
+}
+
+/// fs-verity: a file whose every read the kernel checks against a Merkle
+/// tree of its contents, and which nothing can write to again. Its digest
+/// (SHA-256 of the tree's root and parameters) names the contents.
+public enum Verity {
+    /// Turns fs-verity on for the file open read-only at `fd` (no writer
+    /// may have it open). False when its filesystem has no fs-verity: a
+    /// kernel without it, ext4 without the verity feature, tmpfs, 9p.
+    public static func enable(_ fd: Descriptor, path: String) throws -> Bool {
+        do {
+            try sys("FS_IOC_ENABLE_VERITY", path) { lc_verity_enable(fd.raw) }
+            return true
+        } catch let error as SystemError where [EOPNOTSUPP, ENOTTY].contains(error.errno) {
+            return false
+        }
+    }
+
+    /// "sha256:HEX", or nil when the file has no fs-verity (or its
+    /// filesystem none at all).
+    public static func digest(of fd: Descriptor, path: String) throws -> String? {
+        var digest = [UInt8](repeating: 0, count: 64)
+        let size: Int32
+        do {
+            size = try sys("FS_IOC_MEASURE_VERITY", path) { lc_verity_measure(fd.raw, &digest, Int32(digest.count)) }
+        } catch let error as SystemError where [ENODATA, EOPNOTSUPP, ENOTTY].contains(error.errno) {
+            return nil
+        }
+        let hex = Array("0123456789abcdef")
+        return "sha256:" + String(digest.prefix(Int(size)).flatMap { [hex[Int($0 >> 4)], hex[Int($0 & 15)]] })
     }
 }
 

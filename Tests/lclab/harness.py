@@ -443,14 +443,17 @@ MS_RDONLY = 1
 
 
 @contextlib.contextmanager
-def small_filesystem(megabytes, project_quotas=False):
+def small_filesystem(megabytes, project_quotas=False, verity=False):
     """A fresh ext4 on a loop file, mounted on a new directory (mode 0700);
-    with `project_quotas`, made and mounted to enforce them."""
+    with `project_quotas`, made and mounted to enforce them; with `verity`,
+    made with fs-verity (a kernel without it refuses the mount)."""
     base = tempfile.mkdtemp(prefix="lc-upper-", dir="/var/lib")
     image, mountpoint = os.path.join(base, "fs.img"), os.path.join(base, "mnt")
     os.mkdir(mountpoint)
     run(["truncate", "-s", f"{megabytes}M", image])
-    run(["mkfs.ext4", "-q"] + (["-O", "quota,project"] if project_quotas else []) + [image])
+    features = ["quota,project"] * project_quotas + ["verity"] * verity
+    # fs-verity on Linux 6.1 needs 4 KiB blocks, which mke2fs gives only from 512 MiB up.
+    run(["mkfs.ext4", "-q"] + (["-O", ",".join(features)] if features else []) + ["-b", "4096"] * verity + [image])
     device = run(["losetup", "--find", "--show", image]).stdout.strip()
     try:
         mount(device, mountpoint, "ext4", 0, "prjquota" if project_quotas else "")

@@ -93,4 +93,11 @@ int lc_assign_project(int fd, unsigned id);
  * detaches it. */
 int lc_loop_attach(int backing_fd, int readonly, int *number_out);
 
+/* fs-verity (FS_IOC_ENABLE_VERITY, FS_IOC_MEASURE_VERITY), SHA-256 over
+ * 4096-byte blocks. enable: 0 or -1 with errno. measure: the digest's
+ * length, written to digest (capacity bytes), or -1 with errno (ENODATA:
+ * the file has no fs-verity). */
+int lc_verity_enable(int fd);
+int lc_verity_measure(int fd, unsigned char *digest, int capacity);
+
 #endif

@@ -4,12 +4,16 @@
 // where every root of that generation takes the mount as its lower layer:
 // all of them read through one page cache. `start` mounts the kept
 // generations after a boot; gc unmounts one no root uses, then deletes it.
+// Where the store's filesystem has fs-verity, each image is sealed by it
+// at publish and its digest recorded beside it (gen-N.erofs.verity); an
+// image whose digest differs, or that lost its seal, is never mounted.
 import Glibc
 import LoginChrootCore
 import LoginChrootPlatform
 
 struct ErofsGenerations {
     static let suffix = ".erofs"
+    static let digestSuffix = ".verity"
     let store: StoreLayout
     /// Where the generations are mounted: <state_dir>/generations/gen-N.
     let mounts: String
@@ -31,8 +35,10 @@ struct ErofsGenerations {
     }
 
     /// Builds master into the image of `generation`: written as .tmp,
-    /// synced, then renamed into place (an interrupted build leaves only a
-    /// .tmp, which finishInterruptedPublishes removes).
+    /// synced, sealed with fs-verity where the filesystem has it (its digest
+    /// recorded first), then renamed into place. An interrupted build leaves
+    /// a .tmp and perhaps a digest without its image, which
+    /// finishInterruptedPublishes removes.
     func build(_ generation: Generation) throws {
         let image = store.generation(generation)
         let temporary = image + ".tmp"
@@ -44,10 +50,31 @@ struct ErofsGenerations {
         }
         let file = try Descriptor.open(temporary, O_RDONLY | O_NOFOLLOW)
         try sys("fsync", temporary) { fsync(file.raw) }
-        CrashPoint.reached("publish.snapshot-made")
         let (stable, name) = try Descriptor.openParent(of: image)
+        if try Verity.enable(file, path: temporary), let digest = try Verity.digest(of: file, path: temporary) {
+            try stable.replaceFile(name + Self.digestSuffix, with: digest + "\n", durable: true, path: image + Self.digestSuffix)
+            CrashPoint.reached("erofs.digest-recorded")
+        }
+        CrashPoint.reached("publish.snapshot-made")
         try stable.renameIntoPlace(name + ".tmp", as: name, durable: true, path: image)
         CrashPoint.reached("publish.renamed")
+    }
+
+    /// Refuses an image that is not the one publish built: its fs-verity
+    /// digest differs from the recorded one, or one of the two is missing
+    /// (a file without fs-verity has nothing recorded, where the store's
+    /// filesystem has none).
+    func checkSeal(_ generation: Generation) throws {
+        let image = store.generation(generation)
+        let (stable, name) = try Descriptor.openParent(of: image)
+        let recorded = try stable.readFile(name + Self.digestSuffix, path: image + Self.digestSuffix)?
+            .split(separator: "\n").first?.trimmed
+        let actual = try Verity.digest(of: try stable.openFile(name, O_RDONLY, path: image), path: image)
+        guard recorded != actual else { return }
+        let found = actual.map { "has fs-verity digest \($0)" } ?? "has no fs-verity"
+        let expected = recorded.map { "publish recorded \($0)" } ?? "publish recorded none"
+        throw SetupError("\(image) \(found), but \(expected): it is not the image publish built, and is not mounted",
+                         fix: "run 'loginchroot publish' for a new generation from master; gc deletes this one once no root uses it")
     }
 
     /// Mounts `generation` unless it is mounted already (under master.lock:
@@ -56,6 +83,7 @@ struct ErofsGenerations {
         let target = mountPoint(generation)
         guard !Erofs.isMounted(at: target) else { return }
         try Files.makeDirectories(mounts, mode: 0o700)
+        try checkSeal(generation)
         try Files.makeDirectory(target, mode: 0o755)
         try Erofs.mount(store.generation(generation), at: target)
         CrashPoint.reached("erofs.mounted")
@@ -69,9 +97,17 @@ struct ErofsGenerations {
         try sys("rmdir", target, unless: ENOENT) { rmdir(target) }
     }
 
-    /// Mounts every generation the store keeps (start, after a boot).
+    /// Mounts every generation the store keeps (start, after a boot); one
+    /// that cannot be mounted does not keep the others from it.
     func mountAll() throws {
-        for generation in try store.generations() { try mount(generation) }
+        var failures: [String] = []
+        for generation in try store.generations() {
+            do { try mount(generation) } catch { failures.append("\(generation): \(error)") }
+        }
+        guard failures.isEmpty else {
+            throw SetupError("erofs generations not mounted:\n" + failures.joined(separator: "\n"),
+                             fix: "see each generation's fix above; the others are mounted")
+        }
     }
 
     /// Unmounts every mounted generation (stop); returns how many.
@@ -83,9 +119,22 @@ struct ErofsGenerations {
         return mounted.count
     }
 
+    /// The image, then its digest (a digest without its image is what
+    /// removeOrphanDigests finds).
     func remove(_ generation: Generation) throws {
         try unmount(generation)
         CrashPoint.reached("gc.generation-unmounted")
         try Files.remove(store.generation(generation))
+        try Files.remove(store.generation(generation) + Self.digestSuffix)
+    }
+
+    /// Removes the digests whose image an interrupted publish never renamed
+    /// into place, or an interrupted gc deleted already; returns their names.
+    func removeOrphanDigests() throws -> [String] {
+        let stable = try Descriptor.openDirectory(store.stable)
+        let names = try stable.entries()
+        let orphans = names.filter { $0.hasSuffix(Self.suffix + Self.digestSuffix) && !names.contains(String($0.dropLast(Self.digestSuffix.count))) }
+        for name in orphans { try stable.removeFile(name, path: joinPath(store.stable, name)) }
+        return orphans
     }
 }

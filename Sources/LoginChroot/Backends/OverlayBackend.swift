@@ -191,6 +191,7 @@ public final class OverlayBackend: SnapshotBackend {
     public func finishInterruptedPublishes() throws -> [String] {
         let stable = try Descriptor.openDirectory(store.stable)
         return try store.finishInterruptedPublishes { try Files.removeTree(parent: stable, name: $0) }
+            + (erofs?.removeOrphanDigests() ?? [])
     }
 
     public func usage() throws -> SpaceUsage { try store.usage() }
