@@ -318,7 +318,7 @@ def measure_erofs(cycles, trees, users):
                     row["publish_ns"].setdefault(lower, []).append(timed([kit.CLI, "publish", "--config", store.config]))
                     store.cli("gc")  # two generations kept: the disk stays bounded
             for lower, store in stores.items():
-                row["generation_bytes"][lower] = disk_bytes(current_generation_path(store))
+                row["generation_bytes"][lower] = disk_bytes(current_generation_path(store) + (".erofs" if store.erofs else ""))
             progress(f"erofs against directory, {image} image: login cycles")
             logins = {lower: Measurement([], "loginchroot", lower, image) for lower in stores}
             interleaved(*[(cycles, lambda n, lower=lower, store=store:
@@ -607,10 +607,10 @@ def measure_selinux(out_path, cycles):
 
 def measure_erofs_section(cycles):
     """The host part's erofs comparison alone, its section of BENCHMARKS.md replaced."""
+    os.makedirs(os.path.join(ROOT, ".build/bench"), exist_ok=True)
     with module_syslog(os.path.join(ROOT, ".build/bench/erofs.syslog")), kit.temporary_users(BENCH_USERS[:1]), \
             images() as trees:
         part = {"machine": machine(), "results": [], "erofs": measure_erofs(cycles, trees, BENCH_USERS[:1])}
-    os.makedirs(os.path.join(ROOT, ".build/bench"), exist_ok=True)
     with open(os.path.join(ROOT, ".build/bench/erofs.json"), "w") as f:
         json.dump(part, f)
     report.write_section(os.path.join(ROOT, "BENCHMARKS.md"), report.EROFS_HEADING, report.erofs_table([part]))

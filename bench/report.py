@@ -345,7 +345,9 @@ def erofs_table(parts):
              f"both stores, on the host (run {rows[0][0]['when']}, kernel {rows[0][0]['kernel']}): `loginchroot "
              "publish` (alternating between the stores; mkfs.erofs -zlz4hc against cp -a --reflink=auto of master, "
              "here on the host's ext4, where there is no reflink), the disk one generation takes (`du -B1`), and "
-             "login+logout cycles (interleaved). Times in ms, p50 / p95.", "",
+             "login+logout cycles (interleaved). Times in ms, p50 / p95. An erofs publish is mostly mkfs.erofs "
+             "compressing with lz4hc on one CPU; a directory publish is cp writing every byte of master again. "
+             "Logins differ by nothing but the lower layer's filesystem.", "",
              "| image | publish, directory | publish, erofs | erofs vs directory | generation on disk, directory | "
              "erofs | erofs vs directory | login+logout, directory | erofs | erofs vs directory |",
              "|---|---|---|---|---|---|---|---|---|---|"]

@@ -209,9 +209,17 @@ public enum Processes {
         let output = Descriptor(adopting: try sys("memfd_create", arguments[0]) { lc_memfd("loginchroot-output") })
         let pid = try spawn(arguments, environment: nil, output: output.raw)
         var status: Int32 = 0
+        // Short pauses first: most runs end within milliseconds, and a whole
+        // second's sleep made every publish take a whole number of seconds.
+        var pause = 1, sinceProgress = 0
         while try sys("waitpid", arguments[0], { waitpid(pid, &status, WNOHANG) }) == 0 {
-            sleep(milliseconds: 1000)
-            waiting()
+            sleep(milliseconds: pause)
+            sinceProgress += pause
+            if sinceProgress >= 1000 {
+                sinceProgress = 0
+                waiting()
+            }
+            pause = min(pause * 2, 50)
         }
         let size = try output.stat().st_size
         try sys("lseek", arguments[0]) { lseek(output.raw, max(0, size - 4096), SEEK_SET) }
