@@ -97,13 +97,23 @@ public struct Images {
     }
 
     /// Publishes master as the new current generation (labelled first when
-    /// SELinux is on). Open sessions keep theirs.
-    public func publish() throws -> Generation {
+    /// SELinux is on). Open sessions keep theirs. With `export`, the build
+    /// host's, the generation is then committed to the fleet's repository,
+    /// under the same master.lock; returns the commit too.
+    public func publish(export: FleetExport? = nil) throws -> (generation: Generation, commit: String?) {
         try backend.checkStore()
         let state = try StateStore(directory: config.stateDir)
         let lock = try state.masterLock()
         defer { withExtendedLifetime(lock) {} }
-        return try ImageLabels.publish(backend, state: state, log: log)
+        let generation = try ImageLabels.publish(backend, state: state, log: log)
+        guard let export else { return (generation, nil) }
+        do {
+            return (generation, try export.export(generation, of: backend, state: state, log: log))
+        } catch {
+            throw SetupError("\(generation) is published here but not exported: \(error)",
+                             fix: "once the cause is fixed, run 'loginchroot publish --export \(export.repository)' again "
+                                  + "(it exports a new generation of the same master)")
+        }
     }
 
     private static func empty(_ master: String) throws {

@@ -3,7 +3,7 @@
 import LoginChrootCore
 import LoginChrootPlatform
 
-public struct RequiredProgram: Equatable {
+public struct RequiredProgram: Equatable, Sendable {
     public var name: String
     public var package: String
     public init(_ name: String, in package: String) { self.name = name; self.package = package }

@@ -164,6 +164,18 @@ public struct Config: Equatable, Sendable {
     // [master]
     public var updateCommand = "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get -y dist-upgrade"
 
+    // [fleet]: OSTree delivery of the build host's generations (FleetExport).
+    /// The OSTree branch every generation is committed to.
+    public var fleetRef = "loginchroot/golden"
+    /// The GPG key (fingerprint or id) the build host signs commits and the
+    /// summary with; empty on login machines.
+    public var fleetSigningKey = ""
+    /// The GnuPG home directory that holds the signing key.
+    public var fleetGPGHome = "/etc/loginchroot/gpg"
+    /// How many commits of the branch the repository keeps (older ones are
+    /// pruned after each export; a static delta reaches each from its parent).
+    public var fleetKeepCommits = 5
+
     public init() {}
 
     public static let defaultBinds: [BindEntry] = [

@@ -98,7 +98,7 @@ public enum ConfigParser {
         var fix: String
     }
 
-    static let knownSections: Set<String> = ["store", "session", "overlay", "dm-thin", "binds", "master"]
+    static let knownSections: Set<String> = ["store", "session", "overlay", "dm-thin", "binds", "master", "fleet"]
 
     static func apply(section: String, key: String, value: String, to config: inout Config) throws {
         switch (section, key) {
@@ -184,6 +184,22 @@ public enum ConfigParser {
         case ("master", "update_command"):
             guard !value.isEmpty else { throw ValueProblem(problem: "update_command is empty", fix: "name the command that updates master") }
             config.updateCommand = value
+        case ("fleet", "ref"):
+            guard !value.isEmpty, !value.hasPrefix("/"), !value.hasSuffix("/"), !value.contains(".."),
+                  value.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0)
+                                                                   || "-_./".unicodeScalars.contains($0)) }) else {
+                throw ValueProblem(problem: "ref '\(value)' is not an OSTree branch name",
+                                   fix: "use letters, digits, '-', '_', '.' and '/' between names, like loginchroot/golden")
+            }
+            config.fleetRef = value
+        case ("fleet", "signing_key"):
+            guard value.unicodeScalars.allSatisfy({ $0.properties.isASCIIHexDigit }) else {
+                throw ValueProblem(problem: "signing_key '\(value)' is not a key id or fingerprint",
+                                   fix: "give the fingerprint 'gpg --homedir GPG_HOME --list-secret-keys' prints")
+            }
+            config.fleetSigningKey = value
+        case ("fleet", "gpg_home"): config.fleetGPGHome = try absolutePath(value, key: key)
+        case ("fleet", "keep_commits"): config.fleetKeepCommits = try integer(value, key: key, in: 1...1000)
         default:
             throw ValueProblem(problem: "unknown key '\(key)' in [\(section)]", fix: "see loginchroot.conf(5) for the keys of [\(section)]")
         }

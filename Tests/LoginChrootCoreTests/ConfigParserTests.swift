@@ -324,6 +324,31 @@ final class ConfigParserTests: XCTestCase {
                           problemContains: "lower = erofs, but the backend is btrfs")
     }
 
+    func testTheFleetSection() throws {
+        let defaults = try ConfigParser.parse("", file: "/etc/test.conf")
+        XCTAssertEqual(defaults.fleetRef, "loginchroot/golden")
+        XCTAssertEqual(defaults.fleetSigningKey, "", "no key: a login machine signs nothing")
+        XCTAssertEqual(defaults.fleetGPGHome, "/etc/loginchroot/gpg")
+        XCTAssertEqual(defaults.fleetKeepCommits, 5)
+        let config = try ConfigParser.parse("""
+            [fleet]
+            ref = lab/debian-12.x86_64
+            signing_key = 0123456789ABCDEFabcdef0123456789ABCDEF01
+            gpg_home = /srv/keys
+            keep_commits = 2
+            """, file: "/etc/test.conf")
+        XCTAssertEqual(config.fleetRef, "lab/debian-12.x86_64")
+        XCTAssertEqual(config.fleetSigningKey, "0123456789ABCDEFabcdef0123456789ABCDEF01")
+        XCTAssertEqual(config.fleetGPGHome, "/srv/keys")
+        XCTAssertEqual(config.fleetKeepCommits, 2)
+        for ref in ["", "/golden", "golden/", "a/../b", "gold en", "gold;en", "gölden"] {
+            assertConfigError("[fleet]\nref = \(ref)", line: 2, problemContains: "is not an OSTree branch name")
+        }
+        assertConfigError("[fleet]\nsigning_key = alice@example.org", line: 2, problemContains: "is not a key id or fingerprint")
+        assertConfigError("[fleet]\nkeep_commits = 0", line: 2, problemContains: "keep_commits")
+        assertConfigError("[fleet]\ngpg_home = keys", line: 2, problemContains: "absolute")
+    }
+
     func testTmpfsSizeWithDirectoryUpperIsAnError() {
         assertConfigError("[overlay]\nupper = /var/lib/upper\ntmpfs_size = 2G", line: 0, problemContains: "tmpfs_size is set but upper is a directory")
         assertConfigError("[overlay]\ntmpfs_size = 2G\nupper = /var/lib/upper", line: 0, problemContains: "tmpfs_size is set but upper is a directory")

@@ -9,12 +9,23 @@ struct Publish: ParsableCommand {
     @OptionGroup var global: GlobalOptions
     @OptionGroup var output: OutputOptions
 
+    @Option(name: .customLong("export"), help: ArgumentHelp(
+        "Also commit the new generation to the fleet's OSTree repository at this path (made if missing), signed with [fleet] signing_key.",
+        valueName: "repo"))
+    var repository: String?
+
     func run() throws {
         try requireRoot()
         let config = try global.load()
-        let generation = try reporting { try Images(config: config, log: printError).publish() }
-        if output.json { printJSON(["generation": generation.name]) } else {
+        let (generation, commit) = try reporting {
+            let export = try repository.map { try FleetExport(config: config, configPath: global.config, repository: $0) }
+            return try Images(config: config, log: printError).publish(export: export)
+        }
+        if output.json {
+            printJSON(["generation": generation.name, "commit": commit ?? ""])
+        } else {
             print("published \(generation); new logins get it")
+            if let commit, let repository { print("exported \(generation) to \(repository) as commit \(commit) of \(config.fleetRef)") }
         }
     }
 }
