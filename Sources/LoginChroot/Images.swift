@@ -96,6 +96,30 @@ public struct Images {
         return try ImageLabels.publish(backend, state: state, log: log)
     }
 
+    /// Fetches the fleet's newest commit and, unless it is the current
+    /// generation already, copies it into master and publishes it, all
+    /// under one master.lock. A failed fetch changes nothing; a failure
+    /// after it leaves the generations as they were (master is what the
+    /// next pull empties and fills again). Open sessions keep theirs.
+    public func update(pulling pull: FleetPull) throws -> FleetPull.Outcome {
+        try backend.checkStore()
+        let state = try StateStore(directory: config.stateDir)
+        let lock = try state.masterLock()
+        defer { withExtendedLifetime(lock) {} }
+        let commit = try pull.fetch(log: log)
+        let current = try? backend.currentGeneration()
+        if let current, try pull.isDeployed(commit, as: current) { return .upToDate(commit: commit, generation: current) }
+        try Roots.returningToThisNamespace {
+            let master = try ImageLabels.mountPrivately(try backend.masterLayout(), state: state, log: log)
+            try Images.empty(master)
+            CrashPoint.reached("pull.master-emptied")
+            try pull.checkout(commit, into: master)
+        }
+        let generation = try ImageLabels.publish(backend, state: state, log: log)
+        try pull.recordDeployed(commit, as: generation)
+        return .published(commit: commit, generation: generation)
+    }
+
     /// Publishes master as the new current generation (labelled first when
     /// SELinux is on). Open sessions keep theirs. With `export`, the build
     /// host's, the generation is then committed to the fleet's repository,
@@ -111,7 +135,7 @@ public struct Images {
             return (generation, try export.export(generation, of: backend, state: state, log: log))
         } catch {
             throw SetupError("\(generation) is published here but not exported: \(error)",
-                             fix: "once the cause is fixed, run 'loginchroot publish --export \(export.repository)' again "
+                             fix: "once the cause is fixed, run 'loginchroot publish --export \(export.repository.path)' again "
                                   + "(it exports a new generation of the same master)")
         }
     }

@@ -175,6 +175,14 @@ public struct Config: Equatable, Sendable {
     /// How many commits of the branch the repository keeps (older ones are
     /// pruned after each export; a static delta reaches each from its parent).
     public var fleetKeepCommits = 5
+    /// Where a login machine pulls from (the build host's repository, on a
+    /// web server); empty on the build host.
+    public var fleetURL = ""
+    /// The build host's public key, which every pulled commit and summary
+    /// must be signed with.
+    public var fleetKeyring = "/etc/loginchroot/fleet.asc"
+    /// How many times `update --pull` tries (each resumes the last).
+    public var fleetPullAttempts = 5
 
     public init() {}
 

@@ -200,6 +200,15 @@ public enum ConfigParser {
             config.fleetSigningKey = value
         case ("fleet", "gpg_home"): config.fleetGPGHome = try absolutePath(value, key: key)
         case ("fleet", "keep_commits"): config.fleetKeepCommits = try integer(value, key: key, in: 1...1000)
+        case ("fleet", "url"):
+            guard ["https://", "http://", "file:///"].contains(where: { value.hasPrefix($0) }),
+                  !value.unicodeScalars.contains(where: { $0 == " " || $0 == "\t" || $0 == "#" }) else {
+                throw ValueProblem(problem: "url '\(value)' is not an https://, http:// or file:/// address",
+                                   fix: "give the address of the build host's repository, like https://build.example.org/loginchroot")
+            }
+            config.fleetURL = value
+        case ("fleet", "keyring"): config.fleetKeyring = try absolutePath(value, key: key)
+        case ("fleet", "pull_attempts"): config.fleetPullAttempts = try integer(value, key: key, in: 1...100)
         default:
             throw ValueProblem(problem: "unknown key '\(key)' in [\(section)]", fix: "see loginchroot.conf(5) for the keys of [\(section)]")
         }

@@ -330,6 +330,17 @@ final class ConfigParserTests: XCTestCase {
         XCTAssertEqual(defaults.fleetSigningKey, "", "no key: a login machine signs nothing")
         XCTAssertEqual(defaults.fleetGPGHome, "/etc/loginchroot/gpg")
         XCTAssertEqual(defaults.fleetKeepCommits, 5)
+        XCTAssertEqual(defaults.fleetURL, "", "no url: the build host pulls nothing")
+        XCTAssertEqual(defaults.fleetKeyring, "/etc/loginchroot/fleet.asc")
+        XCTAssertEqual(defaults.fleetPullAttempts, 5)
+        let machine = try ConfigParser.parse("[fleet]\nurl = https://build.example.org/lc/repo\nkeyring = /srv/fleet.asc\n"
+                                             + "pull_attempts = 3\n", file: "/etc/test.conf")
+        XCTAssertEqual(machine.fleetURL, "https://build.example.org/lc/repo")
+        XCTAssertEqual(machine.fleetKeyring, "/srv/fleet.asc")
+        XCTAssertEqual(machine.fleetPullAttempts, 3)
+        for url in ["build.example.org/repo", "ftp://build/repo", "file://relative", "https://build/re po"] {
+            assertConfigError("[fleet]\nurl = \(url)", line: 2, problemContains: "is not an https://")
+        }
         let config = try ConfigParser.parse("""
             [fleet]
             ref = lab/debian-12.x86_64

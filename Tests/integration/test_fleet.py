@@ -1,43 +1,32 @@
-"""Fleet delivery over OSTree, the build host's half: `loginchroot publish
+"""Fleet delivery over OSTree. The build host's half: `loginchroot publish
 --export REPO` commits the new generation to an OSTree archive repository,
 signed with [fleet] signing_key, the generation's number in the commit's
 metadata; a static delta from the previous commit; the branch pruned to
 [fleet] keep_commits; the summary signed again. What a login machine pulls
 is checked here by ostree itself, pulling over file:// into a repository of
 the test's own with the public key (and with another key, which must fail).
+
+The login machines' half: `loginchroot update --pull` on two login stores
+(generations as directories and as erofs images), the repository served on 127.0.0.1 inside a network namespace of the test's
+own (lclab/fleet.py): a first pull that a login then sees, an update that
+travels as a static delta, refusals that change nothing (a flipped byte in
+an object, another key, an unsigned commit), HTTP errors and a server that
+dies mid-pull, two stores pulling at once, a session that keeps its
+generation through a pull, and a kill at each step of a pull.
 """
+import json
 import os
 import re
-import shutil
 import socket
 import subprocess
-import tempfile
 
 import pytest
 
-from lclab.harness import destroy_store, make_store, needs_backend, record, run
+from lclab.fleet import Keys, RepoServer, network_namespace, ostree, pull
+from lclab.harness import CLI, DEBUG_CLI, HeldSession, destroy_store, make_store, needs_backend, record
 
 pytestmark = needs_backend("overlay")
 REF = "loginchroot/golden"
-
-
-class Keys:
-    """A GnuPG home of the test's own, with one signing key (no passphrase)."""
-
-    def __init__(self, name):
-        self.home = tempfile.mkdtemp(prefix="lc-gpg-", dir="/var/lib")
-        os.chmod(self.home, 0o700)
-        run(["gpg", "--homedir", self.home, "--batch", "--passphrase", "", "--quick-gen-key", name, "ed25519", "sign",
-             "never"])
-        colons = run(["gpg", "--homedir", self.home, "--with-colons", "--list-secret-keys"]).stdout
-        self.fingerprint = re.search(r"^fpr:+([0-9A-F]+):", colons, re.M).group(1)
-        self.public = os.path.join(self.home, "public.asc")
-        with open(self.public, "w") as f:
-            f.write(run(["gpg", "--homedir", self.home, "--armor", "--export", self.fingerprint]).stdout)
-
-    def remove(self):
-        run(["gpgconf", "--homedir", self.home, "--kill", "gpg-agent"], check=False)
-        shutil.rmtree(self.home, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -59,17 +48,13 @@ def build_host(image_dir, keys):
     destroy_store(store)
 
 
-def ostree(repository, *args, check=True):
-    return run(["ostree", args[0], f"--repo={repository}", *args[1:]], check=check)
-
-
 def export(store, repository, debug=False, env=None):
     result = store.cli("publish", "--export", repository, debug=debug, check=False, env=env)
     match = re.search(r"exported (gen-\d+) to .* as commit (\w+) of ", result.stdout)
     return result, (match.groups() if match else (None, None))
 
 
-def pull(repository, key, into):
+def ostree_pull(repository, key, into):
     """A login machine's pull, by ostree alone: gpg-verify and
     gpg-verify-summary on, the public key `key` imported."""
     if not os.path.exists(into):
@@ -120,10 +105,10 @@ def test_publish_export_commits_signed_generations_with_deltas_and_prunes_the_br
             problems.append(f"{path} is in the commit")
 
     client = str(tmp_path / "client")
-    pulled = pull(repository, keys[0], client)
+    pulled = ostree_pull(repository, keys[0], client)
     if pulled.returncode != 0:
         problems.append(f"the control: a pull with the signing key's public half failed: {pulled.stderr}")
-    stranger = pull(repository, keys[1], str(tmp_path / "stranger"))
+    stranger = ostree_pull(repository, keys[1], str(tmp_path / "stranger"))
     if stranger.returncode == 0 or "signature" not in stranger.stderr.lower():
         problems.append(f"a pull with another key succeeded or failed for another reason: {stranger.stderr}")
 
@@ -140,12 +125,12 @@ def test_publish_export_commits_signed_generations_with_deltas_and_prunes_the_br
     killed, _ = export(store, repository, debug=True, env={**os.environ, "LOGINCHROOT_TEST_CRASH_AT": "export.committed"})
     if killed.returncode != -9:
         problems.append(f"the kill at export.committed did not happen ({killed.returncode}): {killed.stderr}")
-    pull(repository, keys[0], client)
+    ostree_pull(repository, keys[0], client)
     seen = ostree(client, "rev-parse", f"fleet:{REF}").stdout.strip()
     if seen != commit2:
         problems.append(f"after a kill before the summary, a client pulled {seen}, not {commit2}")
     _, (fourth, commit4) = export(store, repository)
-    pulled = pull(repository, keys[0], client)
+    pulled = ostree_pull(repository, keys[0], client)
     seen = ostree(client, "rev-parse", f"fleet:{REF}").stdout.strip()
     if pulled.returncode != 0 or seen != commit4:
         problems.append(f"after the next export a client pulled {seen} ({pulled.stderr}), not {commit4}")
@@ -178,3 +163,216 @@ def test_an_export_that_cannot_be_signed_publishes_nothing(build_host, image_dir
     ok, (generation, commit) = export(store, repository)  # the control
     assert ok.returncode == 0 and commit, ok.stderr
     assert subprocess.run(["ostree", "refs", f"--repo={repository}"], capture_output=True, text=True).stdout.split() == [REF]
+
+
+class Fleet:
+    """The build host's store and repository, its web server in a network
+    namespace, and two login stores that pull from it."""
+
+    def __init__(self, build_host, repository, netns, server, machines):
+        self.build_host, self.repository, self.netns, self.server, self.machines = \
+            build_host, repository, netns, server, machines
+
+    def export(self, text):
+        """Master's /etc/fleet says `text`; published and exported."""
+        with open(os.path.join(self.build_host.path, "master", "etc", "fleet"), "w") as f:
+            f.write(text + "\n")
+        result, (_, commit) = export(self.build_host, self.repository)
+        assert result.returncode == 0 and commit, result.stderr
+        return commit
+
+    def pull(self, machine, debug=False, env=None):
+        return pull(self.netns, DEBUG_CLI if debug else CLI, machine, env=env)
+
+
+def login_machine(image_dir, url, keyring, attempts, backend="overlay"):
+    return make_store(backend, image_dir, extra=f"\n[fleet]\nurl = {url}\nkeyring = {keyring}\npull_attempts = {attempts}\n")
+
+
+def current(store):
+    return json.loads(store.cli("status", "--json").stdout)["current"]
+
+
+def seen_by_a_login(store, user="lctest1"):
+    """What /etc/fleet says in a new root of `store`."""
+    session = HeldSession(store, user, before="cat /etc/fleet 2>&1")
+    session.wait_until_in(store)
+    status, output = session.finish()
+    assert status == 0, output
+    return "\n".join(line for line in output.splitlines() if not line.startswith('{"cycles"')).strip()
+
+
+@pytest.fixture
+def fleet(build_host, keys, image_dir, tmp_path):
+    store, repository = build_host
+    with network_namespace() as netns:
+        server = RepoServer(netns, repository, str(tmp_path / "requests.jsonl"))
+        machines = []
+        try:
+            # The second publishes each pulled commit as an erofs generation.
+            machines += [login_machine(image_dir, server.url, keys[0].public, 4, backend)
+                         for backend in ("overlay", "overlay-erofs")]
+            server.start()
+            yield Fleet(store, repository, netns, server, machines)
+        finally:
+            server.stop()
+            for machine in machines:
+                destroy_store(machine)
+
+
+def test_login_machines_pull_the_signed_commit_and_the_next_one_as_a_static_delta(fleet):
+    with open(os.path.join(fleet.build_host.path, "master", "srv", "bulk"), "wb") as f:
+        f.write(os.urandom(2 << 20))  # what the second commit does not change
+    first = fleet.export("one")
+    a, b = fleet.machines
+    problems = []
+    pulled = fleet.pull(a)
+    if pulled.returncode != 0 or f"pulled commit {first}" not in pulled.stdout or current(a) != "gen-2":
+        problems.append(f"the first pull: {pulled.returncode} {pulled.stdout}{pulled.stderr}")
+    elif seen_by_a_login(a) != "one":
+        problems.append(f"a login after the first pull sees {seen_by_a_login(a)!r}, not 'one'")
+    again = fleet.pull(a)
+    if again.returncode != 0 or "up to date: gen-2" not in again.stdout or current(a) != "gen-2":
+        problems.append(f"a pull with nothing new published something: {again.stdout}{again.stderr}")
+
+    # The next commit: machine a has the previous one and fetches the
+    # static delta; machine b, which has nothing, fetches every object.
+    second = fleet.export("two")
+    before = len(fleet.server.requests())
+    fleet.pull(a)
+    by_delta = fleet.server.requests()[before:]
+    before = len(fleet.server.requests())
+    fleet.pull(b)
+    by_objects = fleet.server.requests()[before:]
+    delta_bytes, object_bytes = (sum(r["bytes"] for r in got) for got in (by_delta, by_objects))
+    if not any(r["path"].startswith("/deltas/") for r in by_delta) or delta_bytes * 2 > object_bytes:
+        problems.append(f"the update moved {delta_bytes} bytes ({[r['path'] for r in by_delta][:8]}), "
+                        f"a fresh pull {object_bytes}: no static delta used, or it saved nothing")
+    for machine, generation in ((a, "gen-3"), (b, "gen-2")):
+        if current(machine) != generation or seen_by_a_login(machine) != "two":
+            problems.append(f"after the second commit {second}, {machine.base} is at {current(machine)}")
+    record("fleet: update --pull publishes the signed commit, a login sees it; the next commit travels as a static "
+           "delta", "overlay", 1, 1 - bool(problems), [],
+           f"update by delta {delta_bytes} bytes, by objects {object_bytes} bytes", problems)
+    assert not problems, "\n".join(problems)
+
+
+def flip_a_byte(repository):
+    """Flips one byte in the middle of the largest file object; returns how to undo it."""
+    objects = [os.path.join(d, n) for d, _, names in os.walk(os.path.join(repository, "objects")) for n in names
+               if n.endswith(".filez")]
+    path = max(objects, key=os.path.getsize)
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+    def undo():
+        with open(path, "r+b") as f:
+            f.seek(os.path.getsize(path) // 2)
+            f.write(byte)
+    return undo
+
+
+def test_a_flipped_byte_another_key_and_an_unsigned_commit_are_refused_and_change_nothing(fleet, keys, image_dir):
+    a, _ = fleet.machines
+    fleet.export("one")
+    problems = []
+    undo = flip_a_byte(fleet.repository)
+    corrupt = fleet.pull(a)
+    if corrupt.returncode == 0 or current(a) != "gen-1":
+        problems.append(f"a pull of a corrupt object: {corrupt.returncode}, current {current(a)}: {corrupt.stdout}")
+    undo()
+    mended = fleet.pull(a)
+    if mended.returncode != 0 or current(a) != "gen-2":
+        problems.append(f"the control: with the byte back the pull failed: {mended.stderr}")
+
+    stranger = login_machine(image_dir, fleet.server.url, keys[1].public, 1)
+    try:
+        refused = fleet.pull(stranger)
+        if refused.returncode == 0 or current(stranger) != "gen-1" or "signature" not in refused.stderr.lower():
+            problems.append(f"a pull trusting another key: {refused.returncode}, current {current(stranger)}: {refused.stderr}")
+    finally:
+        destroy_store(stranger)
+
+    # A commit on the branch that nobody signed (the summary is signed).
+    tree = os.path.join(fleet.build_host.base, "unsigned")
+    os.makedirs(os.path.join(tree, "etc"))
+    ostree(fleet.repository, "commit", f"--branch={REF}", f"--tree=dir={tree}", "--subject=unsigned")
+    ostree(fleet.repository, "summary", "--update", f"--gpg-sign={keys[0].fingerprint}", f"--gpg-homedir={keys[0].home}")
+    unsigned = fleet.pull(a)
+    if unsigned.returncode == 0 or current(a) != "gen-2" or "signature" not in unsigned.stderr.lower():
+        problems.append(f"a pull of an unsigned commit: {unsigned.returncode}, current {current(a)}: {unsigned.stderr}")
+    if seen_by_a_login(a) != "one":
+        problems.append("after the refusals a login does not see the last good commit")
+    record("fleet: a flipped byte in an object, another key and an unsigned commit are refused; current stays",
+           "overlay", 1, 1 - bool(problems), [], "", problems)
+    assert not problems, "\n".join(problems)
+
+
+def test_http_errors_a_server_dying_mid_pull_and_two_stores_at_once(fleet):
+    a, b = fleet.machines
+    first = fleet.export("one")
+    problems = []
+    fleet.server.start("--fail-first", "3")
+    erring = fleet.pull(a)
+    if erring.returncode != 0 or current(a) != "gen-2":
+        problems.append(f"a pull through three 503s did not finish: {erring.stderr}")
+    # The server dies in the middle of its fifth answer; the pull's next
+    # attempt (after a pause) finds it started again.
+    fleet.server.start("--die-after", "5")
+    dying = subprocess.Popen(["nsenter", f"--net={fleet.netns}", CLI, "update", "--pull", "--config", b.config],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    fleet.server.process.wait(timeout=120)
+    fleet.server.start()
+    out, err = dying.communicate(timeout=300)
+    if dying.returncode != 0 or current(b) != "gen-2" or "pull attempt 1 of 4 failed" not in err:
+        problems.append(f"a pull whose server died mid-answer: {dying.returncode}, current {current(b)}: {out}{err}")
+    # Both at once, on the next commit.
+    second = fleet.export("two")
+    both = [subprocess.Popen(["nsenter", f"--net={fleet.netns}", CLI, "update", "--pull", "--config", m.config],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for m in (a, b)]
+    results = [p.communicate(timeout=300) + (p.returncode,) for p in both]
+    if any(code != 0 or f"pulled commit {second}" not in out for out, _, code in results):
+        problems.append(f"two stores pulling at once: {results}")
+    if [current(a), current(b)] != ["gen-3", "gen-3"] or first == second:
+        problems.append(f"after pulling at once the stores are at {current(a)}, {current(b)}")
+    record("fleet: update --pull through HTTP errors, a server that dies mid-answer, two stores at once",
+           "overlay", 1, 1 - bool(problems), [], "", problems)
+    assert not problems, "\n".join(problems)
+
+
+def test_a_session_keeps_its_generation_through_a_pull_and_a_kill_at_each_step_leaves_nothing_half(fleet):
+    a, _ = fleet.machines
+    fleet.export("one")
+    assert fleet.pull(a).returncode == 0
+    problems = []
+    held = HeldSession(a, "lctest1", before="cat /etc/fleet", after="cat /etc/fleet")
+    try:
+        held.wait_until_in(a)
+        fleet.export("two")
+        pulled = fleet.pull(a)
+        if pulled.returncode != 0 or seen_by_a_login(a, "lctest2") != "two":
+            problems.append(f"a new login after the pull does not see the new commit: {pulled.stderr}")
+    finally:
+        status, output = held.finish()
+    if status != 0 or output.split()[:2] != ["one", "one"]:
+        problems.append(f"a session open through the pull saw {output!r}, not its own generation's 'one' twice")
+
+    # A kill at each step of a pull; `start` then leaves no half
+    # generation, and the next pull publishes the commit.
+    for step in ("pull.fetched", "pull.master-emptied", "publish.snapshot-made", "publish.renamed"):
+        fleet.export(f"at {step}")
+        before = current(a)
+        killed = fleet.pull(a, debug=True, env={**os.environ, "LOGINCHROOT_TEST_CRASH_AT": step})
+        a.cli("start")
+        stable = sorted(os.listdir(os.path.join(a.path, "stable")))
+        if killed.returncode != -9 or any(name.endswith(".tmp") for name in stable) or current(a) not in (before, stable[-1]):
+            problems.append(f"killed at {step} ({killed.returncode}): current {current(a)}, stable/ {stable}")
+        again = fleet.pull(a)
+        if again.returncode != 0 or seen_by_a_login(a) != f"at {step}":
+            problems.append(f"after the kill at {step} the next pull: {again.stdout}{again.stderr}")
+    record("fleet: a session keeps its generation through a pull; a kill at each step of a pull leaves no half "
+           "generation after start, and the next pull publishes", "overlay", 1, 1 - bool(problems), [], "", problems)
+    assert not problems, "\n".join(problems)

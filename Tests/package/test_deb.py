@@ -58,6 +58,7 @@ def test_the_package_holds_what_an_admin_needs(unpacked):
                 "etc/loginchroot/loginchroot.conf", "usr/share/pam-configs/loginchroot",
                 "lib/systemd/system/loginchroot.service", "lib/systemd/system/loginchroot-gc.service",
                 "lib/systemd/system/loginchroot-gc.timer", "lib/systemd/system/user@.service.d/loginchroot.conf",
+                "lib/systemd/system/loginchroot-pull.service", "lib/systemd/system/loginchroot-pull.timer",
                 "usr/share/polkit-1/rules.d/50-loginchroot.rules", "usr/share/doc/loginchroot/copyright",
                 "usr/share/selinux/packages/loginchroot.pp", "usr/share/doc/loginchroot/selinux/loginchroot.fc"]
     missing = [path for path in expected if not os.path.isfile(os.path.join(unpacked, path))]
@@ -140,8 +141,11 @@ def test_installed_enabled_removed_and_purged_as_an_admin_does(system, deb):
     assert pam_files(system) == before, "installing must change nothing in /etc/pam.d (Default: no)"
     assert in_system(system, "systemctl is-enabled loginchroot.service").stdout.strip() == "enabled"
     assert in_system(system, "systemctl is-enabled loginchroot-gc.timer").stdout.strip() == "enabled"
+    # Only a fleet's login machines pull: the admin enables it there.
+    assert in_system(system, "systemctl is-enabled loginchroot-pull.timer || true").stdout.strip() == "disabled"
     units = " ".join(f"/lib/systemd/system/{name}"
-                     for name in ("loginchroot.service", "loginchroot-gc.service", "loginchroot-gc.timer"))
+                     for name in ("loginchroot.service", "loginchroot-gc.service", "loginchroot-gc.timer",
+                                  "loginchroot-pull.service", "loginchroot-pull.timer"))
     verified = run(["systemd-analyze", "verify", "--man=no", f"--root={system}", *units.split()], check=False)
     assert verified.returncode == 0 and not verified.stderr.strip(), f"systemd-analyze verify:\n{verified.stderr}"
 

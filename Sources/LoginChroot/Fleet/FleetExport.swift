@@ -3,8 +3,7 @@
 // to the login machines. Each commit carries the generation's number and a
 // GPG signature; a static delta leads to it from the previous commit; the
 // branch keeps [fleet] keep_commits commits; the summary is signed again.
-// All of it through /usr/bin/ostree (the engine, not a copy of it), from the
-// CLI only: the PAM module never loads libostree.
+// All of it through /usr/bin/ostree (OSTreeRepository).
 import Glibc
 import LoginChrootCore
 import LoginChrootPlatform
@@ -15,7 +14,7 @@ public struct FleetExport {
     /// The commit metadata key that carries the generation's number.
     public static let generationKey = "loginchroot.generation"
     let config: Config
-    let repository: String
+    let repository: OSTreeRepository
 
     /// Checks what an export needs before anything is published: the
     /// programs, an absolute repository path, a signing key.
@@ -32,7 +31,7 @@ public struct FleetExport {
         }
         try RequiredPrograms.require(Self.programs)
         self.config = config
-        self.repository = repository
+        self.repository = OSTreeRepository(path: repository)
     }
 
     /// Commits `generation` to the branch (read from a read-only mount in a
@@ -45,11 +44,8 @@ public struct FleetExport {
     /// enough that the admin decides).
     public func export(_ generation: Generation, of backend: SnapshotBackend, state: StateStore,
                        log: @escaping (String) -> Void) throws -> String {
-        if !Files.exists(joinPath(repository, "config")) {
-            try Files.makeDirectories(repository)
-            try ostree("init", ["--mode=archive"])
-        }
-        let parent = try ostree("refs", []).contains(config.fleetRef) ? try ostree("rev-parse", [config.fleetRef]).last : nil
+        try repository.createIfMissing(mode: "archive")
+        let parent = try repository.head(of: config.fleetRef)
         let signing = ["--gpg-sign=" + config.fleetSigningKey, "--gpg-homedir=" + config.fleetGPGHome]
         try Roots.returningToThisNamespace {
             let tree = try ImageLabels.mountPrivately(try backend.generationLayout(generation), state: state, log: log)
@@ -66,29 +62,18 @@ public struct FleetExport {
                                  + "(or find failed, exit \(special.status)):\n\(special.output)",
                                  fix: "remove them from master ('loginchroot master run -- rm PATH'), then publish --export again")
             }
-            try ostree("commit", ["--branch=" + config.fleetRef, "--tree=dir=" + tree,
+            try repository.run("commit", ["--branch=" + config.fleetRef, "--tree=dir=" + tree,
                                   "--subject=loginchroot \(generation)",
                                   "--add-metadata-string=\(Self.generationKey)=\(generation.number)"] + signing)
         }
-        guard let commit = try ostree("rev-parse", [config.fleetRef]).last else {
-            throw SetupError("ostree rev-parse printed no commit for \(config.fleetRef) in \(repository)", fix: "run 'ostree refs --repo=\(repository)'")
+        guard let commit = try repository.head(of: config.fleetRef) else {
+            throw SetupError("the commit just made is not on \(config.fleetRef) in \(repository.path)",
+                             fix: "run 'ostree refs --repo=\(repository.path)'")
         }
         CrashPoint.reached("export.committed")
-        if let parent { try ostree("static-delta", ["generate", "--from=" + parent, "--to=" + commit]) }
-        try ostree("prune", ["--refs-only", "--depth=\(config.fleetKeepCommits - 1)"])
-        try ostree("summary", ["--update"] + signing)
+        if let parent { try repository.run("static-delta", ["generate", "--from=" + parent, "--to=" + commit]) }
+        try repository.run("prune", ["--refs-only", "--depth=\(config.fleetKeepCommits - 1)"])
+        try repository.run("summary", ["--update"] + signing)
         return commit
-    }
-
-    /// Runs `ostree COMMAND --repo=REPOSITORY ARGUMENTS`; returns the lines
-    /// it printed (its last 4 KiB), trimmed.
-    @discardableResult
-    private func ostree(_ command: String, _ arguments: [String]) throws -> [String] {
-        let outcome = try Processes.runQuietly(["ostree", command, "--repo=" + repository] + arguments)
-        guard outcome.status == 0 else {
-            throw SetupError("ostree \(command) in \(repository) failed (exit \(outcome.status)):\n\(outcome.output)",
-                             fix: "see ostree's words above")
-        }
-        return outcome.output.split(separator: "\n").map { $0.trimmed }
     }
 }
