@@ -169,9 +169,9 @@ class Fleet:
     """The build host's store and repository, its web server in a network
     namespace, and two login stores that pull from it."""
 
-    def __init__(self, build_host, repository, netns, server, machines):
-        self.build_host, self.repository, self.netns, self.server, self.machines = \
-            build_host, repository, netns, server, machines
+    def __init__(self, build_host, repository, keys, netns, server, machines):
+        self.build_host, self.repository, self.keys, self.netns, self.server, self.machines = \
+            build_host, repository, keys, netns, server, machines
 
     def export(self, text):
         """Master's /etc/fleet says `text`; published and exported."""
@@ -213,14 +213,14 @@ def fleet(build_host, keys, image_dir, tmp_path):
             machines += [login_machine(image_dir, server.url, keys[0].public, 4, backend)
                          for backend in ("overlay", "overlay-erofs")]
             server.start()
-            yield Fleet(store, repository, netns, server, machines)
+            yield Fleet(store, repository, keys[0], netns, server, machines)
         finally:
             server.stop()
             for machine in machines:
                 destroy_store(machine)
 
 
-def test_login_machines_pull_the_signed_commit_and_the_next_one_as_a_static_delta(fleet):
+def test_login_machines_pull_the_signed_commit_the_next_one_as_a_static_delta_and_a_rollback(fleet):
     with open(os.path.join(fleet.build_host.path, "master", "srv", "bulk"), "wb") as f:
         f.write(os.urandom(2 << 20))  # what the second commit does not change
     first = fleet.export("one")
@@ -251,8 +251,18 @@ def test_login_machines_pull_the_signed_commit_and_the_next_one_as_a_static_delt
     for machine, generation in ((a, "gen-3"), (b, "gen-2")):
         if current(machine) != generation or seen_by_a_login(machine) != "two":
             problems.append(f"after the second commit {second}, {machine.base} is at {current(machine)}")
+
+    # A rollback as the README gives it: the first commit's tree committed
+    # again on the branch, signed, and the summary signed again.
+    keys = fleet.keys
+    ostree(fleet.repository, "commit", f"--branch={REF}", f"--tree=ref={first}", "--subject=rollback",
+           f"--gpg-sign={keys.fingerprint}", f"--gpg-homedir={keys.home}")
+    ostree(fleet.repository, "summary", "--update", f"--gpg-sign={keys.fingerprint}", f"--gpg-homedir={keys.home}")
+    rolled = fleet.pull(a)
+    if rolled.returncode != 0 or current(a) != "gen-4" or seen_by_a_login(a) != "one":
+        problems.append(f"the rollback to {first}: {rolled.stdout}{rolled.stderr}, current {current(a)}")
     record("fleet: update --pull publishes the signed commit, a login sees it; the next commit travels as a static "
-           "delta", "overlay", 1, 1 - bool(problems), [],
+           "delta; a rollback (the first commit's tree committed again) reaches the next login", "overlay", 1, 1 - bool(problems), [],
            f"update by delta {delta_bytes} bytes, by objects {object_bytes} bytes", problems)
     assert not problems, "\n".join(problems)
 
