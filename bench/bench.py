@@ -9,8 +9,8 @@ as `make bench` does:
     bench.py measure host|lab|system OUT.json   one part (the lab part runs
                                          in the VM lab; system boots the full-system lab)
     bench.py report OUT.md JSON...       the report from parts already measured
-    bench.py selinux-section | erofs-section   one comparison alone, its
-                                         section of BENCHMARKS.md replaced
+    bench.py selinux-section | images-section   one comparison alone, its
+                                         section(s) of BENCHMARKS.md replaced
 
 Every figure of a comparison comes from the same run, measured in
 interleaved rounds so that a noisy stretch of the machine hits both sides.
@@ -33,6 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 import report
 from lclab import harness as kit  # the test harness's stores, users and held sessions
+from lclab import fleet as fleet_kit  # keys, a network namespace and a web server for the fleet
 from lclab import systemlab  # the full-system lab: a booted Debian 12 with systemd
 from lclab.clients import SshClient
 
@@ -247,6 +248,7 @@ def measure_host(out_path, cycles):
                     kit.destroy_store(store)
         extra["load"] = measure_load(50)
         extra["erofs"] = measure_erofs(cycles, trees, users)
+        extra["fleet"] = measure_fleet(trees)
     with open(out_path, "w") as f:
         json.dump({"machine": machine(), "results": results, **extra}, f)
 
@@ -330,6 +332,50 @@ def measure_erofs(cycles, trees, users):
             for store in stores.values():
                 kit.destroy_store(store)
     return found
+
+
+def measure_fleet(trees):
+    """Fleet delivery on the large image: `publish --export` against a plain
+    `publish` of the same master (alternating), then two login stores
+    pulling from a web server on 127.0.0.1 in a network namespace: the
+    first pull (every object) and the next commit's (its static delta),
+    timed, with the bytes the server sent."""
+    keys = fleet_kit.Keys("loginchroot bench")
+    build_host = kit.make_store("overlay", trees["large"], image_size="4G",
+                                extra=f"\n[fleet]\nsigning_key = {keys.fingerprint}\ngpg_home = {keys.home}\n")
+    repository = os.path.join(build_host.base, "repo")
+    found = {"image": "large", "publish_ns": [], "export_ns": []}
+    try:
+        for _ in range(3):
+            progress("fleet: publish, then publish --export")
+            found["publish_ns"].append(timed([kit.CLI, "publish", "--config", build_host.config]))
+            found["export_ns"].append(timed([kit.CLI, "publish", "--export", repository, "--config", build_host.config]))
+            build_host.cli("gc")
+        with fleet_kit.network_namespace() as netns:
+            server = fleet_kit.RepoServer(netns, repository, os.path.join(build_host.base, "requests.jsonl"))
+            machine = kit.make_store("overlay", trees["small"], extra=f"\n[fleet]\nurl = {server.url}\n"
+                                                                     f"keyring = {keys.public}\n")
+            try:
+                server.start()
+                for kind in ("first", "delta"):
+                    if kind == "delta":
+                        with open(os.path.join(build_host.path, "master", "etc", "fleet-bench"), "w") as f:
+                            f.write("the next commit\n")
+                        kit.run([kit.CLI, "publish", "--export", repository, "--config", build_host.config])
+                    progress(f"fleet: update --pull, {kind}")
+                    sent = len(server.requests())
+                    start = time.monotonic_ns()
+                    pulled = fleet_kit.pull(netns, kit.CLI, machine)
+                    found[f"pull_{kind}_ns"] = time.monotonic_ns() - start
+                    assert pulled.returncode == 0, pulled.stderr
+                    found[f"pull_{kind}_bytes"] = sum(r["bytes"] for r in server.requests()[sent:])
+            finally:
+                server.stop()
+                kit.destroy_store(machine)
+    finally:
+        kit.destroy_store(build_host)
+        keys.remove()
+    return [found]
 
 
 def disk_bytes(path):
@@ -605,15 +651,18 @@ def measure_selinux(out_path, cycles):
         json.dump({"machine": info, "results": [], "selinux": runs}, f)
 
 
-def measure_erofs_section(cycles):
-    """The host part's erofs comparison alone, its section of BENCHMARKS.md replaced."""
+def measure_images_section(cycles):
+    """The host part's erofs and fleet comparisons alone, their sections of
+    BENCHMARKS.md replaced."""
     os.makedirs(os.path.join(ROOT, ".build/bench"), exist_ok=True)
-    with module_syslog(os.path.join(ROOT, ".build/bench/erofs.syslog")), kit.temporary_users(BENCH_USERS[:1]), \
+    with module_syslog(os.path.join(ROOT, ".build/bench/images.syslog")), kit.temporary_users(BENCH_USERS[:1]), \
             images() as trees:
-        part = {"machine": machine(), "results": [], "erofs": measure_erofs(cycles, trees, BENCH_USERS[:1])}
-    with open(os.path.join(ROOT, ".build/bench/erofs.json"), "w") as f:
+        part = {"machine": machine(), "results": [], "erofs": measure_erofs(cycles, trees, BENCH_USERS[:1]),
+                "fleet": measure_fleet(trees)}
+    with open(os.path.join(ROOT, ".build/bench/images.json"), "w") as f:
         json.dump(part, f)
-    report.write_section(os.path.join(ROOT, "BENCHMARKS.md"), report.EROFS_HEADING, report.erofs_table([part]))
+    for heading, table in ((report.EROFS_HEADING, report.erofs_table), (report.FLEET_HEADING, report.fleet_table)):
+        report.write_section(os.path.join(ROOT, "BENCHMARKS.md"), heading, table([part]))
 
 
 def run_all(cycles, skip_lab):
@@ -643,8 +692,8 @@ def main():
     m.add_argument("tier", choices=["host", "lab", "system", "selinux"])
     m.add_argument("out")
     sub.add_parser("selinux-section", help="measure the SELinux part alone and replace its section of BENCHMARKS.md")
-    sub.add_parser("erofs-section", help="measure erofs generations against a directory lower alone and replace "
-                                         "their section of BENCHMARKS.md")
+    sub.add_parser("images-section", help="measure erofs generations against a directory lower, and fleet "
+                                          "delivery, alone, and replace their sections of BENCHMARKS.md")
     r = sub.add_parser("report")
     r.add_argument("out")
     r.add_argument("parts", nargs="+")
@@ -660,8 +709,8 @@ def main():
         measure_selinux(part_path, args.cycles)
         report.write_section(os.path.join(ROOT, "BENCHMARKS.md"), report.SELINUX_HEADING,
                              report.selinux_table([json.load(open(part_path))]))
-    elif args.command == "erofs-section":
-        measure_erofs_section(args.cycles)
+    elif args.command == "images-section":
+        measure_images_section(args.cycles)
     elif args.command == "report":
         print("\n".join(report.write(args.out, [json.load(open(p)) for p in args.parts])))
     else:

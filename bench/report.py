@@ -123,6 +123,7 @@ def write(path, parts):
     out += ssh_table(parts)
     out += selinux_table(parts)
     out += erofs_table(parts)
+    out += fleet_table(parts)
     out += memory_table(parts)
     out += raw_samples(rows, parts)
     with open(path, "w") as f:
@@ -362,6 +363,33 @@ def erofs_table(parts):
                 cells.append(f"{statistics.median(erofs) / statistics.median(directory):.2f}x")
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
+
+
+FLEET_HEADING = "## Fleet delivery over OSTree"
+
+
+def fleet_table(parts):
+    rows = [(p["machine"], r) for p in parts for r in p.get("fleet", [])]
+    if not rows:
+        return []
+    machine, row = rows[0]
+    publish, export = statistics.median(row["publish_ns"]), statistics.median(row["export_ns"])
+    lines = [FLEET_HEADING, "",
+             f"On the host (run {machine['when']}), the large image: the build host's `publish --export` against a "
+             f"plain `publish` of the same master ({len(row['publish_ns'])} of each, alternating; the first export "
+             "commits every object, the later ones only what changed, and each makes a static delta and signs), "
+             "then a login store's `update --pull` from a web server on 127.0.0.1 in a network namespace: the "
+             "first pull (every object) and the next one, after a commit that changed one file (its static delta). "
+             "A pull's time includes the copy into master and the publish.", "",
+             "| | measured | against |", "|---|---|---|",
+             f"| publish --export, p50 (ms) | {ms(export)} | publish {ms(publish)}: {export / publish:.2f}x |",
+             f"| first export (ms) | {ms(row['export_ns'][0])} | |",
+             f"| update --pull, first (ms) | {ms(row['pull_first_ns'])} | |",
+             f"| update --pull, next commit (ms) | {ms(row['pull_delta_ns'])} | first pull: "
+             f"{row['pull_delta_ns'] / row['pull_first_ns']:.2f}x |",
+             f"| bytes sent, next commit | {row['pull_delta_bytes']} | first pull {row['pull_first_bytes']}: "
+             f"{row['pull_delta_bytes'] / row['pull_first_bytes']:.4f}x |", ""]
+    return lines
 
 
 def memory_table(parts):

@@ -96,17 +96,20 @@ public struct Images {
         return try ImageLabels.publish(backend, state: state, log: log)
     }
 
-    /// Fetches the fleet's newest commit and, unless it is the current
-    /// generation already, copies it into master and publishes it, all
-    /// under one master.lock. A failed fetch changes nothing; a failure
-    /// after it leaves the generations as they were (master is what the
-    /// next pull empties and fills again). Open sessions keep theirs.
+    /// Fetches the fleet's newest commit (under the fleet lock only: the
+    /// network may take minutes) and, unless it is the current generation
+    /// already, copies it into master and publishes it under master.lock.
+    /// A failed fetch changes nothing; a failure after it leaves the
+    /// generations as they were (master is what the next pull empties and
+    /// fills again). Open sessions keep theirs.
     public func update(pulling pull: FleetPull) throws -> FleetPull.Outcome {
         try backend.checkStore()
         let state = try StateStore(directory: config.stateDir)
+        let fleetLock = try state.fleetLock()
+        defer { withExtendedLifetime(fleetLock) {} }
+        let commit = try pull.fetch(log: log)
         let lock = try state.masterLock()
         defer { withExtendedLifetime(lock) {} }
-        let commit = try pull.fetch(log: log)
         let current = try? backend.currentGeneration()
         if let current, try pull.isDeployed(commit, as: current) { return .upToDate(commit: commit, generation: current) }
         try Roots.returningToThisNamespace {
@@ -117,6 +120,7 @@ public struct Images {
         }
         let generation = try ImageLabels.publish(backend, state: state, log: log)
         try pull.recordDeployed(commit, as: generation)
+        try pull.pruneHistory()
         return .published(commit: commit, generation: generation)
     }
 

@@ -199,7 +199,9 @@ public enum ConfigParser {
             }
             config.fleetSigningKey = value
         case ("fleet", "gpg_home"): config.fleetGPGHome = try absolutePath(value, key: key)
-        case ("fleet", "keep_commits"): config.fleetKeepCommits = try integer(value, key: key, in: 1...1000)
+        case ("fleet", "keep_commits"):
+            // 2 at least: the summary clients hold names the previous commit until the new one is signed.
+            config.fleetKeepCommits = try integer(value, key: key, in: 2...1000)
         case ("fleet", "url"):
             guard ["https://", "http://", "file:///"].contains(where: { value.hasPrefix($0) }),
                   !value.unicodeScalars.contains(where: { $0 == " " || $0 == "\t" || $0 == "#" }) else {

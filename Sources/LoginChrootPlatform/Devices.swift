@@ -131,18 +131,28 @@ public enum Verity {
         }
     }
 
-    /// "sha256:HEX", or nil when the file has no fs-verity (or its
-    /// filesystem none at all).
-    public static func digest(of fd: Descriptor, path: String) throws -> String? {
+    /// What fs-verity says of a file.
+    public enum Seal: Equatable {
+        /// Sealed; its digest, "sha256:HEX".
+        case sealed(String)
+        /// Not sealed, on a filesystem that has fs-verity.
+        case unsealed
+        /// Its filesystem (or this kernel) has no fs-verity.
+        case unsupported
+    }
+
+    public static func seal(of fd: Descriptor, path: String) throws -> Seal {
         var digest = [UInt8](repeating: 0, count: 64)
         let size: Int32
         do {
             size = try sys("FS_IOC_MEASURE_VERITY", path) { lc_verity_measure(fd.raw, &digest, Int32(digest.count)) }
-        } catch let error as SystemError where [ENODATA, EOPNOTSUPP, ENOTTY].contains(error.errno) {
-            return nil
+        } catch let error as SystemError where error.errno == ENODATA {
+            return .unsealed
+        } catch let error as SystemError where [EOPNOTSUPP, ENOTTY].contains(error.errno) {
+            return .unsupported
         }
         let hex = Array("0123456789abcdef")
-        return "sha256:" + String(digest.prefix(Int(size)).flatMap { [hex[Int($0 >> 4)], hex[Int($0 & 15)]] })
+        return .sealed("sha256:" + String(digest.prefix(Int(size)).flatMap { [hex[Int($0 >> 4)], hex[Int($0 & 15)]] }))
     }
 }
 

@@ -356,7 +356,7 @@ final class ConfigParserTests: XCTestCase {
             assertConfigError("[fleet]\nref = \(ref)", line: 2, problemContains: "is not an OSTree branch name")
         }
         assertConfigError("[fleet]\nsigning_key = alice@example.org", line: 2, problemContains: "is not a key id or fingerprint")
-        assertConfigError("[fleet]\nkeep_commits = 0", line: 2, problemContains: "keep_commits")
+        assertConfigError("[fleet]\nkeep_commits = 1", line: 2, problemContains: "keep_commits")
         assertConfigError("[fleet]\ngpg_home = keys", line: 2, problemContains: "absolute")
     }
 

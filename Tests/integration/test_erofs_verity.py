@@ -111,8 +111,8 @@ def test_publish_seals_each_image_and_start_refuses_one_that_is_not_what_publish
         pass
 
     # Another image in its place (made and sealed as publish would), then
-    # the same bytes without the seal: start mounts neither, a login is
-    # refused; the original back, both work again.
+    # the same bytes without the seal, then also without the record: start
+    # mounts none, a login is refused; the original back, both work again.
     store.cli("stop")
     aside = image + ".original"
     os.rename(image, aside)
@@ -130,6 +130,15 @@ def test_publish_seals_each_image_and_start_refuses_one_that_is_not_what_publish
     unsealed = store.cli("start", check=False)
     if unsealed.returncode == 0 or "gen-1.erofs has no fs-verity" not in unsealed.stdout + unsealed.stderr:
         problems.append(f"start with the image's bytes unsealed: {unsealed.returncode} {unsealed.stdout}{unsealed.stderr}")
+    # The unsealed bytes with the record gone too: still refused, since the
+    # store's filesystem has fs-verity and publish seals every image there.
+    record_text = open(digest_file).read()
+    os.unlink(digest_file)
+    unrecorded = store.cli("start", check=False)
+    if unrecorded.returncode == 0 or "gen-1.erofs has no fs-verity seal" not in unrecorded.stdout + unrecorded.stderr:
+        problems.append(f"start with the image unsealed and its record gone: {unrecorded.returncode} {unrecorded.stderr}")
+    with open(digest_file, "w") as f:
+        f.write(record_text)
     if generation_mount(store, "gen-1") is not None or login(store).returncode == 0:
         problems.append("gen-1 was mounted, or a login succeeded, with an image that is not what publish built")
     os.rename(aside, image)

@@ -10,20 +10,23 @@ The login machines' half: `loginchroot update --pull` on two login stores
 (generations as directories and as erofs images), the repository served on 127.0.0.1 inside a network namespace of the test's
 own (lclab/fleet.py): a first pull that a login then sees, an update that
 travels as a static delta, refusals that change nothing (a flipped byte in
-an object, another key, an unsigned commit), HTTP errors and a server that
+an object, another key, a summary signed by another key, an unsigned
+commit, a replayed older commit), HTTP errors and a server that
 dies mid-pull, two stores pulling at once, a session that keeps its
 generation through a pull, and a kill at each step of a pull.
 """
+import contextlib
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 
 import pytest
 
 from lclab.fleet import Keys, RepoServer, network_namespace, ostree, pull
-from lclab.harness import CLI, DEBUG_CLI, HeldSession, destroy_store, make_store, needs_backend, record
+from lclab.harness import CLI, DEBUG_CLI, HeldSession, destroy_store, make_store, needs_backend, record, run
 
 pytestmark = needs_backend("overlay")
 REF = "loginchroot/golden"
@@ -31,10 +34,14 @@ REF = "loginchroot/golden"
 
 @pytest.fixture(scope="module")
 def keys():
-    made = [Keys("loginchroot fleet (test)"), Keys("someone else (test)")]
-    yield made
-    for key in made:
-        key.remove()
+    made = []
+    try:
+        for name in ("loginchroot fleet (test)", "someone else (test)"):
+            made.append(Keys(name))
+        yield made
+    finally:
+        for key in made:
+            key.remove()
 
 
 @pytest.fixture
@@ -64,6 +71,17 @@ def ostree_pull(repository, key, into):
     return ostree(into, "pull", "fleet", REF, check=False)
 
 
+def processes():
+    """{pid: (name, mount namespace)} of the processes that stay long enough to be read."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            found[pid] = (open(f"/proc/{pid}/comm").read().strip(), os.readlink(f"/proc/{pid}/ns/mnt"))
+        except OSError:
+            pass  # gone
+    return found
+
+
 def test_publish_export_commits_signed_generations_with_deltas_and_prunes_the_branch(build_host, keys, tmp_path):
     store, repository = build_host
     master = os.path.join(store.path, "master")
@@ -89,7 +107,14 @@ def test_publish_export_commits_signed_generations_with_deltas_and_prunes_the_br
         problems.append(f"an export of a master with special files outside /dev: {refused.returncode} {refused.stderr}")
     for name in ("fifo", "null", "socket"):
         os.unlink(os.path.join(master, "srv", name))
+    # No gpg-agent running: the export's gpg starts one, which must not
+    # live in the namespace the generation was mounted in.
+    run(["gpgconf", "--homedir", keys[0].home, "--kill", "gpg-agent"])
     result, (first, commit1) = export(store, repository)
+    agents = {pid: namespace for pid, (name, namespace) in processes().items() if name == "gpg-agent"}
+    elsewhere = [pid for pid, namespace in agents.items() if namespace != os.readlink("/proc/self/ns/mnt")]
+    if not agents or elsewhere:
+        problems.append(f"gpg-agents {agents}; in another mount namespace: {elsewhere} (the control: one runs)")
     if result.returncode != 0 or not commit1:
         pytest.fail(f"publish --export failed: {result.stdout}{result.stderr}\n" + "\n".join(problems))
     generation = ostree(repository, "show", "--print-metadata-key=loginchroot.generation", commit1).stdout.strip()
@@ -148,7 +173,8 @@ def test_publish_export_commits_signed_generations_with_deltas_and_prunes_the_br
 
 def test_an_export_that_cannot_be_signed_publishes_nothing(build_host, image_dir):
     store, repository = build_host
-    before = store.cli("status", "--json").stdout
+    generations = lambda: {key: json.loads(store.cli("status", "--json").stdout)[key] for key in ("current", "generations")}
+    before = generations()
     unsigned = make_store("overlay", image_dir)  # no [fleet] signing_key
     try:
         refused = unsigned.cli("publish", "--export", repository, check=False)
@@ -158,7 +184,7 @@ def test_an_export_that_cannot_be_signed_publishes_nothing(build_host, image_dir
     assert refused.returncode != 0 and "signing_key is not set" in refused.stderr and "gpg --homedir" in refused.stderr, \
         refused.stderr
     assert relative.returncode != 0 and "is not an absolute path" in relative.stderr, relative.stderr
-    assert store.cli("status", "--json").stdout == before, "a refused export published a generation"
+    assert generations() == before, "a refused export published a generation"
     assert not os.path.exists(repository)
     ok, (generation, commit) = export(store, repository)  # the control
     assert ok.returncode == 0 and commit, ok.stderr
@@ -210,8 +236,8 @@ def fleet(build_host, keys, image_dir, tmp_path):
         machines = []
         try:
             # The second publishes each pulled commit as an erofs generation.
-            machines += [login_machine(image_dir, server.url, keys[0].public, 4, backend)
-                         for backend in ("overlay", "overlay-erofs")]
+            for backend in ("overlay", "overlay-erofs"):
+                machines.append(login_machine(image_dir, server.url, keys[0].public, 4, backend))
             server.start()
             yield Fleet(store, repository, keys[0], netns, server, machines)
         finally:
@@ -285,9 +311,15 @@ def flip_a_byte(repository):
     return undo
 
 
-def test_a_flipped_byte_another_key_and_an_unsigned_commit_are_refused_and_change_nothing(fleet, keys, image_dir):
+def test_bad_objects_keys_signatures_and_replays_are_refused_and_change_nothing(fleet, keys, image_dir):
     a, _ = fleet.machines
+    with open(a.config) as f:  # a refusal is final: one attempt each (the retries are the next test's)
+        text = f.read()
+    with open(a.config, "w") as f:
+        f.write(text.replace("pull_attempts = 4", "pull_attempts = 1"))
     fleet.export("one")
+    snapshot = os.path.join(fleet.build_host.base, "repo-then")
+    shutil.copytree(fleet.repository, snapshot, symlinks=True)
     problems = []
     undo = flip_a_byte(fleet.repository)
     corrupt = fleet.pull(a)
@@ -306,6 +338,17 @@ def test_a_flipped_byte_another_key_and_an_unsigned_commit_are_refused_and_chang
     finally:
         destroy_store(stranger)
 
+    # A summary signed with another key only, then with the right one again (the control).
+    sign_summary = lambda key: ostree(fleet.repository, "summary", "--update", f"--gpg-sign={key.fingerprint}",
+                                      f"--gpg-homedir={key.home}")
+    sign_summary(keys[1])
+    forged = fleet.pull(a)
+    if forged.returncode == 0 or current(a) != "gen-2":
+        problems.append(f"a pull of a summary signed with another key: {forged.returncode}, current {current(a)}")
+    sign_summary(keys[0])
+    if "up to date: gen-2" not in fleet.pull(a).stdout:
+        problems.append("the control: with the summary signed again, the pull did not find gen-2 up to date")
+
     # A commit on the branch that nobody signed (the summary is signed).
     tree = os.path.join(fleet.build_host.base, "unsigned")
     os.makedirs(os.path.join(tree, "etc"))
@@ -316,9 +359,37 @@ def test_a_flipped_byte_another_key_and_an_unsigned_commit_are_refused_and_chang
         problems.append(f"a pull of an unsigned commit: {unsigned.returncode}, current {current(a)}: {unsigned.stderr}")
     if seen_by_a_login(a) != "one":
         problems.append("after the refusals a login does not see the last good commit")
-    record("fleet: a flipped byte in an object, another key and an unsigned commit are refused; current stays",
+
+    # A replay: the repository as it was at the first commit (signed, all
+    # of it), served after a newer commit was pulled.
+    fleet.export("two")
+    if fleet.pull(a).returncode != 0 or current(a) != "gen-3":
+        problems.append("the control: the commit after the refusals was not published")
+    fleet.server.directory = snapshot
+    fleet.server.start()
+    replayed = fleet.pull(a)
+    fleet.server.directory = fleet.repository
+    fleet.server.start()
+    if replayed.returncode == 0 or current(a) != "gen-3" or seen_by_a_login(a) != "two":
+        problems.append(f"a replayed older commit: {replayed.returncode}, current {current(a)}: {replayed.stdout}")
+    record("fleet: a flipped byte in an object, another key, a summary signed by another key, an unsigned commit and "
+           "a replayed older commit are refused; current stays",
            "overlay", 1, 1 - bool(problems), [], "", problems)
     assert not problems, "\n".join(problems)
+
+
+@contextlib.contextmanager
+def background_pull(fleet, machine):
+    """`update --pull` of `machine` running while the block runs; killed if
+    it is still running when the block ends."""
+    process = subprocess.Popen(["nsenter", f"--net={fleet.netns}", CLI, "update", "--pull", "--config", machine.config],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 def test_http_errors_a_server_dying_mid_pull_and_two_stores_at_once(fleet):
@@ -332,18 +403,16 @@ def test_http_errors_a_server_dying_mid_pull_and_two_stores_at_once(fleet):
     # The server dies in the middle of its fifth answer; the pull's next
     # attempt (after a pause) finds it started again.
     fleet.server.start("--die-after", "5")
-    dying = subprocess.Popen(["nsenter", f"--net={fleet.netns}", CLI, "update", "--pull", "--config", b.config],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    fleet.server.process.wait(timeout=120)
-    fleet.server.start()
-    out, err = dying.communicate(timeout=300)
+    with background_pull(fleet, b) as dying:
+        fleet.server.process.wait(timeout=120)
+        fleet.server.start()
+        out, err = dying.communicate(timeout=300)
     if dying.returncode != 0 or current(b) != "gen-2" or "pull attempt 1 of 4 failed" not in err:
         problems.append(f"a pull whose server died mid-answer: {dying.returncode}, current {current(b)}: {out}{err}")
     # Both at once, on the next commit.
     second = fleet.export("two")
-    both = [subprocess.Popen(["nsenter", f"--net={fleet.netns}", CLI, "update", "--pull", "--config", m.config],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for m in (a, b)]
-    results = [p.communicate(timeout=300) + (p.returncode,) for p in both]
+    with background_pull(fleet, a) as first_pull, background_pull(fleet, b) as second_pull:
+        results = [p.communicate(timeout=300) + (p.returncode,) for p in (first_pull, second_pull)]
     if any(code != 0 or f"pulled commit {second}" not in out for out, _, code in results):
         problems.append(f"two stores pulling at once: {results}")
     if [current(a), current(b)] != ["gen-3", "gen-3"] or first == second:

@@ -51,7 +51,7 @@ struct ErofsGenerations {
         let file = try Descriptor.open(temporary, O_RDONLY | O_NOFOLLOW)
         try sys("fsync", temporary) { fsync(file.raw) }
         let (stable, name) = try Descriptor.openParent(of: image)
-        if try Verity.enable(file, path: temporary), let digest = try Verity.digest(of: file, path: temporary) {
+        if try Verity.enable(file, path: temporary), case .sealed(let digest) = try Verity.seal(of: file, path: temporary) {
             try stable.replaceFile(name + Self.digestSuffix, with: digest + "\n", durable: true, path: image + Self.digestSuffix)
             CrashPoint.reached("erofs.digest-recorded")
         }
@@ -61,19 +61,24 @@ struct ErofsGenerations {
     }
 
     /// Refuses an image that is not the one publish built: its fs-verity
-    /// digest differs from the recorded one, or one of the two is missing
-    /// (a file without fs-verity has nothing recorded, where the store's
-    /// filesystem has none).
+    /// digest differs from the recorded one, or one of the two is missing.
+    /// Only where the store's filesystem has no fs-verity at all is an
+    /// image without a seal and a record taken as it is.
     func checkSeal(_ generation: Generation) throws {
         let image = store.generation(generation)
         let (stable, name) = try Descriptor.openParent(of: image)
         let recorded = try stable.readFile(name + Self.digestSuffix, path: image + Self.digestSuffix)?
             .split(separator: "\n").first?.trimmed
-        let actual = try Verity.digest(of: try stable.openFile(name, O_RDONLY, path: image), path: image)
-        guard recorded != actual else { return }
-        let found = actual.map { "has fs-verity digest \($0)" } ?? "has no fs-verity"
-        let expected = recorded.map { "publish recorded \($0)" } ?? "publish recorded none"
-        throw SetupError("\(image) \(found), but \(expected): it is not the image publish built, and is not mounted",
+        let found: String
+        switch (try Verity.seal(of: try stable.openFile(name, O_RDONLY, path: image), path: image), recorded) {
+        case (.sealed(let digest), let recorded?) where digest == recorded: return
+        case (.unsupported, nil): return
+        case (.sealed(let digest), _): found = "has fs-verity digest \(digest)"
+        case (.unsealed, _): found = "has no fs-verity seal on a filesystem that has fs-verity"
+        case (.unsupported, _): found = "is on a filesystem without fs-verity"
+        }
+        throw SetupError("\(image) \(found), but publish recorded \(recorded ?? "no digest"): it is not the image publish "
+                         + "built, and is not mounted",
                          fix: "run 'loginchroot publish' for a new generation from master; gc deletes this one once no root uses it")
     }
 

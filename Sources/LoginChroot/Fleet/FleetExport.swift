@@ -30,6 +30,13 @@ public struct FleetExport {
                                   + "then set signing_key to the fingerprint it prints")
         }
         try RequiredPrograms.require(Self.programs)
+        let key = try Processes.runQuietly(["gpg", "--homedir", config.fleetGPGHome, "--batch", "--list-secret-keys",
+                                            config.fleetSigningKey])
+        guard key.status == 0 else {
+            throw SetupError("[fleet] signing_key \(config.fleetSigningKey) is not a secret key in \(config.fleetGPGHome):\n"
+                             + key.output, fix: "set signing_key to a fingerprint 'gpg --homedir \(config.fleetGPGHome) "
+                                                + "--list-secret-keys' prints")
+        }
         self.config = config
         self.repository = OSTreeRepository(path: repository)
     }
@@ -64,12 +71,16 @@ public struct FleetExport {
             }
             try repository.run("commit", ["--branch=" + config.fleetRef, "--tree=dir=" + tree,
                                   "--subject=loginchroot \(generation)",
-                                  "--add-metadata-string=\(Self.generationKey)=\(generation.number)"] + signing)
+                                  "--add-metadata-string=\(Self.generationKey)=\(generation.number)"])
         }
         guard let commit = try repository.head(of: config.fleetRef) else {
             throw SetupError("the commit just made is not on \(config.fleetRef) in \(repository.path)",
                              fix: "run 'ostree refs --repo=\(repository.path)'")
         }
+        // Signed from here, not from the namespace above: gpg may start
+        // gpg-agent, a daemon, which would keep that namespace and the
+        // generation's mount in it alive.
+        try repository.run("gpg-sign", [commit, config.fleetSigningKey, "--gpg-homedir=" + config.fleetGPGHome])
         CrashPoint.reached("export.committed")
         if let parent { try repository.run("static-delta", ["generate", "--from=" + parent, "--to=" + commit]) }
         try repository.run("prune", ["--refs-only", "--depth=\(config.fleetKeepCommits - 1)"])

@@ -36,6 +36,8 @@ public struct FleetPull {
             throw SetupError("the build host's public key \(config.fleetKeyring) ([fleet] keyring) does not exist",
                              fix: "copy it there from the build host ('gpg --homedir /etc/loginchroot/gpg --armor --export FINGERPRINT')")
         }
+        // Whoever may write it chooses what this machine trusts.
+        try Files.checkOwnedByRoot(config.fleetKeyring, kind: "fleet keyring")
         try RequiredPrograms.require(Self.programs)
         self.config = config
         repository = OSTreeRepository(path: joinPath(config.storePath, "fleet"))
@@ -45,13 +47,16 @@ public struct FleetPull {
     /// (or again when [fleet] url changed), with signatures required on
     /// commits and on the summary and the keyring imported; then `ostree
     /// pull`, tried [fleet] pull_attempts times with a growing pause, each
-    /// resuming from what the last fetched. Returns the commit.
+    /// resuming from what the last fetched; a commit older than the one the
+    /// repository has is refused. Returns the commit.
     func fetch(log: (String) -> Void) throws -> String {
         try repository.createIfMissing(mode: "bare")
         try configureRemote()
         var pause = 1
         for attempt in 1...config.fleetPullAttempts {
-            let outcome = try repository.attempt("pull", [Self.remote, config.fleetRef])
+            // --timestamp-check: an older commit, however well signed (a
+            // replayed summary), is refused.
+            let outcome = try repository.attempt("pull", ["--timestamp-check", Self.remote, config.fleetRef])
             if outcome.status == 0 { break }
             guard attempt < config.fleetPullAttempts else {
                 throw SetupError("pulling \(config.fleetRef) from \(config.fleetURL) failed \(attempt) times; the last said:\n"
@@ -96,6 +101,13 @@ public struct FleetPull {
     func recordDeployed(_ commit: String, as generation: Generation) throws {
         try Descriptor.openDirectory(repository.path).replaceFile(Self.deployedRecord, with: "\(commit) \(generation.name)\n",
                                                                   mode: 0o644, durable: true, path: recordPath)
+    }
+
+    /// Drops every object but the deployed commit's (the next pull's
+    /// static delta starts from it): the repository holds one commit, not
+    /// a history.
+    func pruneHistory() throws {
+        try repository.run("prune", ["--refs-only", "--depth=0"])
     }
 
     private var recordPath: String { joinPath(repository.path, Self.deployedRecord) }

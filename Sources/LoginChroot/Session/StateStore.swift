@@ -89,6 +89,12 @@ public struct StateStore {
         try FileLock("master.lock", in: top, path: joinPath(directory, "master.lock"), timeoutSeconds: wait ? nil : 0)
     }
 
+    /// Held by `update --pull` across its fetch (which may wait on the
+    /// network for minutes, so master.lock is not taken until the fetch is done).
+    public func fleetLock() throws -> FileLock {
+        try FileLock("fleet.lock", in: top, path: joinPath(directory, "fleet.lock"))
+    }
+
     /// The record of root `key`; nil when there is none. A record that does
     /// not parse throws: it is quarantined (reported by gc and check, never
     /// acted on), and its root is nobody's to reuse.
