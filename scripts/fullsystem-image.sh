@@ -24,6 +24,10 @@ set -euo pipefail
 dir=$1
 variant=${2:-}
 mkdir -p "$dir"
+# One build of DIR at a time: `make test` starts both early, in the
+# background, and the tests' own call waits here for it, then finds it done.
+exec 9> "$dir/.build.lock"
+flock 9
 kernel=$(ls /boot/vmlinuz-*-amd64 | sort -V | tail -n 1)
 release=${kernel#/boot/vmlinuz-}
 golden_packages=procps,iproute2,dbus,dbus-user-session,systemd
