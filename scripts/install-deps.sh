@@ -7,14 +7,15 @@
 # (and readelf, systemd-analyze) and installs it into a Debian 12 made by
 # mmdebstrap; the full-system tier boots one from a qemu-img overlay.
 # selinux-policy-dev builds the package's SELinux policy module; ostree and
-# gnupg are what fleet delivery drives (publish --export).
+# gnupg are what fleet delivery drives (publish --export); the fleet tests make
+# a network namespace with iproute2.
 # `install-deps.sh bench` adds the benchmark's anchors: schroot and LVM.
 set -eu
 packages="libpam0g-dev libdevmapper-dev libselinux1-dev pamtester openssh-server openssh-client
           btrfs-progs erofs-utils busybox-static util-linux login passwd procps gcc libc6-dev libstdc++-12-dev make e2fsprogs dmsetup
           linux-image-amd64 qemu-system-x86 kmod udev
           debhelper fakeroot lintian mmdebstrap qemu-utils systemd binutils selinux-policy-dev semodule-utils
-          ostree gnupg"
+          ostree gnupg iproute2"
 [ "${1:-}" != bench ] || packages="$packages schroot lvm2 thin-provisioning-tools"
 missing=""
 for p in $packages; do

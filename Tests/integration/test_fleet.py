@@ -455,3 +455,21 @@ def test_a_session_keeps_its_generation_through_a_pull_and_a_kill_at_each_step_l
     record("fleet: a session keeps its generation through a pull; a kill at each step of a pull leaves no half "
            "generation after start, and the next pull publishes", "overlay", 1, 1 - bool(problems), [], "", problems)
     assert not problems, "\n".join(problems)
+
+
+def test_a_dev_that_is_a_symlink_is_committed_as_one_and_hides_nothing_of_the_host(build_host):
+    """A hostile image: /dev a symlink to /etc. The export's tmpfs over /dev
+    must not follow it (it would hide the host's /etc from the export's own
+    namespace); the symlink is committed as it is. The control: /etc/fleet
+    of the image is in the same commit."""
+    store, repository = build_host
+    master = os.path.join(store.path, "master")
+    shutil.rmtree(os.path.join(master, "dev"))
+    os.symlink("/etc", os.path.join(master, "dev"))
+    with open(os.path.join(master, "etc", "fleet"), "w") as f:
+        f.write("control\n")
+    result, (_, commit) = export(store, repository)
+    assert result.returncode == 0 and commit, result.stderr
+    listing = ostree(repository, "ls", "-R", commit).stdout
+    assert re.search(r"^l00777 0 0 +0 /dev -> /etc$", listing, re.M), listing[:1500]
+    assert re.search(r" /etc/fleet$", listing, re.M), "the control: the image's /etc/fleet is committed"

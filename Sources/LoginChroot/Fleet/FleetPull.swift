@@ -5,7 +5,6 @@
 // publishes it as a local publish does. A pull that fails or is cut
 // changes nothing but the repository's own objects, from which ostree
 // resumes on the next run.
-import Glibc
 import LoginChrootCore
 import LoginChrootPlatform
 
