@@ -9,8 +9,8 @@ as `make bench` does:
     bench.py measure host|lab|system OUT.json   one part (the lab part runs
                                          in the VM lab; system boots the full-system lab)
     bench.py report OUT.md JSON...       the report from parts already measured
-    bench.py selinux-section | images-section   one comparison alone, its
-                                         section(s) of BENCHMARKS.md replaced
+    bench.py selinux-section | images-section | fleet-section   one comparison
+                                         alone, its section(s) of BENCHMARKS.md replaced
 
 Every figure of a comparison comes from the same run, measured in
 interleaved rounds so that a noisy stretch of the machine hits both sides.
@@ -337,9 +337,10 @@ def measure_erofs(cycles, trees, users):
 def measure_fleet(trees):
     """Fleet delivery on the large image: `publish --export` against a plain
     `publish` of the same master (alternating), then two login stores
-    pulling from a web server on 127.0.0.1 in a network namespace: the
-    first pull (every object) and the next commit's (its static delta),
-    timed, with the bytes the server sent."""
+    pulling from a web server on 127.0.0.1 in a network namespace (one
+    with directory generations, one with erofs ones): the first pull
+    (every object) and the next commit's (its static delta), timed, with
+    the bytes the server sent."""
     keys = fleet_kit.Keys("loginchroot bench")
     build_host = kit.make_store("overlay", trees["large"], image_size="4G",
                                 extra=f"\n[fleet]\nsigning_key = {keys.fingerprint}\ngpg_home = {keys.home}\n")
@@ -353,8 +354,9 @@ def measure_fleet(trees):
             build_host.cli("gc")
         with fleet_kit.network_namespace() as netns:
             server = fleet_kit.RepoServer(netns, repository, os.path.join(build_host.base, "requests.jsonl"))
-            machine = kit.make_store("overlay", trees["small"], extra=f"\n[fleet]\nurl = {server.url}\n"
-                                                                     f"keyring = {keys.public}\n")
+            machines = {lower: kit.make_store(backend, trees["small"], extra=f"\n[fleet]\nurl = {server.url}\n"
+                                                                           f"keyring = {keys.public}\n")
+                        for lower, backend in (("directory", "overlay"), ("erofs", "overlay-erofs"))}
             try:
                 server.start()
                 for kind in ("first", "delta"):
@@ -362,16 +364,18 @@ def measure_fleet(trees):
                         with open(os.path.join(build_host.path, "master", "etc", "fleet-bench"), "w") as f:
                             f.write("the next commit\n")
                         kit.run([kit.CLI, "publish", "--export", repository, "--config", build_host.config])
-                    progress(f"fleet: update --pull, {kind}")
-                    sent = len(server.requests())
-                    start = time.monotonic_ns()
-                    pulled = fleet_kit.pull(netns, kit.CLI, machine)
-                    found[f"pull_{kind}_ns"] = time.monotonic_ns() - start
-                    assert pulled.returncode == 0, pulled.stderr
-                    found[f"pull_{kind}_bytes"] = sum(r["bytes"] for r in server.requests()[sent:])
+                    for lower, machine in machines.items():
+                        progress(f"fleet: update --pull, {kind}, {lower} lower")
+                        sent = len(server.requests())
+                        start = time.monotonic_ns()
+                        pulled = fleet_kit.pull(netns, kit.CLI, machine)
+                        found[f"pull_{kind}_{lower}_ns"] = time.monotonic_ns() - start
+                        assert pulled.returncode == 0, pulled.stderr
+                        found[f"pull_{kind}_{lower}_bytes"] = sum(r["bytes"] for r in server.requests()[sent:])
             finally:
                 server.stop()
-                kit.destroy_store(machine)
+                for machine in machines.values():
+                    kit.destroy_store(machine)
     finally:
         kit.destroy_store(build_host)
         keys.remove()
@@ -651,17 +655,19 @@ def measure_selinux(out_path, cycles):
         json.dump({"machine": info, "results": [], "selinux": runs}, f)
 
 
-def measure_images_section(cycles):
-    """The host part's erofs and fleet comparisons alone, their sections of
-    BENCHMARKS.md replaced."""
+def measure_images_section(cycles, erofs=True):
+    """The host part's erofs and fleet comparisons alone (or the fleet's
+    alone), their sections of BENCHMARKS.md replaced."""
     os.makedirs(os.path.join(ROOT, ".build/bench"), exist_ok=True)
     with module_syslog(os.path.join(ROOT, ".build/bench/images.syslog")), kit.temporary_users(BENCH_USERS[:1]), \
             images() as trees:
-        part = {"machine": machine(), "results": [], "erofs": measure_erofs(cycles, trees, BENCH_USERS[:1]),
-                "fleet": measure_fleet(trees)}
+        part = {"machine": machine(), "results": [], "fleet": measure_fleet(trees)}
+        if erofs:
+            part["erofs"] = measure_erofs(cycles, trees, BENCH_USERS[:1])
     with open(os.path.join(ROOT, ".build/bench/images.json"), "w") as f:
         json.dump(part, f)
-    for heading, table in ((report.EROFS_HEADING, report.erofs_table), (report.FLEET_HEADING, report.fleet_table)):
+    sections = ((report.EROFS_HEADING, report.erofs_table),) if erofs else ()
+    for heading, table in sections + ((report.FLEET_HEADING, report.fleet_table),):
         report.write_section(os.path.join(ROOT, "BENCHMARKS.md"), heading, table([part]))
 
 
@@ -694,6 +700,7 @@ def main():
     sub.add_parser("selinux-section", help="measure the SELinux part alone and replace its section of BENCHMARKS.md")
     sub.add_parser("images-section", help="measure erofs generations against a directory lower, and fleet "
                                           "delivery, alone, and replace their sections of BENCHMARKS.md")
+    sub.add_parser("fleet-section", help="measure fleet delivery alone and replace its section of BENCHMARKS.md")
     r = sub.add_parser("report")
     r.add_argument("out")
     r.add_argument("parts", nargs="+")
@@ -709,8 +716,8 @@ def main():
         measure_selinux(part_path, args.cycles)
         report.write_section(os.path.join(ROOT, "BENCHMARKS.md"), report.SELINUX_HEADING,
                              report.selinux_table([json.load(open(part_path))]))
-    elif args.command == "images-section":
-        measure_images_section(args.cycles)
+    elif args.command in ("images-section", "fleet-section"):
+        measure_images_section(args.cycles, erofs=args.command == "images-section")
     elif args.command == "report":
         print("\n".join(report.write(args.out, [json.load(open(p)) for p in args.parts])))
     else:

@@ -132,6 +132,16 @@ int lc_btrfs_create_subvolume(int parent_fd, const char *name)
     return ioctl(parent_fd, BTRFS_IOC_SUBVOL_CREATE_V2, &args);
 }
 
+/* Makes the subvolume open at `fd` read-only (a generation filled in place). */
+int lc_btrfs_make_read_only(int fd)
+{
+    unsigned long long flags = 0;
+    if (ioctl(fd, BTRFS_IOC_SUBVOL_GETFLAGS, &flags) < 0)
+        return -1;
+    flags |= BTRFS_SUBVOL_RDONLY;
+    return ioctl(fd, BTRFS_IOC_SUBVOL_SETFLAGS, &flags);
+}
+
 /* Each deleted subvolume whose space the kernel's cleaner has not yet
  * reclaimed leaves an orphan item (offset: its root id) in the root tree,
  * the same items `btrfs subvolume sync` waits on. */

@@ -15,6 +15,19 @@ public enum ImageLabels {
         return try backend.publish()
     }
 
+    /// Publishes the tree `checkout` writes (the fleet's commit) without
+    /// master, labelled when SELinux is on: then copied, not hardlinked
+    /// (setfiles would relabel the repository's objects through the
+    /// links). nil where the backend publishes from master only.
+    public static func publish(_ backend: SnapshotBackend,
+                               tree checkout: (_ directory: String, _ hardlinked: Bool) throws -> Void) throws -> Generation? {
+        let labelling = SELinux.isEnabled()
+        return try backend.publish(tree: { directory, mayHardlink in
+            try checkout(directory, mayHardlink && !labelling)
+            if labelling { try label(directory) }
+        })
+    }
+
     /// Labels master when SELinux is on (and after `master run`, whose
     /// package manager labels nothing: it sees SELinux as off). `mountedAt`:
     /// where master is mounted in this thread's namespace already (init);

@@ -67,6 +67,7 @@ public struct Images {
         let state = try StateStore(directory: config.stateDir)
         let lock = lockHeldByCaller ? nil : try state.masterLock()
         defer { withExtendedLifetime(lock) {} }
+        if !lockHeldByCaller { try catchMasterUpWithTheFleet(state: state) }
         let layout = try backend.masterLayout()
         let plan = RootPlan.master(rootMounts: layout.mounts, rootSubpath: layout.rootSubpath)
         let status = try Roots.returningToThisNamespace {
@@ -88,6 +89,7 @@ public struct Images {
         let state = try StateStore(directory: config.stateDir)
         let lock = try state.masterLock()
         defer { withExtendedLifetime(lock) {} }
+        try catchMasterUpWithTheFleet(state: state)
         let status = try change()
         guard status == 0 else {
             throw SetupError("update command failed with exit status \(status); nothing published",
@@ -98,10 +100,12 @@ public struct Images {
 
     /// Fetches the fleet's newest commit (under the fleet lock only: the
     /// network may take minutes) and, unless it is the current generation
-    /// already, copies it into master and publishes it under master.lock.
-    /// A failed fetch changes nothing; a failure after it leaves the
-    /// generations as they were (master is what the next pull empties and
-    /// fills again). Open sessions keep theirs.
+    /// already, publishes it under master.lock: checked out straight into
+    /// the next generation where the backend can (hardlinked to the
+    /// repository's objects for a directory lower and as erofs's input, a
+    /// subvolume of copies on btrfs), else through master (dm-thin). A
+    /// failed fetch changes nothing; a failure after it leaves the
+    /// generations as they were. Open sessions keep theirs.
     public func update(pulling pull: FleetPull) throws -> FleetPull.Outcome {
         try backend.checkStore()
         let state = try StateStore(directory: config.stateDir)
@@ -110,18 +114,45 @@ public struct Images {
         let commit = try pull.fetch(log: log)
         let lock = try state.masterLock()
         defer { withExtendedLifetime(lock) {} }
+        let deployment = pull.deployment
         let current = try? backend.currentGeneration()
-        if let current, try pull.isDeployed(commit, as: current) { return .upToDate(commit: commit, generation: current) }
+        if let current, try deployment.isDeployed(commit, as: current) { return .upToDate(commit: commit, generation: current) }
+        let generation: Generation
+        if let published = try ImageLabels.publish(backend, tree: { directory, hardlinked in
+            try deployment.checkout(commit, into: directory, hardlinked: hardlinked)
+            CrashPoint.reached("pull.checked-out")
+        }) {
+            generation = published
+        } else {
+            try fillMaster(with: commit, of: deployment, state: state)
+            generation = try ImageLabels.publish(backend, state: state, log: log)
+        }
+        try deployment.recordDeployed(commit, as: generation)
+        try deployment.pruneHistory()
+        return .published(commit: commit, generation: generation)
+    }
+
+    /// On a login machine a pull publishes its commit without master, which
+    /// falls behind: before master is changed or published here, it is
+    /// filled with the deployed commit, so that a change made here starts
+    /// from the fleet's image, not from an older one. The caller holds
+    /// master.lock.
+    private func catchMasterUpWithTheFleet(state: StateStore) throws {
+        let deployment = FleetDeployment(storePath: config.storePath)
+        guard let commit = try deployment.commitMasterLacks() else { return }
+        log("master is filled with the fleet's commit \(commit) first (the image 'update --pull' published)")
+        try fillMaster(with: commit, of: deployment, state: state)
+    }
+
+    /// Empties master and copies `commit` into it.
+    private func fillMaster(with commit: String, of deployment: FleetDeployment, state: StateStore) throws {
         try Roots.returningToThisNamespace {
             let master = try ImageLabels.mountPrivately(try backend.masterLayout(), state: state, log: log)
             try Images.empty(master)
             CrashPoint.reached("pull.master-emptied")
-            try pull.checkout(commit, into: master)
+            try deployment.checkout(commit, into: master, hardlinked: false)
         }
-        let generation = try ImageLabels.publish(backend, state: state, log: log)
-        try pull.recordDeployed(commit, as: generation)
-        try pull.pruneHistory()
-        return .published(commit: commit, generation: generation)
+        try deployment.recordMaster(commit)
     }
 
     /// Publishes master as the new current generation (labelled first when
@@ -133,6 +164,7 @@ public struct Images {
         let state = try StateStore(directory: config.stateDir)
         let lock = try state.masterLock()
         defer { withExtendedLifetime(lock) {} }
+        try catchMasterUpWithTheFleet(state: state)
         let generation = try ImageLabels.publish(backend, state: state, log: log)
         guard let export else { return (generation, nil) }
         do {

@@ -13,6 +13,11 @@ public enum Btrfs {
         try sys("BTRFS_IOC_SUBVOL_CREATE_V2", name) { checkedName(lc_btrfs_create_subvolume(parent.raw, name)) }
     }
 
+    /// Makes the subvolume at `subvolume` read-only: nothing in it can change after.
+    public static func makeReadOnly(_ subvolume: Descriptor, path: String) throws {
+        try sys("BTRFS_IOC_SUBVOL_SETFLAGS", path) { lc_btrfs_make_read_only(subvolume.raw) }
+    }
+
     /// Deletes the subvolume `name` inside `parent`. EBUSY while anything
     /// (a mount in some namespace) still uses it.
     public static func destroySubvolume(in parent: Descriptor, name: String) throws {

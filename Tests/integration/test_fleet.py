@@ -423,7 +423,7 @@ def test_http_errors_a_server_dying_mid_pull_and_two_stores_at_once(fleet):
 
 
 def test_a_session_keeps_its_generation_through_a_pull_and_a_kill_at_each_step_leaves_nothing_half(fleet):
-    a, _ = fleet.machines
+    a, b = fleet.machines
     fleet.export("one")
     assert fleet.pull(a).returncode == 0
     problems = []
@@ -439,21 +439,109 @@ def test_a_session_keeps_its_generation_through_a_pull_and_a_kill_at_each_step_l
     if status != 0 or output.split()[:2] != ["one", "one"]:
         problems.append(f"a session open through the pull saw {output!r}, not its own generation's 'one' twice")
 
-    # A kill at each step of a pull; `start` then leaves no half
-    # generation, and the next pull publishes the commit.
-    for step in ("pull.fetched", "pull.master-emptied", "publish.snapshot-made", "publish.renamed"):
+    # A kill at each step of a pull, on both stores; `start` then leaves no
+    # half generation, and the next pull publishes the commit.
+    steps = [(a, step) for step in ("pull.fetched", "pull.checked-out", "publish.snapshot-made", "publish.renamed")] \
+        + [(b, step) for step in ("pull.checked-out", "publish.renamed", "erofs.mounted")]
+    for machine, step in steps:
         fleet.export(f"at {step}")
-        before = current(a)
-        killed = fleet.pull(a, debug=True, env={**os.environ, "LOGINCHROOT_TEST_CRASH_AT": step})
-        a.cli("start")
-        stable = sorted(os.listdir(os.path.join(a.path, "stable")))
-        if killed.returncode != -9 or any(name.endswith(".tmp") for name in stable) or current(a) not in (before, stable[-1]):
-            problems.append(f"killed at {step} ({killed.returncode}): current {current(a)}, stable/ {stable}")
-        again = fleet.pull(a)
-        if again.returncode != 0 or seen_by_a_login(a) != f"at {step}":
+        before = current(machine)
+        killed = fleet.pull(machine, debug=True, env={**os.environ, "LOGINCHROOT_TEST_CRASH_AT": step})
+        machine.cli("start")
+        stable = os.listdir(os.path.join(machine.path, "stable"))
+        newest = max((name.removesuffix(".erofs") for name in stable if re.fullmatch(r"gen-\d+(\.erofs)?", name)),
+                     key=lambda name: int(name[4:]))
+        if killed.returncode != -9 or any(name.endswith(".tmp") for name in stable) or current(machine) not in (before, newest):
+            problems.append(f"killed at {step} ({killed.returncode}): current {current(machine)}, stable/ {stable}")
+        again = fleet.pull(machine)
+        if again.returncode != 0 or seen_by_a_login(machine) != f"at {step}":
             problems.append(f"after the kill at {step} the next pull: {again.stdout}{again.stderr}")
-    record("fleet: a session keeps its generation through a pull; a kill at each step of a pull leaves no half "
-           "generation after start, and the next pull publishes", "overlay", 1, 1 - bool(problems), [], "", problems)
+    record("fleet: a session keeps its generation through a pull; a kill at each step of a pull (directory and erofs "
+           "generations) leaves no half generation after start, and the next pull publishes", "overlay", 1,
+           1 - bool(problems), [], "", problems)
+    assert not problems, "\n".join(problems)
+
+
+def object_inodes(machine):
+    """The inodes of the file objects in `machine`'s fleet repository."""
+    objects = os.path.join(machine.path, "fleet", "objects")
+    return {os.lstat(os.path.join(d, n)).st_ino for d, _, names in os.walk(objects) for n in names if n.endswith(".file")}
+
+
+def test_a_pulled_commit_is_hardlinked_into_its_generation_and_master_catches_up_before_a_local_change(fleet):
+    """A directory lower's generation is the commit checked out with
+    hardlinks to the repository's objects, master untouched; an erofs
+    generation is built from such a tree (removed after). Before master is
+    changed here, it is filled with the deployed commit (copies: the
+    objects stay as they are, which ostree fsck proves); a kill in the
+    middle of that is mended by the next change."""
+    a, b = fleet.machines
+    fleet.export("one")
+    problems = []
+    for machine in (a, b):
+        pulled = fleet.pull(machine)
+        if pulled.returncode != 0 or seen_by_a_login(machine) != "one":
+            problems.append(f"the pull into {machine.backend}: {pulled.stdout}{pulled.stderr}")
+    generation = os.path.join(a.path, "stable", current(a))
+    shared = os.stat(os.path.join(generation, "etc", "fleet"))
+    if shared.st_nlink < 2 or shared.st_ino not in object_inodes(a):
+        problems.append(f"{generation}/etc/fleet (links {shared.st_nlink}) is not a hardlink to an object of the repository")
+    if os.path.exists(os.path.join(a.path, "master", "etc", "fleet")):
+        problems.append("the pull wrote master")
+    if any(name.endswith(".tmp") for name in os.listdir(os.path.join(b.path, "stable"))):
+        problems.append(f"the erofs store kept its checkout: {os.listdir(os.path.join(b.path, 'stable'))}")
+
+    # A local change: master is filled with the fleet's commit first. A
+    # kill just after master was emptied is mended by the next change.
+    killed = a.cli("master", "run", "--", "true", debug=True, check=False,
+                   env={**os.environ, "LOGINCHROOT_TEST_CRASH_AT": "pull.master-emptied"})
+    if killed.returncode != -9:
+        problems.append(f"the kill at pull.master-emptied did not happen: {killed.returncode} {killed.stderr}")
+    changed = a.cli("master", "run", "--", "sh", "-c", "echo local >> /etc/fleet", check=False)
+    if changed.returncode != 0 or "filled with the fleet's commit" not in changed.stderr:
+        problems.append(f"master run after a pull: {changed.returncode} {changed.stderr}")
+    a.cli("publish")
+    if seen_by_a_login(a).split() != ["one", "local"]:
+        problems.append(f"after a local change a login sees {seen_by_a_login(a)!r}, not the fleet's 'one' and 'local'")
+    again = a.cli("master", "run", "--", "true", check=False)
+    if "filled with the fleet's commit" in again.stderr:
+        problems.append("master was filled again though it held the deployed commit (the control)")
+    fsck = ostree(os.path.join(a.path, "fleet"), "fsck", check=False)
+    if fsck.returncode != 0:
+        problems.append(f"the repository's objects changed: {fsck.stdout}{fsck.stderr}")
+    record("fleet: a pulled commit is hardlinked into a directory generation (and built into erofs from such a tree); "
+           "master is filled with it before a local change, and a kill in that is mended", "overlay", 1,
+           1 - bool(problems), [], "", problems)
+    assert not problems, "\n".join(problems)
+
+
+@needs_backend("btrfs")
+def test_a_btrfs_login_machine_gets_each_commit_as_a_read_only_subvolume(fleet, image_dir):
+    machine = login_machine(image_dir, fleet.server.url, fleet.keys.public, 4, "btrfs")
+    problems = []
+    try:
+        fleet.export("one")
+        pulled = fleet.pull(machine)
+        generation = os.path.join(machine.path, "stable", current(machine))
+        if pulled.returncode != 0 or seen_by_a_login(machine) != "one":
+            problems.append(f"the pull: {pulled.stdout}{pulled.stderr}")
+        readonly = run(["btrfs", "property", "get", "-ts", generation, "ro"], check=False).stdout.strip()
+        if readonly != "ro=true" or os.stat(generation).st_ino != 256:
+            problems.append(f"{generation} is not a read-only subvolume: {readonly}")
+        fleet.export("two")
+        killed = fleet.pull(machine, debug=True, env={**os.environ, "LOGINCHROOT_TEST_CRASH_AT": "pull.checked-out"})
+        machine.cli("start")
+        machine.cli("gc")
+        stable = sorted(os.listdir(os.path.join(machine.path, "stable")))
+        if killed.returncode != -9 or any(name.endswith(".tmp") for name in stable) or current(machine) != "gen-2":
+            problems.append(f"killed at pull.checked-out ({killed.returncode}): current {current(machine)}, stable/ {stable}")
+        again = fleet.pull(machine)
+        if again.returncode != 0 or seen_by_a_login(machine) != "two":
+            problems.append(f"the pull after the kill: {again.stdout}{again.stderr}")
+    finally:
+        destroy_store(machine)
+    record("fleet: a btrfs login machine gets each commit as a read-only subvolume; a kill in the checkout leaves "
+           "no half generation", "btrfs", 1, 1 - bool(problems), [], "", problems)
     assert not problems, "\n".join(problems)
 
 

@@ -55,6 +55,8 @@ int lc_openat2(int dirfd, const char *path, int flags, mode_t mode, unsigned lon
  * These return -2 when `name` is too long for the ioctl. */
 int lc_btrfs_snapshot(int parent_fd, int source_fd, const char *name, int readonly);
 int lc_btrfs_create_subvolume(int parent_fd, const char *name);
+/* Makes the subvolume open at `fd` read-only. */
+int lc_btrfs_make_read_only(int fd);
 int lc_btrfs_destroy_subvolume(int parent_fd, const char *name);
 /* 1 if some deleted subvolume of the btrfs filesystem of `fd` still waits
  * for the kernel to reclaim its space, 0 if none, -1 with errno on error. */

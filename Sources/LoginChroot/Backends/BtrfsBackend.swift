@@ -128,13 +128,35 @@ public final class BtrfsBackend: SnapshotBackend {
     public func generationLayout(_ generation: Generation) throws -> RootLayout { store.generationLayout(generation) }
 
     public func publish() throws -> Generation {
-        _ = try finishInterruptedPublishes()  // what interrupted publishes left (the caller holds master.lock)
+        try publishNext { stable, temporary in
+            try Btrfs.snapshot(source: try Descriptor.openDirectory(store.master), into: stable, name: temporary, readOnly: true)
+        }
+    }
+
+    /// A subvolume of its own, filled by copies (hardlinks cannot reach
+    /// into it from outside; reflinks can), then made read-only.
+    public func publish(tree fill: (_ directory: String, _ mayHardlink: Bool) throws -> Void) throws -> Generation? {
+        try publishNext { stable, temporary in
+            try Btrfs.createSubvolume(in: stable, name: temporary)
+            let path = joinPath(store.stable, temporary)
+            try fill(path, false)
+            try Btrfs.makeReadOnly(try Descriptor.openDirectory(path), path: path)
+        }
+    }
+
+    /// Makes the read-only subvolume `make` makes under a temporary name in
+    /// stable/, renames it, makes it current: a crash never leaves a
+    /// half-made generation under a real name (the next publish and gc
+    /// remove *.tmp; so does a failure here). The caller holds master.lock.
+    private func publishNext(_ make: (_ stable: Descriptor, _ temporary: String) throws -> Void) throws -> Generation {
+        _ = try finishInterruptedPublishes()
         let generation = try store.nextGeneration()
         let stable = try Descriptor.openDirectory(store.stable)
-        // Snapshot under a temporary name, then rename: a crash never leaves
-        // a half-made generation under a real name (gc removes *.tmp).
         let temporary = generation.name + ".tmp"
-        try Btrfs.snapshot(source: try Descriptor.openDirectory(store.master), into: stable, name: temporary, readOnly: true)
+        do { try make(stable, temporary) } catch {
+            _ = try? finishInterruptedPublishes()
+            throw error
+        }
         CrashPoint.reached("publish.snapshot-made")
         try sys("renameat", temporary) { renameat(stable.raw, temporary, stable.raw, generation.name) }
         CrashPoint.reached("publish.renamed")

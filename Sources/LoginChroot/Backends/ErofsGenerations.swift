@@ -34,18 +34,19 @@ struct ErofsGenerations {
         return path
     }
 
-    /// Builds master into the image of `generation`: written as .tmp,
+    /// Builds `source` (master, or a checked-out tree) into the image of
+    /// `generation`: written as .tmp,
     /// synced, sealed with fs-verity where the filesystem has it (its digest
     /// recorded first), then renamed into place. An interrupted build leaves
     /// a .tmp and perhaps a digest without its image, which
     /// finishInterruptedPublishes removes.
-    func build(_ generation: Generation) throws {
+    func build(_ generation: Generation, from source: String) throws {
         let image = store.generation(generation)
         let temporary = image + ".tmp"
-        let made = try Processes.runQuietly(["mkfs.erofs", "-zlz4hc", temporary, store.master])
+        let made = try Processes.runQuietly(["mkfs.erofs", "-zlz4hc", temporary, source])
         guard made.status == 0 else {
             try? Files.remove(temporary)
-            throw SetupError("mkfs.erofs could not build \(temporary) from master (exit \(made.status)):\n\(made.output)",
+            throw SetupError("mkfs.erofs could not build \(temporary) from \(source) (exit \(made.status)):\n\(made.output)",
                              fix: "see mkfs.erofs's words above; check free space in \(store.path)")
         }
         let file = try Descriptor.open(temporary, O_RDONLY | O_NOFOLLOW)

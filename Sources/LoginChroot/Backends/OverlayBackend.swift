@@ -161,24 +161,53 @@ public final class OverlayBackend: SnapshotBackend {
     }
 
     public func publish() throws -> Generation {
-        _ = try finishInterruptedPublishes()  // what interrupted publishes left (the caller holds master.lock)
+        try publishNext(erofsSource: store.master) { temporary in
+            let copied = try Processes.runQuietly(["cp", "-a", "-T", "--reflink=auto", store.master, temporary])
+            guard copied.status == 0 else {
+                throw SetupError("copying master to \(temporary) failed (cp exit \(copied.status)):\n\(copied.output)",
+                                 fix: "check free space in \(store.path)")
+            }
+        }
+    }
+
+    /// A generation is never written once published (a root's changes go
+    /// to its upper layer), and the erofs tier's tree is only mkfs.erofs's
+    /// input: both may be hardlinked.
+    public func publish(tree fill: (_ directory: String, _ mayHardlink: Bool) throws -> Void) throws -> Generation? {
+        try publishNext(erofsSource: nil) { try fill($0, true) }
+    }
+
+    /// Makes the next generation and then makes it current: the directory
+    /// `write` writes (as gen-N.tmp, then renamed); with erofs generations,
+    /// the image built from `erofsSource`, or, when that is nil, from the
+    /// tree `write` writes for it (gen-N.tree.tmp, removed after). The
+    /// caller holds master.lock; a failure removes what it left.
+    private func publishNext(erofsSource: String?, write: (_ directory: String) throws -> Void) throws -> Generation {
+        let stable = try Descriptor.openDirectory(store.stable)
+        _ = try finishInterruptedPublishes()  // what interrupted publishes left
         let generation = try store.nextGeneration()
-        if let erofs {
-            try erofs.build(generation)
-            try erofs.mount(generation)
-            try store.setCurrent(generation)
-            return generation
-        }
-        let temporary = store.generation(generation) + ".tmp"
-        let copied = try Processes.runQuietly(["cp", "-a", "-T", "--reflink=auto", store.master, temporary])
-        guard copied.status == 0 else {
+        do {
+            if let erofs {
+                if let erofsSource {
+                    try erofs.build(generation, from: erofsSource)
+                } else {
+                    let tree = generation.name + ".tree.tmp"
+                    try write(joinPath(store.stable, tree))
+                    try erofs.build(generation, from: joinPath(store.stable, tree))
+                    try Files.removeTree(parent: stable, name: tree)
+                }
+                try erofs.mount(generation)
+            } else {
+                let temporary = store.generation(generation) + ".tmp"
+                try write(temporary)
+                CrashPoint.reached("publish.snapshot-made")
+                try sys("rename", temporary) { rename(temporary, store.generation(generation)) }
+                CrashPoint.reached("publish.renamed")
+            }
+        } catch {
             _ = try? finishInterruptedPublishes()
-            throw SetupError("copying master to \(temporary) failed (cp exit \(copied.status)):\n\(copied.output)",
-                             fix: "check free space in \(store.path)")
+            throw error
         }
-        CrashPoint.reached("publish.snapshot-made")
-        try sys("rename", temporary) { rename(temporary, store.generation(generation)) }
-        CrashPoint.reached("publish.renamed")
         try store.setCurrent(generation)
         return generation
     }

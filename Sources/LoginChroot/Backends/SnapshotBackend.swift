@@ -78,6 +78,14 @@ public protocol SnapshotBackend: AnyObject {
     func generationLayout(_ generation: Generation) throws -> RootLayout
     /// Snapshots master as a new immutable generation and makes it current.
     func publish() throws -> Generation
+    /// Publishes, as the new current generation, the tree `fill` writes
+    /// into the empty directory it is given (the fleet's commit), without
+    /// master. `fill` learns whether it may hardlink files it must never
+    /// see changed: nothing writes in that directory once published, and
+    /// it is on the store's filesystem. nil, without calling `fill`, for a
+    /// backend that makes generations from master only (dm-thin): its
+    /// caller fills master and publishes.
+    func publish(tree fill: (_ directory: String, _ mayHardlink: Bool) throws -> Void) throws -> Generation?
     func removeGeneration(_ generation: Generation) throws
     /// Settles what an interrupted publish or removal left (btrfs and
     /// overlay: the publish's temporaries; dm-thin: a pending pool
@@ -101,6 +109,7 @@ extension SnapshotBackend {
     public func checkOnline() throws { try checkStore() }
     public var requiredPrograms: [RequiredProgram] { [] }
     public func createStore() throws {}
+    public func publish(tree fill: (_ directory: String, _ mayHardlink: Bool) throws -> Void) throws -> Generation? { nil }
 
     /// The store's filesystem must be one the kernel has.
     public func checkKernel() throws { try SnapshotBackendKernel.require(filesystem: kind.rawValue) }

@@ -1,10 +1,9 @@
 // The login machines' half of fleet delivery: `loginchroot update --pull`
 // fetches the newest commit of the build host's branch into a repository in
 // the store (STORE/fleet), every commit and the summary verified against
-// the build host's public key, then Images checks it out into master and
-// publishes it as a local publish does. A pull that fails or is cut
-// changes nothing but the repository's own objects, from which ostree
-// resumes on the next run.
+// the build host's public key; Images then publishes it (FleetDeployment).
+// A pull that fails or is cut changes nothing but the repository's own
+// objects, from which ostree resumes on the next run.
 import LoginChrootCore
 import LoginChrootPlatform
 
@@ -12,8 +11,6 @@ public struct FleetPull {
     public static let programs = [RequiredProgram("ostree", in: "ostree"), RequiredProgram("gpg", in: "gnupg")]
     /// The remote's name in the store's repository.
     static let remote = "fleet"
-    /// What the last pull published, beside the repository's own files.
-    static let deployedRecord = "loginchroot-deployed"
 
     /// How an `update --pull` ended.
     public enum Outcome: Equatable {
@@ -23,7 +20,8 @@ public struct FleetPull {
     }
 
     let config: Config
-    let repository: OSTreeRepository
+    let deployment: FleetDeployment
+    var repository: OSTreeRepository { deployment.repository }
 
     /// Checks what a pull needs: the programs, the url, the public key.
     public init(config: Config, configPath: String) throws {
@@ -39,7 +37,7 @@ public struct FleetPull {
         try Files.checkOwnedByRoot(config.fleetKeyring, kind: "fleet keyring")
         try RequiredPrograms.require(Self.programs)
         self.config = config
-        repository = OSTreeRepository(path: joinPath(config.storePath, "fleet"))
+        deployment = FleetDeployment(storePath: config.storePath)
     }
 
     /// Fetches the branch's newest commit: the remote is made on first use
@@ -82,32 +80,4 @@ public struct FleetPull {
         try repository.run("remote", ["add", "--set=gpg-verify=true", "--set=gpg-verify-summary=true",
                                       "--gpg-import=" + config.fleetKeyring, Self.remote, config.fleetURL])
     }
-
-    /// Whether `commit` is what the last pull published as `current`.
-    func isDeployed(_ commit: String, as current: Generation?) throws -> Bool {
-        guard let current else { return false }
-        let record = try Descriptor.openDirectory(repository.path).readFile(Self.deployedRecord, path: recordPath)
-        return record?.split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init) == [commit, current.name]
-    }
-
-    /// Copies `commit` into master (mounted at `master`, emptied): copies,
-    /// not hardlinks, so that nothing done to master reaches the
-    /// repository's objects.
-    func checkout(_ commit: String, into master: String) throws {
-        try repository.run("checkout", ["--union", "--force-copy", commit, master])
-    }
-
-    func recordDeployed(_ commit: String, as generation: Generation) throws {
-        try Descriptor.openDirectory(repository.path).replaceFile(Self.deployedRecord, with: "\(commit) \(generation.name)\n",
-                                                                  mode: 0o644, durable: true, path: recordPath)
-    }
-
-    /// Drops every object but the deployed commit's (the next pull's
-    /// static delta starts from it): the repository holds one commit, not
-    /// a history.
-    func pruneHistory() throws {
-        try repository.run("prune", ["--refs-only", "--depth=0"])
-    }
-
-    private var recordPath: String { joinPath(repository.path, Self.deployedRecord) }
 }
