@@ -37,6 +37,8 @@ golden_packages=procps,iproute2,dbus,dbus-user-session,systemd
 golden_packages+=,x11-common,xterm,xauth,xvfb,xdotool,weston,wayland-utils
 packages=systemd-sysv,systemd,dbus,libpam-systemd,polkitd,openssh-server,openssh-client,sudo,cron,procps,kmod,udev,iproute2
 packages+=,btrfs-progs,e2fsprogs,libdevmapper1.02.1,dmsetup,debootstrap,python3,less,psmisc
+# The fleet test: ostree and gpg for `publish --export` and `update --pull`.
+packages+=,ostree,gnupg
 # The display managers the desktop tests log in through, and the X server
 # lightdm starts on the host (the dummy video driver: the VM has no display),
 # xdotool for root to type into a session on it. lightdm needs a greeter

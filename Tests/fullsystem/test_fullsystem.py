@@ -467,6 +467,76 @@ def test_a_reboot_with_sessions_open_leaves_nothing_and_the_next_login_works(mac
     assert not problems, "\n".join(problems)
 
 
+FLEET_SETUP = r"""
+set -e
+# The build host's key; its public half is what the login machine trusts.
+mkdir -m 700 -p /root/fleet-gpg
+gpg --homedir /root/fleet-gpg --batch --passphrase '' --quick-gen-key 'lab fleet' ed25519 sign never 2>/dev/null
+fingerprint=$(gpg --homedir /root/fleet-gpg --list-secret-keys --with-colons | awk -F: '/^fpr/ {print $10; exit}')
+gpg --homedir /root/fleet-gpg --armor --export "$fingerprint" > /etc/loginchroot/fleet.asc
+# A small image (bash, cat, their libraries, the directories a root mounts
+# on), published on a build host's store of its own and exported.
+image=/root/fleet-image
+mkdir -p $image/etc $image/dev $image/proc $image/sys $image/run $image/tmp $image/var/tmp $image/var/log $image/home
+for file in /bin/bash /bin/cat /bin/id $(ldd /bin/bash /bin/cat /bin/id | awk '$2 == "=>" {print $3} $1 ~ /^\// {print $1}'); do
+    mkdir -p "$image$(dirname "$file")" && cp -L "$file" "$image$file"
+done
+cp /etc/passwd /etc/group $image/etc/
+echo 'from the fleet' > $image/etc/fleet-marker
+printf '[store]\nbackend = overlay\npath = /var/lib/lcfleet-build\n[session]\nstate_dir = /run/lcfleet-build\n' > /root/build.conf
+printf '[fleet]\nsigning_key = %s\ngpg_home = /root/fleet-gpg\n' "$fingerprint" >> /root/build.conf
+loginchroot init --config /root/build.conf --from-dir $image >/dev/null
+loginchroot publish --config /root/build.conf --export /srv/fleet-repo
+# The web server, on loopback only; the login machine's [fleet] url.
+systemd-run --unit=lcfleet-http python3 -m http.server --bind 127.0.0.1 --directory /srv/fleet-repo 8080
+sed -i 's|^\[fleet\]$|[fleet]\nurl = http://127.0.0.1:8080/|' /etc/loginchroot/loginchroot.conf
+"""
+PULL_TIMER_DROPIN = "/run/systemd/system/loginchroot-pull.timer.d"
+
+
+def pull_service_finished(machine):
+    """Whether loginchroot-pull.service ran (it has an invocation) and is done."""
+    shown = machine.root("systemctl show -p InvocationID -p ActiveState loginchroot-pull.service")
+    return "InvocationID=\n" not in shown + "\n" and "ActiveState=inactive" in shown or "ActiveState=failed" in shown
+
+
+def test_the_pull_timer_publishes_the_fleets_signed_commit_for_the_next_login(machine, installed):
+    """loginchroot-pull.timer, enabled on a booted systemd machine, starts
+    loginchroot-pull.service, whose `update --pull` fetches the signed
+    commit from a web server on 127.0.0.1 and publishes it on the dm-thin
+    store (through master): the next login gets it. The shipped schedule
+    is hourly; a drop-in of the test's makes the timer fire 2 s after it
+    starts. The commit is a small image (bash and cat), so this runs last
+    before the purge: no login after it needs more."""
+    problems = []
+    before = machine.ssh("lcfs1", "cat /etc/fleet-marker", check=False)
+    if before.returncode == 0:
+        problems.append(f"the control: the image has the fleet's marker already: {before.stdout}")
+    machine.root(FLEET_SETUP, timeout=600)
+    machine.root(f"mkdir -p {PULL_TIMER_DROPIN} && printf '[Timer]\\nOnActiveSec=2s\\nRandomizedDelaySec=0\\n' > "
+                 f"{PULL_TIMER_DROPIN}/lab.conf && systemctl daemon-reload && systemctl enable --now loginchroot-pull.timer")
+    try:
+        ran = wait_for(lambda: pull_service_finished(machine), 600)
+        result = machine.root("systemctl show -p Result loginchroot-pull.service").strip()
+        journal = machine.root("journalctl -q -o cat -u loginchroot-pull.service")
+        if not ran or result != "Result=success" or \
+                not re.search(r"pulled commit \w+ of loginchroot/golden and published gen-\d+", journal):
+            problems.append(f"the timer's service did not pull and publish ({result}): {journal}")
+        after = machine.ssh("lcfs1", "cat /etc/fleet-marker", check=False)
+        if after.stdout.strip() != "from the fleet":
+            problems.append(f"the next login does not see the pulled image: {after.stdout}{after.stderr}")
+        again = machine.root("systemctl start loginchroot-pull.service && "
+                             "journalctl -q -o cat -u loginchroot-pull.service | tail -n 3")
+        if "up to date" not in again:
+            problems.append(f"a second run found something new: {again}")
+    finally:
+        machine.root(f"systemctl disable --now loginchroot-pull.timer; rm -r {PULL_TIMER_DROPIN}; "
+                     "systemctl daemon-reload; systemctl stop lcfleet-http", check=False)
+    record_system("full system: loginchroot-pull.timer pulls the fleet's signed commit over HTTP on loopback and the "
+                  "next login gets it (dm-thin, through master)", 1, 1 - bool(problems), "", problems)
+    assert not problems, "\n".join(problems)
+
+
 def test_apt_purge_leaves_no_trace(machine, installed):
     # A removal with a root open is refused (the package tier proves it);
     # the last login's root ends with its user manager.
