@@ -18,6 +18,7 @@ generation through a pull, and a kill at each step of a pull.
 import contextlib
 import json
 import os
+import pwd
 import re
 import shutil
 import socket
@@ -512,6 +513,53 @@ def test_a_pulled_commit_is_hardlinked_into_its_generation_and_master_catches_up
     record("fleet: a pulled commit is hardlinked into a directory generation (and built into erofs from such a tree); "
            "master is filled with it before a local change, and a kill in that is mended", "overlay", 1,
            1 - bool(problems), [], "", problems)
+    assert not problems, "\n".join(problems)
+
+
+def test_a_session_user_cannot_change_the_repository_through_a_hardlinked_generation(fleet):
+    """A directory generation's files are the repository's objects
+    (hardlinks). The attack: a session user writes, truncates and chmods a
+    file of the image they own, and links it in a directory of theirs; the
+    control: their session sees each change (overlay copies the file up).
+    The generation's file, a new root and `ostree fsck` must show none of it."""
+    a, _ = fleet.machines
+    master = os.path.join(fleet.build_host.path, "master")
+    uid = pwd.getpwnam("lctest1").pw_uid
+    os.makedirs(os.path.join(master, "srv", "theirs"))
+    with open(os.path.join(master, "srv", "theirs", "file"), "w") as f:
+        f.write("as published\n")
+    for path in ("srv/theirs", "srv/theirs/file"):
+        os.chown(os.path.join(master, path), uid, uid)
+    fleet.export("one")
+    assert fleet.pull(a).returncode == 0
+    generation = os.path.join(a.path, "stable", current(a), "srv", "theirs", "file")
+    before = os.stat(generation)
+    assert before.st_nlink >= 2 and before.st_ino in object_inodes(a), "the generation's file is not an object's hardlink"
+    attack = ("echo planted >> /srv/theirs/file; chmod 600 /srv/theirs/file; ln /srv/theirs/file /srv/theirs/link; "
+              "echo again > /srv/theirs/link; stat -c '%a %h' /srv/theirs/file; cat /srv/theirs/file")
+    session = HeldSession(a, "lctest1", before=attack)
+    session.wait_until_in(a)
+    status, output = session.finish()
+    problems = []
+    if status != 0 or "600 2" not in output or "again" not in output:
+        problems.append(f"the control: the session did not see its own changes ({status}): {output}")
+    after = os.stat(generation)
+    with open(generation) as f:
+        content = f.read()
+    if content != "as published\n" or (after.st_mode & 0o777, after.st_nlink, after.st_ino) != \
+            (before.st_mode & 0o777, before.st_nlink, before.st_ino):
+        problems.append(f"the generation's file changed: {content!r}, mode {after.st_mode:o}, links {after.st_nlink}")
+    fresh = HeldSession(a, "lctest2", before="cat /srv/theirs/file; ls /srv/theirs")
+    fresh.wait_until_in(a)
+    _, seen = fresh.finish()
+    if "as published" not in seen or "planted" in seen or "link" in seen:
+        problems.append(f"a new root sees the first user's changes: {seen}")
+    fsck = ostree(os.path.join(a.path, "fleet"), "fsck", check=False)
+    if fsck.returncode != 0:
+        problems.append(f"the repository's objects changed: {fsck.stdout}{fsck.stderr}")
+    record("fleet: a session user's writes, chmod and link of a file of a hardlinked generation stay in their root "
+           "(the repository's object, the generation and a new root unchanged)", "overlay", 1, 1 - bool(problems), [],
+           "", problems)
     assert not problems, "\n".join(problems)
 
 
