@@ -497,8 +497,9 @@ PULL_TIMER_DROPIN = "/run/systemd/system/loginchroot-pull.timer.d"
 
 def pull_service_finished(machine):
     """Whether loginchroot-pull.service ran (it has an invocation) and is done."""
-    shown = machine.root("systemctl show -p InvocationID -p ActiveState loginchroot-pull.service")
-    return "InvocationID=\n" not in shown + "\n" and "ActiveState=inactive" in shown or "ActiveState=failed" in shown
+    shown = machine.root("systemctl show -p InvocationID -p ActiveState loginchroot-pull.service").split()
+    ran = "InvocationID=" not in shown  # an empty id: never started
+    return ran and ("ActiveState=inactive" in shown or "ActiveState=failed" in shown)
 
 
 def fleet_marker_of_master(machine):

@@ -19,9 +19,8 @@ struct FleetDeployment {
     }
 
     /// Whether `commit` is what the last pull published as `current`.
-    func isDeployed(_ commit: String, as current: Generation?) throws -> Bool {
-        guard let current else { return false }
-        return try read(Self.deployedRecord) == [commit, current.name]
+    func isDeployed(_ commit: String, as current: Generation) throws -> Bool {
+        try read(Self.deployedRecord) == [commit, current.name]
     }
 
     /// The deployed commit, when master does not hold it (a pull published
